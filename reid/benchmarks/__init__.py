@@ -1,0 +1,1 @@
+"""Throughput benchmarks behind ``scripts/bench.py`` (images/s, seconds); never asserted in tests."""

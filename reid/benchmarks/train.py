@@ -1,0 +1,181 @@
+"""``scripts/bench.py train``: how close the full trainer step runs to the model's own speed.
+
+(a) a bare loop of forward, loss, backward and optimiser step on tensors already on
+    the device (the ceiling);
+(b) the trainer's own epoch loop (sampling, cache gather, batched augmentation,
+    criterion, per-step records kept on the device, progress bookkeeping),
+both on the same model, batch and precision; images/s, their ratio, projected
+seconds per Market-1501 epoch (12,936 images) and peak memory.
+
+Example::
+
+    python scripts/bench.py train --device cpu --batch 16 --size 64x32 --model resnet18
+    python scripts/bench.py train --device cuda --batch 64 --size 256x128      # ResNet-50, bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from types import SimpleNamespace
+
+import torch
+
+from ..config import from_dict
+from ..engine import distributed
+from ..engine.builder import RetrievalSet, RunData
+from ..engine.trainer import Trainer, autocast_dtype, resolve_device
+from ..losses import build_criterion
+from ..models import build_model
+
+MARKET_TRAIN_IMAGES = 12936
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch", type=int, default=None, help="batch size (default 64 on CUDA, 16 on the CPU)")
+    p.add_argument("--size", default=None, help="HxW input (default 256x128 on CUDA, 64x32 on the CPU)")
+    p.add_argument("--model", default="resnet50")
+    p.add_argument("--last-stride", type=int, default=2, choices=[1, 2])
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default 50 on CUDA, 12 on the CPU)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 10 on CUDA, 3 on the CPU)")
+    p.add_argument("--classes", type=int, default=751)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model in both loops")
+
+
+def run(args: argparse.Namespace) -> dict:
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    batch = args.batch or (64 if cuda else 16)
+    height, width = map(int, (args.size or ("256x128" if cuda else "64x32")).lower().split("x"))
+    steps, warmup = args.steps or (50 if cuda else 12), args.warmup if args.warmup is not None else (10 if cuda else 3)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    cfg = from_dict({
+        "criterion": "cross_entropy",
+        "data": {"size": [height, width], "device_cache": "auto"},
+        "model": {"name": args.model, "pretrained": "none", "last_stride": args.last_stride},
+        "train": {"batch_size": batch, "epochs": 1, "compile": args.compile},
+        "eval": {"every_epochs": 0},
+    })
+    amp = autocast_dtype(cfg.train.precision, device)
+
+    bare = bare_loop_speed(cfg, device, amp, batch, steps, warmup, args.classes)
+    full = trainer_speed(cfg, device, batch, steps, warmup, args.classes)
+    result = {
+        "device": torch.cuda.get_device_name(device) if cuda else f"CPU ({torch.get_num_threads()} threads)",
+        "model": args.model, "last_stride": args.last_stride, "batch": batch, "size": f"{height}x{width}",
+        "precision": str(amp).replace("torch.", "") if amp else "fp32", "channels_last": cuda,
+        "bare_images_per_s": bare["images_per_s"], "trainer_images_per_s": full["images_per_s"],
+        "ratio": full["images_per_s"] / bare["images_per_s"],
+        "market_epoch_s": MARKET_TRAIN_IMAGES / full["images_per_s"],
+        "peak_memory_mib": peak_memory_mib(device),
+    }
+    print_table(result)
+    return result
+
+
+def synthetic_batch(batch: int, height: int, width: int, classes: int, device: torch.device):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, height, width, generator=g).to(device)
+    labels = torch.randint(0, classes, (batch,), generator=g).to(device)
+    return images, labels
+
+
+def bare_loop_speed(cfg, device, amp, batch, steps, warmup, classes) -> dict:
+    """Forward, backward and step on a fixed batch already on the device."""
+    torch.manual_seed(0)
+    model = build_model(cfg.model.name, classes, pretrained="none", last_stride=cfg.model.last_stride).to(device)
+    channels_last = device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    net = torch.compile(model) if cfg.train.compile else model
+    criterion = build_criterion("cross_entropy", classes)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                                foreach=True)
+    images, labels = synthetic_batch(batch, *cfg.data.size, classes, device)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    model.train()
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            logits, _ = net(images)
+        loss = criterion(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return timed(step, steps, warmup, batch, device)
+
+
+def trainer_speed(cfg, device, batch, steps, warmup, classes) -> dict:
+    """The trainer's own train_epoch over a cache of random uint8 images (no files, no val)."""
+    n = batch * (steps + warmup)
+    g = torch.Generator().manual_seed(0)
+    h, w = cfg.data.cache_size
+    images = torch.randint(0, 256, (n, 3, h, w), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, classes, (n,), generator=g)
+    split = SimpleNamespace(train_labels=labels.tolist(), num_classes=classes)
+    empty = RetrievalSet(images[:0], labels[:0].numpy(), labels[:0].numpy())
+    data = RunData(split=split, train_images=images, val_images=images[:0], train_labels=labels,
+                   val_labels=labels[:0], query=empty, gallery=empty)
+    torch.manual_seed(0)
+    model = build_model(cfg.model.name, classes, pretrained="none", last_stride=cfg.model.last_stride)
+    criterion = build_criterion(cfg.criterion, classes)
+    trainer = Trainer(cfg, run_dir=None, device=device, data=data, model=model, criterion=criterion,
+                      dist=distributed.DistInfo(), progress=False)
+    # Warm up on the first `warmup` steps' worth of batches, then time whole epochs of `steps`.
+    trainer.sampler = _FixedBatches(n, batch, warmup)
+    trainer.train_epoch(epoch=1, first_step=0)
+    trainer.sampler = _FixedBatches(n, batch, steps)
+    return timed(lambda: trainer.train_epoch(epoch=2, first_step=0), 1, 0, batch * steps, device)
+
+
+class _FixedBatches:
+    """``count`` consecutive batches of a random permutation (the trainer's sampler interface)."""
+
+    def __init__(self, n: int, batch: int, count: int) -> None:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(1)).numpy()
+        self._batches = [order[i * batch:(i + 1) * batch] for i in range(count)]
+
+    def batches(self, epoch: int):
+        return self._batches
+
+
+def timed(fn, repeats: int, warmup: int, images_per_call: int, device: torch.device) -> dict:
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync(device)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "images_per_s": images_per_call * repeats / seconds}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def print_table(r: dict) -> None:
+    print(f"train benchmark on {r['device']}: {r['model']} (last stride {r['last_stride']}), batch {r['batch']}, "
+          f"{r['size']}, {r['precision']}, channels_last {r['channels_last']}")
+    print(f"| {'loop':<44} | {'images/s':>9} |")
+    print(f"|{'-' * 46}|{'-' * 11}|")
+    print(f"| {'(a) bare forward/backward/step (ceiling)':<44} | {r['bare_images_per_s']:>9.1f} |")
+    print(f"| {'(b) full trainer step':<44} | {r['trainer_images_per_s']:>9.1f} |")
+    print(f"(b)/(a) = {r['ratio']:.3f}; projected Market-1501 epoch (12,936 images): {r['market_epoch_s']:.1f} s; "
+          f"peak memory {r['peak_memory_mib']:.0f} MiB")

@@ -1,0 +1,1 @@
+"""Training engine: the loop, the per-mini-batch history, checkpoints, torchrun support."""

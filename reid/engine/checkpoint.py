@@ -1,0 +1,129 @@
+"""Checkpoints that survive a crash at any moment, and the run-directory lock.
+
+``checkpoints/last.pt`` is always a complete file: a new checkpoint is written to a
+temporary name and renamed over it. Before that, the old one is kept as
+``checkpoints/previous.pt`` (a hard link, so it costs no copy), which
+``--resume auto`` falls back to when ``last.pt`` cannot be read.
+
+Example::
+
+    store = CheckpointStore(run_dir)
+    store.save(state)                   # last.pt <- state, previous.pt <- old last.pt
+    state, path = store.load_latest()   # newest readable checkpoint, or (None, None)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from ..errors import CheckpointError, OutputError, RunLockedError
+from ..io import atomic_torch_save
+
+FORMAT = 1
+
+
+class CheckpointStore:
+    """``run_dir/checkpoints/{last,previous}.pt``."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.folder = Path(run_dir) / "checkpoints"
+        self.last = self.folder / "last.pt"
+        self.previous = self.folder / "previous.pt"
+
+    def save(self, state: dict) -> Path:
+        state = {"format": FORMAT, **state}
+        if self.last.exists():
+            self._keep_as_previous()
+        atomic_torch_save(state, self.last)
+        return self.last
+
+    def _keep_as_previous(self) -> None:
+        tmp = self.folder / ".previous.pt.link"
+        try:
+            if tmp.exists():
+                tmp.unlink()
+            os.link(self.last, tmp)
+            os.replace(tmp, self.previous)
+        except OSError as e:
+            raise OutputError(f"cannot keep {self.previous}: {e.strerror or e}; free space or fix permissions") from e
+
+    def load_latest(self) -> tuple[Optional[dict], Optional[Path]]:
+        """The newest readable checkpoint; a damaged ``last.pt`` falls back to ``previous.pt`` with a warning."""
+        if not self.last.exists() and not self.previous.exists():
+            return None, None
+        try:
+            return load_checkpoint(self.last), self.last
+        except CheckpointError as e:
+            if not self.previous.exists():
+                raise
+            warnings.warn(f"{e}; resuming from {self.previous} instead", stacklevel=2)
+            return load_checkpoint(self.previous), self.previous
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint written by :class:`CheckpointStore`; a damaged file is a CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint; pass an existing .pt file to --resume or use --resume auto")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a truncated or foreign file
+        raise CheckpointError(f"{path}: cannot read this checkpoint ({type(e).__name__}); it is damaged or not a "
+                              "checkpoint of this tool, so resume from another file or start afresh") from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
+        raise CheckpointError(f"{path}: not a checkpoint of this tool (no format {FORMAT} header); "
+                              "pass a checkpoints/last.pt written by train.py")
+    return state
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held for the life of the process.
+
+    It is an ``flock`` on ``run_dir/.lock``: the kernel releases it when the process
+    dies, so the lock of a killed run is stale by construction and is simply taken over.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / ".lock"
+        self._file: Any = None
+
+    def acquire(self) -> "RunLock":
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            f = open(self.path, "a+")
+        except OSError as e:
+            raise OutputError(f"cannot write the run directory {self.path.parent}: {e.strerror or e}; "
+                              "choose a writable output.root") from e
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            owner = f.read().strip() or "another process"
+            f.close()
+            raise RunLockedError(f"{self.path.parent} is in use by {owner}; wait for it to finish, stop it, "
+                                 "or set output.name to train into another run directory")
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

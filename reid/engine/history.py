@@ -1,0 +1,80 @@
+"""The per-mini-batch record of a run, saved as ``mini_batch_data.mat``.
+
+Keys and shapes are a contract (DESIGN.md): ``train_loss``, ``train_acc``,
+``val_loss``, ``val_acc`` and their ``*_epoch``, ``*_batch_size`` (and ``train_lr``)
+are 1xN float64 rows, one entry per mini-batch in order; ``eval_*`` one entry per
+evaluation; ``criterion`` and ``config`` are strings.
+
+Example::
+
+    h = History(criterion="soft_cross_entropy", config_text=to_yaml(cfg))
+    h.extend("train", epoch=1, loss=[2.3, 2.1], acc=[0.0, 0.25], batch_size=[32, 32], lr=[0.05, 0.05])
+    h.save_mat(run_dir / "mini_batch_data.mat")
+    loadmat(run_dir / "mini_batch_data.mat")["train_acc"][0]   # array([0.  , 0.25])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..io import atomic_savemat
+
+PHASE_KEYS = {
+    "train": ("loss", "acc", "epoch", "lr", "batch_size"),
+    "val": ("loss", "acc", "epoch", "batch_size"),
+}
+EVAL_KEYS = ("epoch", "rank1", "rank5", "rank10", "mAP")
+
+
+class History:
+    """Lists of per-mini-batch values, kept on the host; picklable as a plain dict."""
+
+    def __init__(self, criterion: str = "", config_text: str = "") -> None:
+        self.criterion = criterion
+        self.config_text = config_text
+        self.columns: dict[str, list[float]] = {
+            f"{phase}_{key}": [] for phase, keys in PHASE_KEYS.items() for key in keys
+        }
+        self.columns.update({f"eval_{key}": [] for key in EVAL_KEYS})
+
+    def extend(self, phase: str, epoch: int, **values: Sequence[float]) -> None:
+        """Append one phase's mini-batches (``loss``, ``acc``, ``batch_size`` and, for train, ``lr``)."""
+        n = len(values["loss"])
+        for key in PHASE_KEYS[phase]:
+            column = [epoch] * n if key == "epoch" else list(map(float, values[key]))
+            if len(column) != n:
+                raise ValueError(f"{phase}_{key}: {len(column)} values for {n} mini-batches")
+            self.columns[f"{phase}_{key}"].extend(column)
+
+    def add_evaluation(self, epoch: int, results: dict) -> None:
+        self.columns["eval_epoch"].append(epoch)
+        for key in EVAL_KEYS[1:]:
+            self.columns[f"eval_{key}"].append(float(results[key]))
+
+    def num_batches(self, phase: str) -> int:
+        return len(self.columns[f"{phase}_loss"])
+
+    def to_mat(self) -> dict[str, object]:
+        arrays: dict[str, object] = {
+            key: np.asarray(values, dtype=np.float64).reshape(1, -1) for key, values in self.columns.items()
+        }
+        arrays["criterion"] = self.criterion
+        arrays["config"] = self.config_text
+        return arrays
+
+    def save_mat(self, path: str | Path) -> None:
+        atomic_savemat(path, self.to_mat())
+
+    def state_dict(self) -> dict:
+        return {"criterion": self.criterion, "config_text": self.config_text,
+                "columns": {k: list(v) for k, v in self.columns.items()}}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "History":
+        history = cls(state["criterion"], state["config_text"])
+        for key, values in state["columns"].items():
+            history.columns[key] = list(values)
+        return history

@@ -1,0 +1,515 @@
+"""The training loop: train and val phases per epoch, per-mini-batch history,
+checkpoints, evaluation. It does not know which criterion, model or dataset it
+runs: :func:`train` builds them from the config through the registries.
+
+Every random choice derives from ``(seed, epoch, step)``, so a run resumed from any
+checkpoint replays exactly what the uninterrupted run would have done, and two
+runs with the same seed and different criteria see the same batches.
+
+Example::
+
+    cfg = load_config("configs/demo_soft.yaml", overrides=["train.epochs=2"])
+    run_dir = train(cfg, device="cpu", resume="auto")
+    loadmat(run_dir / "mini_batch_data.mat")["train_acc"][0]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..config import Config, experiment_differences, import_plugins, run_dir as config_run_dir, to_dict, to_yaml
+from ..data import (BatchAugment, PKSampler, RandomBatchSampler, SequentialBatchSampler, batch_generator,
+                    eval_transform, shard)
+from ..errors import CheckpointError, ConfigError, TrainingDivergedError
+from ..evaluation import evaluate_features, extract_features, format_results, write_features_mat
+from ..io import atomic_write_text
+from ..losses import CombinedCriterion
+from . import distributed
+from .builder import (RunData, build_criterion_from_config, build_data, build_model_from_config, build_split)
+from .checkpoint import CheckpointStore, RunLock, load_checkpoint
+from .history import History
+from .optim import EpochSchedule, build_optimizer
+
+
+# ----------------------------------------------------------------------------- devices and precision
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else the CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name!r}: choose cpu, cuda or auto")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is visible; use --device cpu or auto")
+    return torch.device(name)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype for ``train.precision`` on ``device`` (None = float32)."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("train.precision = fp16 needs CUDA; use bf16 or fp32 on the CPU")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def step_seed(seed: int, epoch: int, step: int) -> int:
+    """Seed of the global RNG (dropout) for one training step."""
+    return int(np.random.SeedSequence([seed, epoch, step, 0x5EED]).generate_state(1)[0])
+
+
+# ----------------------------------------------------------------------------- per-step records
+
+class StepRecords:
+    """Per-mini-batch loss and correct counts of one phase, kept on the training device.
+
+    Nothing here synchronises with the host per step; :meth:`take` copies the
+    pending rows out (and sums them across torchrun ranks) at flush points.
+    """
+
+    def __init__(self, batch_sizes: list[int], device: torch.device) -> None:
+        self.batch_sizes = batch_sizes   # global sizes, known on the host
+        self.sums = torch.zeros(len(batch_sizes), 2, dtype=torch.float64, device=device)
+        self.flushed = 0
+
+    def record(self, step: int, loss: torch.Tensor, correct: torch.Tensor, local_count: int) -> None:
+        self.sums[step, 0] = loss.detach().double() * local_count
+        self.sums[step, 1] = correct.double()
+
+    def take(self, upto: int) -> tuple[list[float], list[float], list[int]]:
+        """Mean loss, accuracy and size of global batches ``flushed..upto-1``; marks them flushed."""
+        rows = distributed.all_reduce_sum(self.sums[self.flushed:upto].clone()).cpu().numpy()
+        sizes = self.batch_sizes[self.flushed:upto]
+        n = np.asarray(sizes, dtype=np.float64)
+        self.flushed = upto
+        return (rows[:, 0] / n).tolist(), (rows[:, 1] / n).tolist(), sizes
+
+    def running(self, upto: int) -> torch.Tensor:
+        """(loss sum, correct sum) over ``0..upto-1``, on the device, for the progress bar."""
+        return self.sums[:upto].sum(0)
+
+
+class LiveView:
+    """Running loss/accuracy for the progress bar without stalling the GPU.
+
+    On CUDA the totals are copied to pinned memory asynchronously and shown one
+    refresh later, when the copy has landed; on the CPU they are read directly.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.host = torch.zeros(2, dtype=torch.float64, pin_memory=self.cuda)
+        self.event = torch.cuda.Event() if self.cuda else None
+        self.count = 0
+        self.pending_count = 0
+
+    def update(self, totals: torch.Tensor, count: int) -> Optional[dict[str, str]]:
+        shown = None
+        if self.cuda and self.pending_count and self.event.query():
+            shown = self._format(self.host.tolist(), self.pending_count)
+        if not self.cuda:
+            return self._format(totals.tolist(), count)
+        self.host.copy_(totals, non_blocking=True)
+        self.event.record()
+        self.pending_count = count
+        return shown
+
+    @staticmethod
+    def _format(totals: list[float], count: int) -> dict[str, str]:
+        return {"loss": f"{totals[0] / count:.4f}", "acc": f"{totals[1] / count:.3f}"}
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+@dataclass
+class Position:
+    """Where a run stands: ``step`` training steps of ``epoch`` are done (``epoch_done``: and its val/eval)."""
+
+    epoch: int = 1
+    step: int = 0
+    epoch_done: bool = False
+
+    def next(self) -> "Position":
+        return Position(self.epoch + 1, 0) if self.epoch_done else self
+
+
+class Trainer:
+    """Runs epochs of (train, val, optional evaluation) and keeps the run directory current."""
+
+    def __init__(self, cfg: Config, run_dir: Path, device: torch.device, data: RunData, model: nn.Module,
+                 criterion: CombinedCriterion, dist: distributed.DistInfo, progress: bool = True) -> None:
+        self.cfg, self.run_dir, self.device, self.data, self.dist = cfg, run_dir, device, data, dist
+        self.progress = progress and dist.is_main
+        self.model = model.to(device)
+        self.channels_last = cfg.train.channels_last == "on" or (cfg.train.channels_last == "auto" and device.type == "cuda")
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.criterion = criterion.to(device)
+        self.val_criterion = classification_terms(criterion)
+        self.amp_dtype = autocast_dtype(cfg.train.precision, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        self.optimizer = build_optimizer(cfg.optim, model.param_groups())
+        self.extra_optimizer = criterion.extra_optimizer()
+        self.schedule = EpochSchedule(cfg.schedule, cfg.train.epochs)
+        self.net = self._wrap_for_training(self.model)
+        self.augment = BatchAugment(size=tuple(cfg.data.size), flip_p=cfg.augment.flip, pad=cfg.augment.pad,
+                                    erasing_p=cfg.augment.erasing, erasing_area=tuple(cfg.augment.erasing_area),
+                                    erasing_ratio=tuple(cfg.augment.erasing_ratio))
+        self.sampler = build_sampler(cfg, data)
+        keep_on_device = cfg.data.device_cache == "on" or (cfg.data.device_cache == "auto" and device.type == "cuda")
+        self.image_device = device if keep_on_device else torch.device("cpu")
+        self.train_images = data.train_images.to(self.image_device)
+        self.val_images = data.val_images.to(self.image_device)
+        self.train_labels = data.train_labels.to(device)
+        self.val_labels = data.val_labels.to(device)
+        self.history = History(criterion=" + ".join(criterion.names), config_text=to_yaml(cfg))
+        self.log_lines: list[str] = []
+        self.store = CheckpointStore(run_dir) if run_dir is not None else None
+        self.last_results: Optional[dict] = None
+
+    def _wrap_for_training(self, model: nn.Module) -> nn.Module:
+        net = model
+        if self.dist.enabled:
+            if self.cfg.train.sync_bn:
+                net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+        if self.cfg.train.compile:
+            net = compile_or_explain(net)
+        return net
+
+    # -- state ---------------------------------------------------------------------------
+    def state_dict(self, position: Position, finished: bool) -> dict:
+        return {
+            "epoch": position.epoch, "step": position.step, "epoch_done": position.epoch_done, "finished": finished,
+            "model": self.model.state_dict(), "criterion": self.criterion.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "extra_optimizer": self.extra_optimizer.state_dict() if self.extra_optimizer else None,
+            "scheduler": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
+            "history": self.history.state_dict(), "log": list(self.log_lines),
+            "config": to_dict(self.cfg), "config_yaml": to_yaml(self.cfg),
+        }
+
+    def load_state_dict(self, state: dict) -> Position:
+        self.model.load_state_dict(state["model"])
+        self.criterion.load_state_dict(state["criterion"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.extra_optimizer and state.get("extra_optimizer"):
+            self.extra_optimizer.load_state_dict(state["extra_optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.history = History.from_state_dict(state["history"])
+        self.history.config_text = to_yaml(self.cfg)
+        self.log_lines = list(state.get("log", []))
+        return Position(state["epoch"], state["step"], state["epoch_done"])
+
+    def save(self, position: Position, finished: bool = False) -> None:
+        """Checkpoint, then the .mat and log: all atomic, rank 0 only."""
+        if self.dist.is_main:
+            self.store.save(self.state_dict(position, finished))
+            self.write_history()
+
+    def write_history(self) -> None:
+        if self.dist.is_main:
+            self.history.save_mat(self.run_dir / "mini_batch_data.mat")
+            atomic_write_text(self.run_dir / "log.txt", "".join(line + "\n" for line in self.log_lines))
+
+    def log(self, line: str) -> None:
+        self.log_lines.append(line)
+        if self.dist.is_main:
+            tqdm.write(line)
+
+    # -- the loop ------------------------------------------------------------------------
+    def fit(self, start: Position) -> None:
+        for epoch in range(start.epoch, self.cfg.train.epochs + 1):
+            started = time.perf_counter()
+            self.schedule.apply(self.optimizer, epoch)
+            first_step = start.step if epoch == start.epoch else 0
+            self.train_epoch(epoch, first_step)
+            self.val_epoch(epoch)
+            last = epoch == self.cfg.train.epochs
+            every = self.cfg.eval.every_epochs
+            if last or (every and epoch % every == 0):
+                self.evaluate(epoch, write_files=last)
+            self.log(self.epoch_line(epoch, time.perf_counter() - started))
+            self.save(Position(epoch, len(self.sampler.batches(epoch)), epoch_done=True), finished=last)
+
+    def train_epoch(self, epoch: int, first_step: int) -> None:
+        batches = self.sampler.batches(epoch)
+        records = StepRecords([len(b) for b in batches], self.device)
+        records.flushed = first_step
+        lr = self.optimizer.param_groups[-1]["lr"]  # the head's rate (optim.lr x schedule)
+        every = self.cfg.checkpoint.every_steps
+        self.net.train()
+        with self.progress_bar(epoch, "train", batches[first_step:]) as bar:
+            for step in range(first_step, len(batches)):
+                idx = shard(batches[step], self.dist.rank, self.dist.world_size)
+                images, labels = self.train_batch(batches[step], idx, epoch, step)
+                torch.manual_seed(step_seed(self.cfg.seed, epoch, step))  # dropout
+                loss, correct = self.train_step(images, labels)
+                records.record(step, loss, correct, len(idx))
+                bar.advance(len(batches[step]), records, step + 1)
+                if every and (step + 1) % every == 0 and step + 1 < len(batches):
+                    self.flush_train(epoch, records, step + 1, lr)
+                    self.save(Position(epoch, step + 1))
+        self.flush_train(epoch, records, len(batches), lr)
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, loss in float32, backward, optimiser step; returns (loss, number correct) on the device."""
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            logits, features = self.net(images)
+        loss = self.criterion(logits.float(), labels, features.float())
+        self.zero_grad()
+        self.scaler.scale(loss).backward()
+        for optimizer in self.optimizers():
+            self.scaler.step(optimizer)
+        self.scaler.update()
+        return loss.detach(), (logits.argmax(1) == labels).sum()
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.optimizer] + ([self.extra_optimizer] if self.extra_optimizer else [])
+
+    def zero_grad(self) -> None:
+        for optimizer in self.optimizers():
+            optimizer.zero_grad(set_to_none=True)
+
+    def train_batch(self, global_idx: np.ndarray, idx: np.ndarray, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's augmented images and labels of one step (augmentation drawn for the global batch)."""
+        rows = torch.from_numpy(idx)
+        images = self.train_images[rows.to(self.image_device)]
+        images = images.to(self.device, non_blocking=True)
+        out = self.augment(images, batch_generator(self.cfg.seed, epoch, step))
+        if self.channels_last:
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out, self.train_labels[rows.to(self.device)]
+
+    def _shard_offset(self, global_size: int) -> int:
+        sizes = [len(a) for a in np.array_split(np.arange(global_size), self.dist.world_size)]
+        return int(sum(sizes[: self.dist.rank]))
+
+    def flush_train(self, epoch: int, records: StepRecords, upto: int, lr: float) -> None:
+        loss, acc, sizes = records.take(upto)
+        self.history.extend("train", epoch, loss=loss, acc=acc, batch_size=sizes, lr=[lr] * len(loss))
+        self.stop_if_diverged(epoch, loss, upto - len(loss))
+
+    def stop_if_diverged(self, epoch: int, losses: list[float], first_step: int) -> None:
+        bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
+        if not bad:
+            return
+        step = first_step + bad[0] + 1
+        self.write_history()
+        last = self.store.last if self.store.last.exists() else None
+        where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+        raise TrainingDivergedError(
+            f"the loss became {losses[bad[0]]} at epoch {epoch}, step {step}; {where}; "
+            "lower optim.lr or check the criterion, then resume with --resume auto or start afresh")
+
+    @torch.no_grad()
+    def val_epoch(self, epoch: int) -> None:
+        if len(self.val_labels) == 0:
+            return
+        batches = SequentialBatchSampler(len(self.val_labels), self.cfg.train.batch_size).batches(0)
+        records = StepRecords([len(b) for b in batches], self.device)
+        self.model.eval()
+        with self.progress_bar(epoch, "val", batches) as bar:
+            for step, global_idx in enumerate(batches):
+                idx = shard(global_idx, self.dist.rank, self.dist.world_size)
+                rows = torch.from_numpy(idx)
+                images = eval_transform(self.val_images[rows.to(self.image_device)].to(self.device, non_blocking=True),
+                                        tuple(self.cfg.data.size))
+                if self.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                labels = self.val_labels[rows.to(self.device)]
+                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+                    logits = self.model.classifier(self.model(images))
+                logits = logits.float()
+                records.record(step, self.val_criterion(logits, labels), (logits.argmax(1) == labels).sum(), len(idx))
+                bar.advance(len(global_idx), records, step + 1)
+        loss, acc, sizes = records.take(len(batches))
+        self.history.extend("val", epoch, loss=loss, acc=acc, batch_size=sizes)
+
+    def evaluate(self, epoch: int, write_files: bool) -> Optional[dict]:
+        """Rank-k / mAP on query vs gallery (rank 0), recorded in the history."""
+        results = None
+        if self.dist.is_main:
+            results = evaluate_model(self.model, self.data, self.cfg, self.device, self.amp_dtype, self.channels_last,
+                                     features_path=self.run_dir / "features.mat" if write_files else None)
+            results["epoch"] = epoch
+            self.history.add_evaluation(epoch, results)
+            if write_files:
+                atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+                tqdm.write(format_results(results))
+            self.last_results = results
+        distributed.barrier()
+        return results
+
+    def epoch_line(self, epoch: int, seconds: float) -> str:
+        c = self.history.columns
+        def mean_of(phase: str, key: str) -> float:
+            values = [v for v, e in zip(c[f"{phase}_{key}"], c[f"{phase}_epoch"]) if e == epoch]
+            sizes = [s for s, e in zip(c[f"{phase}_batch_size"], c[f"{phase}_epoch"]) if e == epoch]
+            return float(np.average(values, weights=sizes)) if values else float("nan")
+        line = (f"epoch {epoch}/{self.cfg.train.epochs} train_loss {mean_of('train', 'loss'):.4f} "
+                f"train_acc {mean_of('train', 'acc'):.4f} val_loss {mean_of('val', 'loss'):.4f} "
+                f"val_acc {mean_of('val', 'acc'):.4f} lr {c['train_lr'][-1]:.2e} time {seconds:.1f}s")
+        if c["eval_epoch"] and c["eval_epoch"][-1] == epoch:
+            line += f" rank1 {c['eval_rank1'][-1]:.4f} mAP {c['eval_mAP'][-1]:.4f}"
+        return line
+
+    def progress_bar(self, epoch: int, phase: str, batches: list[np.ndarray]) -> "PhaseBar":
+        return PhaseBar(f"epoch {epoch}/{self.cfg.train.epochs} {phase}", sum(len(b) for b in batches),
+                        self.device, enabled=self.progress)
+
+
+class PhaseBar(contextlib.AbstractContextManager):
+    """tqdm over images with running loss/accuracy, refreshed a few times a second."""
+
+    def __init__(self, desc: str, total: int, device: torch.device, enabled: bool) -> None:
+        self.bar = tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False, disable=not enabled,
+                        dynamic_ncols=True)
+        self.view = LiveView(device) if enabled else None
+        self.seen = 0
+        self.last_refresh = 0.0
+
+    def advance(self, count: int, records: StepRecords, upto: int) -> None:
+        if self.view is None:
+            return
+        self.seen += count
+        self.bar.update(count)
+        now = time.perf_counter()
+        if now - self.last_refresh > 0.5:
+            self.last_refresh = now
+            shown = self.view.update(records.running(upto), self.seen)
+            if shown:
+                self.bar.set_postfix(shown, refresh=False)
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+
+# ----------------------------------------------------------------------------- pieces
+
+def classification_terms(criterion: CombinedCriterion) -> CombinedCriterion:
+    """The criterion without its feature terms: the val loss (val batches hold no positive pairs)."""
+    terms = [t for t in criterion.terms if not getattr(t[2], "needs_features", False)]
+    return CombinedCriterion(terms) if terms else CombinedCriterion([("cross_entropy", 1.0, _plain_ce())])
+
+
+def _plain_ce() -> nn.Module:
+    from ..losses import CRITERIA
+    return CRITERIA.get("cross_entropy")()
+
+
+def build_sampler(cfg: Config, data: RunData) -> Any:
+    n, b = len(data.train_labels), cfg.train.batch_size
+    if cfg.sampler.name == "pk":
+        return PKSampler(data.split.train_labels, b // cfg.sampler.num_instances, cfg.sampler.num_instances, cfg.seed)
+    return RandomBatchSampler(n, b, cfg.seed)
+
+
+def compile_or_explain(net: nn.Module) -> nn.Module:
+    try:
+        return torch.compile(net)
+    except Exception as e:  # platform without a working compiler: say so, train uncompiled
+        tqdm.write(f"note: train.compile is on but torch.compile is unavailable here ({type(e).__name__}: {e}); "
+                   "training without it")
+        return net
+
+
+def evaluate_model(model: nn.Module, data: RunData, cfg: Config, device: torch.device,
+                   amp_dtype: Optional[torch.dtype], channels_last: bool,
+                   features_path: Optional[Path] = None) -> dict:
+    """Extract query/gallery features on ``device`` and score them (optionally writing features.mat)."""
+    was_training = model.training
+    model.eval()
+    kw = dict(size=tuple(cfg.data.size), batch_size=cfg.eval.batch_size, device=device, flip=cfg.eval.flip,
+              amp_dtype=amp_dtype, channels_last=channels_last)
+    qf = extract_features(model, data.query.images, **kw)
+    gf = extract_features(model, data.gallery.images, **kw)
+    model.train(was_training)
+    results = evaluate_features(qf, gf, data.query.pids, data.query.camids, data.gallery.pids, data.gallery.camids,
+                                distance=cfg.eval.distance, rerank=cfg.eval.rerank, ap=cfg.eval.ap,
+                                max_rank=cfg.eval.max_rank)
+    if features_path is not None:
+        write_features_mat(features_path, qf, data.query.pids, data.query.camids,
+                           gf, data.gallery.pids, data.gallery.camids)
+    return results
+
+
+# ----------------------------------------------------------------------------- entry point
+
+def find_resume_state(store: CheckpointStore, resume: Optional[str]) -> tuple[Optional[dict], Optional[Path]]:
+    if resume is None:
+        if store.last.exists() or store.previous.exists():
+            raise CheckpointError(f"{store.folder.parent} already holds a run; continue it with --resume auto, "
+                                  "or set output.name to start a new one")
+        return None, None
+    if resume == "auto":
+        return store.load_latest()
+    return load_checkpoint(resume), Path(resume)
+
+
+def check_same_experiment(state: dict, cfg: Config, path: Path) -> None:
+    differing = experiment_differences(state["config"], to_dict(cfg))
+    if differing:
+        raise CheckpointError(f"{path} was written by a different experiment (differs in {', '.join(differing)}); "
+                              "resume with the same config, or set output.name to start a new run")
+
+
+def train(cfg: Config, device: str = "auto", resume: Optional[str] = None, progress: bool = True) -> Path:
+    """Train (or resume) the run described by ``cfg``; returns its run directory."""
+    dev = resolve_device(device)
+    dist = distributed.init_distributed(dev.type)
+    if dist.enabled and dev.type == "cuda":
+        dev = torch.device("cuda", dist.local_rank)
+    out = config_run_dir(cfg)
+    lock = RunLock(out).acquire() if dist.is_main else None
+    try:
+        return _train_locked(cfg, out, dev, dist, resume, progress)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _train_locked(cfg: Config, out: Path, dev: torch.device, dist: distributed.DistInfo,
+                  resume: Optional[str], progress: bool) -> Path:
+    store = CheckpointStore(out)
+    state, state_path = find_resume_state(store, resume)
+    if state is not None:
+        check_same_experiment(state, cfg, state_path)
+        if state["finished"] and state["epoch"] >= cfg.train.epochs:
+            if dist.is_main:
+                print(f"{out}: already finished ({state['epoch']} epochs); nothing to do")
+            return out
+    import_plugins(cfg)
+    dataset, split = build_split(cfg)
+    torch.manual_seed(cfg.seed)  # model initialisation
+    model = build_model_from_config(cfg, split.num_classes)
+    criterion_counts = np.bincount(np.asarray(split.train_labels), minlength=split.num_classes).tolist()
+    criterion = build_criterion_from_config(cfg, split.num_classes, model.feature_dim, criterion_counts)
+    data = build_data(cfg, dataset, split, progress=progress and dist.is_main)
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", to_yaml(cfg))
+    trainer = Trainer(cfg, out, dev, data, model, criterion, dist, progress=progress)
+    start = Position()
+    if state is not None:
+        start = trainer.load_state_dict(state).next()
+        trainer.log(f"resumed from {state_path} at epoch {start.epoch}, step {start.step}")
+    else:
+        trainer.log(f"training {cfg.source or 'run'}: {split.num_classes} identities, {len(split.train)} train / "
+                    f"{len(split.val)} val images, criterion {' + '.join(criterion.names)}, device {dev}")
+    trainer.fit(start)
+    return out

@@ -1,0 +1,94 @@
+"""Re-evaluate a finished (or interrupted) run: ``python -m reid.evaluate RUN_DIR [--checkpoint PATH]``.
+
+Reads the run's resolved ``config.yaml`` and its checkpoint (``checkpoints/last.pt`` by
+default), extracts query and gallery features, and writes ``results.json``,
+``features.mat`` and the ``eval_*`` entries of ``mini_batch_data.mat`` (replacing the
+entry of the same epoch), then prints the table.
+
+Example::
+
+    python -m reid.evaluate outputs/soft --set eval.rerank=true
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from .cli import run_main
+from .config import from_dict, import_plugins, parse_override, _set_dotted
+from .engine.builder import build_data, build_model_from_config, build_split
+from .engine.checkpoint import load_checkpoint
+from .engine.history import History
+from .engine.trainer import autocast_dtype, evaluate_model, resolve_device
+from .errors import ReidError
+from .evaluation import format_results
+from .io import atomic_write_text
+
+
+def evaluate_run(run_dir: str | Path, checkpoint: str | Path | None = None, overrides: list[str] = (),
+                 device: str = "auto", progress: bool = True) -> dict:
+    """Evaluate the model of ``run_dir``'s checkpoint; returns the results dict (also written to disk)."""
+    run_dir = Path(run_dir)
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        raise ReidError(f"{run_dir}: no config.yaml, so it is not a run directory of train.py; pass one")
+    raw = yaml.safe_load(config_file.read_text())
+    for item in overrides:
+        key, value = parse_override(item)
+        if not key.startswith(("eval.", "data.root", "data.cache_dir")):
+            raise ReidError(f"--set {item}: only eval.*, data.root and data.cache_dir can change at evaluation")
+        _set_dotted(raw, key, value, origin=f"--set {item}")
+    cfg = from_dict(raw, origin=str(config_file))
+    state = load_checkpoint(checkpoint or run_dir / "checkpoints" / "last.pt")
+    dev = resolve_device(device)
+    import_plugins(cfg)
+    dataset, split = build_split(cfg)
+    cfg.model.pretrained = "none"  # the checkpoint holds every weight
+    model = build_model_from_config(cfg, split.num_classes)
+    model.load_state_dict(state["model"])
+    model.to(dev)
+    data = build_data(cfg, dataset, split, progress=progress)
+    results = evaluate_model(model, data, cfg, dev, autocast_dtype(cfg.train.precision, dev),
+                             channels_last=dev.type == "cuda", features_path=run_dir / "features.mat")
+    results["epoch"] = int(state["epoch"])
+    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    update_history(run_dir / "mini_batch_data.mat", state, results)
+    return results
+
+
+def update_history(mat_path: Path, state: dict, results: dict) -> None:
+    """Rewrite the .mat with this evaluation in place of any earlier one of the same epoch."""
+    history = History.from_state_dict(state["history"])
+    cols = history.columns
+    keep = [i for i, e in enumerate(cols["eval_epoch"]) if e != results["epoch"]]
+    for key in [k for k in cols if k.startswith("eval_")]:
+        cols[key] = [cols[key][i] for i in keep]
+    history.add_evaluation(results["epoch"], results)
+    history.save_mat(mat_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m reid.evaluate", description="Re-evaluate a run directory.")
+    p.add_argument("run_dir")
+    p.add_argument("--checkpoint", default=None, help="checkpoint to evaluate (default: RUN_DIR/checkpoints/last.pt)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change an eval.* key, e.g. --set eval.rerank=true")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--debug", action="store_true")
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        results = evaluate_run(args.run_dir, args.checkpoint, args.overrides, args.device)
+        print(format_results(results))
+        return 0
+
+    return run_main(body, debug=args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Retrieval evaluation: features, distances, Market-1501 ranking metrics, re-ranking.
+
+Example::
+
+    >>> from reid.evaluation import extract_features, evaluate_features, format_results
+    >>> qf = extract_features(model, query_images, size=(256, 128), device="cuda", flip=True)
+    >>> gf = extract_features(model, gallery_images, size=(256, 128), device="cuda", flip=True)
+    >>> results = evaluate_features(qf, gf, q_pids, q_cams, g_pids, g_cams)
+    >>> print(format_results(results))
+"""
+
+from .features import compute_distance, evaluate_features, extract_features, write_features_mat
+from .ranking import AP_RULES, rank_metrics
+from .report import format_results
+from .rerank import re_ranking
+
+__all__ = [
+    "AP_RULES",
+    "compute_distance",
+    "evaluate_features",
+    "extract_features",
+    "format_results",
+    "rank_metrics",
+    "re_ranking",
+    "write_features_mat",
+]

@@ -1,0 +1,217 @@
+"""Feature extraction, distances, the evaluation entry point and features.mat.
+
+Example::
+
+    >>> model.eval()
+    >>> qf = extract_features(model, q_images, size=(256, 128), device="cuda",
+    ...                       flip=True, amp_dtype=torch.float16)
+    >>> gf = extract_features(model, g_images, size=(256, 128), device="cuda", flip=True)
+    >>> results = evaluate_features(qf, gf, q_pids, q_cams, g_pids, g_cams)
+    >>> write_features_mat(run_dir / "features.mat", qf, q_pids, q_cams, gf, g_pids, g_cams)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..io import atomic_savemat
+from .ranking import AP_RULES, rank_metrics
+
+DISTANCES = ("cosine", "euclidean")
+
+
+def _eval_transform(images_uint8: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    # Imported at call time: reid.data is another module's, and tests may patch this.
+    from ..data import eval_transform
+
+    return eval_transform(images_uint8, size)
+
+
+@torch.no_grad()
+def extract_features(
+    model: torch.nn.Module,
+    images_uint8: torch.Tensor,
+    size: Sequence[int],
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    flip: bool = False,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    progress: bool | None = None,
+    desc: str = "features",
+) -> torch.Tensor:
+    """Retrieval features of uint8 images, (N, D) float32, L2-normalised, on the CPU.
+
+    Batches are moved to ``device`` and transformed with ``reid.data.eval_transform``
+    (resize + normalise). With ``flip`` the feature is f(x) + f(hflip(x)) before
+    normalisation. The caller puts the model in eval mode (and on ``device``).
+    Features stay on the device until the end: one copy to the host, no per-batch sync.
+
+    Example::
+
+        >>> f = extract_features(model, images, size=(256, 128), device="cuda", flip=True,
+        ...                      amp_dtype=torch.float16, channels_last=True)
+    """
+    device = torch.device(device)
+    n = images_uint8.shape[0]
+    if progress is None:
+        progress = sys.stderr.isatty()
+    chunks: list[torch.Tensor] = []
+    starts = range(0, n, batch_size)
+    if progress and n > batch_size:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc=desc, unit="batch", leave=False)
+    use_amp = amp_dtype is not None
+    for s in starts:
+        x = images_uint8[s : s + batch_size].to(device, non_blocking=True)
+        x = _eval_transform(x, size)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
+            f = model(x).float()
+            if flip:
+                f = f + model(x.flip(3)).float()
+        chunks.append(F.normalize(f.reshape(f.shape[0], -1), dim=1))
+    if not chunks:
+        return torch.zeros(0, int(getattr(model, "feature_dim", 0)))
+    return torch.cat(chunks).cpu()
+
+
+def compute_distance(qf: Any, gf: Any, metric: str = "cosine") -> torch.Tensor:
+    """(Q, G) float32 distance matrix on qf's device; smaller = closer.
+
+    cosine: 1 - <q, g> of the L2-normalised features; euclidean: plain ||q - g|| via the
+    matmul expansion, clamped at 0 before the square root.
+
+    Example::
+
+        >>> compute_distance(torch.eye(2), torch.eye(2))
+        tensor([[0., 1.], [1., 0.]])
+    """
+    if metric not in DISTANCES:
+        raise ValueError(f"metric must be one of {DISTANCES}, got {metric!r}")
+    qf = torch.as_tensor(qf).float()
+    gf = torch.as_tensor(gf).float().to(qf.device)
+    if metric == "cosine":
+        qf, gf = F.normalize(qf, dim=1), F.normalize(gf, dim=1)
+    dot = _matmul_t(qf, gf)
+    if metric == "cosine":
+        return torch.sub(1.0, dot, out=dot) if dot.numel() else dot
+    dot.mul_(-2).add_((qf * qf).sum(1)[:, None]).add_((gf * gf).sum(1)[None, :])
+    return dot.clamp_(min=0).sqrt_()
+
+
+def _matmul_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b.T. On the CPU through numpy: its OpenBLAS measured ~15-20% faster than
+    torch's MKL on this AMD machine for the 3,368 x 19,732 x 2,048 product."""
+    if a.device.type == "cpu" and os.environ.get("REID_TORCH_MATMUL") != "1":
+        return torch.from_numpy(np.matmul(a.numpy(), b.numpy().T))
+    return a @ b.t()
+
+
+def evaluate_features(
+    qf: Any,
+    gf: Any,
+    q_pids: Any,
+    q_cams: Any,
+    g_pids: Any,
+    g_cams: Any,
+    distance: str = "cosine",
+    rerank: bool = False,
+    ap: str = "standard",
+    max_rank: int = 50,
+) -> dict[str, Any]:
+    """Distance + Market-1501 metrics, returned JSON-ready.
+
+    Returns {"rank1", "rank5", "rank10", "mAP", "mAP_standard", "mAP_trapezoid", "mINP",
+    "num_valid_queries", "num_query", "num_gallery", "cmc" (list of max_rank floats),
+    "ap_rule", "distance", "rerank"}; metrics are fractions in [0, 1].
+
+    Junk gallery images (pid -1) are dropped before the distance is computed (the protocol
+    ignores them anyway; this saves ~20% of the matmul on Market-1501), except with
+    ``rerank``, whose neighbourhoods are built from all gallery features as in the reference.
+
+    Example::
+
+        >>> r = evaluate_features(qf, gf, q_pids, q_cams, g_pids, g_cams, distance="cosine")
+        >>> r["rank1"], r["mAP"]
+    """
+    if ap not in AP_RULES:
+        raise ValueError(f"ap must be one of {AP_RULES}, got {ap!r}")
+    qf = torch.as_tensor(qf)
+    gf = torch.as_tensor(gf).to(qf.device)
+    if not torch.isfinite(qf).all() or not torch.isfinite(gf).all():
+        raise ValueError("features contain NaN or inf; the model diverged or the checkpoint is broken")
+    g_pids_np = np.asarray(torch.as_tensor(g_pids).cpu()).reshape(-1)
+    g_cams_np = np.asarray(torch.as_tensor(g_cams).cpu()).reshape(-1)
+    if rerank:
+        dist = re_ranking_distance(qf, gf)
+        kept_pids, kept_cams = g_pids_np, g_cams_np
+    else:
+        keep = g_pids_np != -1
+        if not keep.all():
+            gf = gf[torch.from_numpy(np.nonzero(keep)[0]).to(gf.device)]
+        kept_pids, kept_cams = g_pids_np[keep], g_cams_np[keep]
+        dist = compute_distance(qf, gf, distance)
+    r = rank_metrics(dist, q_pids, q_cams, kept_pids, kept_cams, max_rank=max(max_rank, 10), ap=ap)
+    cmc = [float(v) for v in r["cmc"]]
+    return {
+        "rank1": cmc[0],
+        "rank5": cmc[4],
+        "rank10": cmc[9],
+        "mAP": float(r["mAP"]),
+        "mAP_standard": float(r["mAP_standard"]),
+        "mAP_trapezoid": float(r["mAP_trapezoid"]),
+        "mINP": float(r["mINP"]),
+        "num_valid_queries": int(r["num_valid_queries"]),
+        "num_query": int(qf.shape[0]),
+        "num_gallery": int(len(g_pids_np)),
+        "cmc": cmc[:max_rank],
+        "ap_rule": ap,
+        "distance": "rerank" if rerank else distance,
+        "rerank": bool(rerank),
+    }
+
+
+def re_ranking_distance(qf: torch.Tensor, gf: torch.Tensor) -> torch.Tensor:
+    from .rerank import re_ranking
+
+    return re_ranking(qf, gf)
+
+
+def write_features_mat(
+    path: str | os.PathLike, qf: Any, q_pids: Any, q_cams: Any, gf: Any, g_pids: Any, g_cams: Any
+) -> None:
+    """Write features.mat atomically: query_f/gallery_f (N x D float32), *_label and *_cam (1 x N).
+
+    Example::
+
+        >>> write_features_mat(run_dir / "features.mat", qf, q_pids, q_cams, gf, g_pids, g_cams)
+        >>> scipy.io.loadmat(run_dir / "features.mat")["query_f"].shape
+        (3368, 2048)
+    """
+
+    def feats(f: Any) -> np.ndarray:
+        return np.ascontiguousarray(np.asarray(torch.as_tensor(f).detach().cpu(), dtype=np.float32))
+
+    def row(v: Any) -> np.ndarray:
+        return np.asarray(torch.as_tensor(v).detach().cpu(), dtype=np.int64).reshape(1, -1)
+
+    atomic_savemat(
+        path,
+        {
+            "query_f": feats(qf),
+            "query_label": row(q_pids),
+            "query_cam": row(q_cams),
+            "gallery_f": feats(gf),
+            "gallery_label": row(g_pids),
+            "gallery_cam": row(g_cams),
+        },
+    )

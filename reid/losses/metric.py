@@ -1,0 +1,180 @@
+"""Metric criteria on the model's features: batch-hard triplet and center loss (BoT).
+
+Both read ``features`` (for ``bnneck`` the pooled feature before the BN), computed in
+float32 even under autocast, and raise ReidError when the model gives none.
+
+Example::
+
+    crit = build_criterion([{"name": "label_smoothing"}, {"name": "triplet", "margin": 0.3},
+                            {"name": "center", "weight": 5e-4}],
+                           num_classes=751, feat_dim=model.feature_dim)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError, ReidError
+from . import register_criterion
+from .cross_entropy import upcast
+
+
+def _need_features(name: str, features: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
+    if features is None:
+        raise ReidError(
+            f"criterion '{name}' needs the model's features but got none; use a model that returns "
+            "(logits, features) in train mode"
+        )
+    if features.dim() != 2 or features.shape[0] != targets.shape[0]:
+        raise ReidError(
+            f"criterion '{name}' expects features (N, D) for N targets, got {tuple(features.shape)} "
+            f"for {targets.shape[0]}"
+        )
+    return upcast(features)
+
+
+def euclidean_dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Pairwise Euclidean distances (M, N) as in BoT: sqrt(clamp(|x|^2 + |y|^2 - 2 x.y, 1e-12))."""
+    d2 = x.pow(2).sum(1, keepdim=True) + y.pow(2).sum(1)[None, :] - 2 * x @ y.t()
+    return d2.clamp(min=1e-12).sqrt()
+
+
+@register_criterion("triplet")
+class TripletLoss(nn.Module):
+    """Batch-hard triplet loss (Hermans et al. 2017), as in BoT.
+
+    For each anchor i: ``d_ap`` = largest distance to another image of the same id,
+    ``d_an`` = smallest distance to an image of another id (Euclidean);
+    ``l_i = max(0, d_ap - d_an + margin)``, or ``softplus(d_ap - d_an)`` (soft margin)
+    when ``margin`` is None. The loss is the mean of ``l_i`` over anchors that have
+    both a positive and a negative in the batch (all of them with a P x K sampler, K >= 2).
+
+    A batch in which no anchor has a positive (e.g. a random sampler) raises ReidError.
+    That check needs the device to report back; to avoid a GPU stall per step it runs
+    on every call for CPU tensors but only on the first call otherwise (a wrong
+    sampler shows on the first batch); a later batch without any valid anchor then
+    gives a loss of 0.
+
+    Args:
+        margin: margin (default 0.3), or None for the soft margin.
+        normalize: L2-normalise the features first (BoT's default: False).
+
+    Example::
+
+        crit = build_criterion({"name": "triplet", "margin": None}, num_classes=751)
+        loss = crit(logits, targets, features)
+    """
+
+    needs_features = True
+
+    def __init__(self, margin: float | None = 0.3, normalize: bool = False) -> None:
+        super().__init__()
+        if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0):
+            raise ConfigError(f"criterion 'triplet': margin must be a number >= 0 or null (soft margin), got {margin!r}")
+        if not isinstance(normalize, bool):
+            raise ConfigError(f"criterion 'triplet': normalize must be true or false, got {normalize!r}")
+        self.margin = None if margin is None else float(margin)
+        self.normalize = normalize
+        self._checked = False
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        feats = _need_features("triplet", features, targets)
+        if self.normalize:
+            feats = F.normalize(feats, dim=1)
+        dist = euclidean_dist(feats, feats)
+        same = targets[:, None] == targets[None, :]
+        eye = torch.eye(len(targets), dtype=torch.bool, device=targets.device)
+        pos, neg = same & ~eye, ~same
+        valid = pos.any(1) & neg.any(1)
+        if targets.device.type == "cpu" or not self._checked:
+            self._checked = True
+            if not bool(valid.any()):
+                what = "no two images of the same identity" if not bool(pos.any()) else "a single identity"
+                raise ReidError(
+                    f"criterion 'triplet': the batch has {what}, so there is no (positive, negative) pair; "
+                    "use a P x K identity sampler (P identities, K >= 2 images each)"
+                )
+        # Masked max/min: only the selected entries receive gradient.
+        d_ap = torch.where(pos, dist, torch.full_like(dist, -torch.inf)).amax(1)
+        d_an = torch.where(neg, dist, torch.full_like(dist, torch.inf)).amin(1)
+        diff = torch.where(valid, d_ap - d_an, torch.zeros_like(d_ap))  # no inf - inf for invalid anchors
+        per_anchor = F.softplus(diff) if self.margin is None else F.relu(diff + self.margin)
+        weights = valid.to(per_anchor.dtype)
+        return (per_anchor * weights).sum() / weights.sum().clamp(min=1)
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; backward multiplies the gradient by ``scale``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.scale, None
+
+
+@register_criterion("center")
+class CenterLoss(nn.Module):
+    """Center loss (Wen et al. 2016) as in BoT / KaiyangZhou's CenterLoss.
+
+    Learnable centres ``c`` of shape (num_classes, feat_dim), initialised ``randn``
+    (from the global torch RNG, so seeded runs agree).
+    ``loss = (1/B) sum_i ||f_i - c_{y_i}||^2`` (clamped to at most 1e12 per sample): the
+    mean squared distance to the own centre, BoT's ``distmat.clamp(1e-12, 1e12).sum() / B``
+    without the ``(K-1) * 1e-12`` its clamp adds for the masked-out entries, and with no 1/2.
+
+    The centres have their own SGD (``lr``, default 0.5, no momentum or weight decay),
+    returned by ``CombinedCriterion.extra_optimizer()``. BoT divides the centres'
+    gradients by the loss weight before that step, so the centres move at ``lr``
+    whatever the weight (5e-4 in the recipe). Here the same is done inside autograd:
+    the centres enter the loss through a gradient-scaling identity with factor
+    ``1/weight`` (set by ``set_loss_weight``, which ``build_criterion`` calls), so after
+    ``(weight * loss).backward()`` ``centers.grad`` is the gradient of the unweighted
+    loss and a plain ``optimizer.step()`` reproduces BoT. The features' gradient keeps
+    the weight. With weight 0 the centres get no gradient.
+
+    Example::
+
+        crit = build_criterion({"name": "center", "weight": 5e-4}, 751, feat_dim=2048)
+        opt_c = crit.extra_optimizer()
+        crit(logits, y, feats).backward(); opt_c.step(); opt_c.zero_grad()
+    """
+
+    needs_features = True
+
+    def __init__(self, num_classes: int, feat_dim: int, lr: float = 0.5) -> None:
+        super().__init__()
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
+            raise ConfigError(f"criterion 'center': lr must be a number > 0, got {lr!r}")
+        self.num_classes, self.feat_dim, self.lr = num_classes, feat_dim, float(lr)
+        self.centers = nn.Parameter(torch.randn(num_classes, feat_dim))
+        self.grad_scale = 1.0
+
+    def set_loss_weight(self, weight: float) -> None:
+        """Make the centres' gradient that of the unweighted loss (BoT's division by the weight)."""
+        self.grad_scale = 1.0 / weight if weight > 0 else 0.0
+
+    def extra_param_groups(self) -> list[dict]:
+        return [{"params": [self.centers], "lr": self.lr, "momentum": 0.0, "weight_decay": 0.0}]
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        feats = _need_features("center", features, targets)
+        if feats.shape[1] != self.feat_dim:
+            raise ReidError(
+                f"criterion 'center': features have {feats.shape[1]} dimensions but the centres {self.feat_dim}; "
+                "pass feat_dim=model.feature_dim to build_criterion"
+            )
+        centers = self.centers
+        if self.grad_scale != 1.0:
+            centers = _ScaleGrad.apply(centers, self.grad_scale)
+        own = centers.to(feats.dtype)[targets]
+        sq = (feats - own).pow(2).sum(1).clamp(max=1e12)
+        return sq.mean()
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, feat_dim={self.feat_dim}, lr={self.lr}"

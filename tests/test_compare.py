@@ -1,0 +1,305 @@
+"""reid.analysis + scripts/compare.py on .mat files written here per DESIGN.md contract 3.
+
+Oracles are computed in the tests from the arrays (numpy weighted means, np.convolve,
+hand-computed epoch positions), never with the functions under test.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.io import loadmat, savemat
+
+from reid.analysis import (
+    compare,
+    curve,
+    epoch_positions,
+    load_run,
+    moving_average,
+    parse_range,
+    plot_runs,
+    range_indices,
+    summarize,
+    summary_table,
+)
+from reid.errors import ReidError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_arrays(epochs: int = 3, n_train: int = 50, batch: int = 32, n_val: int = 40, val_batch: int = 16,
+                seed: int = 0, speed: float = 1.0, criterion: str = "cross_entropy", evals: int = 0) -> dict:
+    """Realistic-looking contract-3 arrays: rising accuracy, falling loss, noise, partial last batches."""
+    rng = np.random.default_rng(seed)
+    train_per_epoch = n_train  # mini-batches per epoch, the last one partial
+    tb = np.full(train_per_epoch, batch, dtype=float)
+    tb[-1] = 7  # partial last train batch
+    n_vb = -(-n_val // val_batch)
+    vb = np.full(n_vb, val_batch, dtype=float)
+    vb[-1] = n_val - val_batch * (n_vb - 1) or val_batch
+    t = np.arange(epochs * train_per_epoch) / train_per_epoch
+    train_acc = np.clip(1 - np.exp(-speed * (t + 0.05)) + rng.normal(0, 0.05, t.size), 0, 1)
+    train_loss = 6 * np.exp(-speed * t) + 0.2 + rng.normal(0, 0.15, t.size)
+    val_e = np.repeat(np.arange(1, epochs + 1), n_vb).astype(float)
+    val_acc = np.clip(1 - np.exp(-speed * val_e * 0.8) + rng.normal(0, 0.08, val_e.size), 0, 1)
+    val_loss = 6 * np.exp(-speed * val_e) + 0.4 + rng.normal(0, 0.2, val_e.size)
+    arrays = {
+        "train_loss": train_loss, "train_acc": train_acc,
+        "train_epoch": np.repeat(np.arange(1, epochs + 1), train_per_epoch).astype(float),
+        "train_lr": np.full(t.size, 0.05), "train_batch_size": np.tile(tb, epochs),
+        "val_loss": val_loss, "val_acc": val_acc, "val_epoch": val_e, "val_batch_size": np.tile(vb, epochs),
+        "eval_epoch": np.arange(1, evals + 1, dtype=float), "eval_rank1": np.linspace(0.5, 0.8, evals),
+        "eval_rank5": np.linspace(0.7, 0.9, evals), "eval_rank10": np.linspace(0.8, 0.95, evals),
+        "eval_mAP": np.linspace(0.3, 0.6, evals),
+    }
+    arrays = {k: np.asarray(v, dtype=np.float64).reshape(1, -1) for k, v in arrays.items()}  # 1xN rows
+    arrays["criterion"] = criterion
+    arrays["config"] = f"seed: 0\ncriterion:\n  name: {criterion}\n"
+    return arrays
+
+
+def write_run(run_dir: Path, arrays: dict, results: dict | None = None) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    savemat(run_dir / "mini_batch_data.mat", arrays)
+    if results is not None:
+        (run_dir / "results.json").write_text(json.dumps(results))
+    return run_dir
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()[:24]
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def oracle_val_per_epoch(mat: Path, key: str) -> dict[int, float]:
+    m = loadmat(mat)
+    v, w, e = m[key][0], m["val_batch_size"][0], m["val_epoch"][0]
+    return {int(ep): float(np.average(v[e == ep], weights=w[e == ep])) for ep in np.unique(e)}
+
+
+# --------------------------------------------------------------------------- summary numbers
+
+
+def test_summary_matches_weighted_means_from_mat(tmp_path):
+    run_dir = write_run(tmp_path / "soft", make_arrays(epochs=4, seed=1, criterion="soft_cross_entropy"))
+    mat = run_dir / "mini_batch_data.mat"
+    acc, loss = oracle_val_per_epoch(mat, "val_acc"), oracle_val_per_epoch(mat, "val_loss")
+    # The weighting matters here: the last val batch has 8 images, not 16.
+    m = loadmat(mat)
+    assert m["val_batch_size"][0][-1] != m["val_batch_size"][0][0]
+
+    s = summarize(load_run(run_dir))
+    assert s["name"] == "soft" and s["criterion"] == "soft_cross_entropy"
+    assert s["epochs"] == int(m["train_epoch"][0].max()) == 4
+    assert s["val_acc_final"] == pytest.approx(acc[4])
+    assert s["val_acc_best"] == pytest.approx(max(acc.values()))
+    assert s["val_acc_best_epoch"] == max(acc, key=acc.get)
+    assert s["val_loss_final"] == pytest.approx(loss[4])
+    assert s["val_loss_best"] == pytest.approx(min(loss.values()))
+    assert s["val_loss_best_epoch"] == min(loss, key=loss.get)
+    assert s["rank1"] is None and s["mAP"] is None
+
+    table = summary_table([load_run(run_dir)])
+    row = table.splitlines()[2]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == "soft" and cells[1] == "soft_cross_entropy" and cells[2] == "4"
+    assert cells[3] == f"{100 * acc[4]:.2f}%"
+    best = max(acc, key=acc.get)
+    assert cells[4] == f"{100 * acc[best]:.2f}% (ep {best})"
+    assert cells[5] == f"{loss[4]:.4f}"
+    assert cells[7] == "-" and cells[8] == "-"
+
+
+def test_rank1_map_from_mat_eval_arrays_then_results_json(tmp_path):
+    a = write_run(tmp_path / "evaluated", make_arrays(evals=3), results={"rank1": 0.1, "mAP": 0.05})
+    m = loadmat(a / "mini_batch_data.mat")
+    s = summarize(load_run(a))
+    assert s["rank1"] == pytest.approx(m["eval_rank1"][0][-1]) and s["mAP"] == pytest.approx(m["eval_mAP"][0][-1])
+    assert s["eval_epoch"] == 3 and s["eval_source"] == "mat"
+
+    # eval_* absent: results.json is used.
+    arrays = {k: v for k, v in make_arrays().items() if not k.startswith("eval_")}
+    b = write_run(tmp_path / "json_only", arrays, results={"rank1": 0.873, "mAP": 0.701, "rank5": 0.95})
+    s = summarize(load_run(b))
+    assert (s["rank1"], s["mAP"], s["eval_source"]) == (0.873, 0.701, "results.json")
+    cells = [c.strip() for c in summary_table([load_run(b)]).splitlines()[2].strip("|").split("|")]
+    assert cells[7] == "87.30%" and cells[8] == "70.10%"
+
+    # eval_* present but empty (not evaluated yet), no results.json: nothing.
+    c = write_run(tmp_path / "not_evaluated", make_arrays(evals=0))
+    assert summarize(load_run(c))["rank1"] is None
+
+
+def test_partial_last_val_epoch_is_left_out(tmp_path):
+    arrays = make_arrays(epochs=3)
+    # Drop the last val mini-batch of epoch 3, as if the file were written during validation.
+    for k in ("val_loss", "val_acc", "val_epoch", "val_batch_size"):
+        arrays[k] = arrays[k][:, :-1]
+    run_dir = write_run(tmp_path / "mid_val", arrays)
+    acc = oracle_val_per_epoch(run_dir / "mini_batch_data.mat", "val_acc")
+    s = summarize(load_run(run_dir))
+    assert s["val_partial_epoch"] == 3 and s["val_epochs"] == [1, 2]
+    assert s["val_acc_final"] == pytest.approx(acc[2])
+
+
+def test_run_in_progress_without_val_yet(tmp_path):
+    arrays = make_arrays(epochs=1)
+    for k in ("val_loss", "val_acc", "val_epoch", "val_batch_size"):
+        arrays[k] = np.zeros((1, 0))
+    run_dir = write_run(tmp_path / "early", arrays)
+    s = summarize(load_run(run_dir))
+    assert s["val_acc_final"] is None and s["epochs"] == 1
+    png, table = compare([run_dir], out=tmp_path / "early.png")
+    assert png.is_file() and "| early |" in table
+
+
+# --------------------------------------------------------------------------- curves
+
+
+def test_epoch_positions_hand_values():
+    np.testing.assert_allclose(epoch_positions(np.array([1, 1, 1, 1, 2, 2, 2, 2])),
+                               [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0])
+    # A run in progress: epoch 3 has 2 of its 4 mini-batches so far -> not stretched.
+    np.testing.assert_allclose(epoch_positions(np.array([1, 1, 1, 1, 2, 2, 2, 2, 3, 3])),
+                               [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5])
+    np.testing.assert_allclose(epoch_positions(np.array([1, 1, 1])), [1 / 3, 2 / 3, 1.0])
+    assert epoch_positions(np.array([])).size == 0
+
+
+def test_curve_x_epoch_uses_each_groups_epochs(tmp_path):
+    run = load_run(write_run(tmp_path / "r", make_arrays(epochs=2, n_train=5, n_val=40, val_batch=16)))
+    xs, ys = curve(run, "val_acc", x="epoch")
+    np.testing.assert_allclose(xs, [1 / 3, 2 / 3, 1.0, 4 / 3, 5 / 3, 2.0])  # 3 val batches per epoch
+    np.testing.assert_allclose(ys, 100 * run.arrays["val_acc"])  # accuracy drawn in %
+    xs, _ = curve(run, "train_loss", x="epoch")
+    np.testing.assert_allclose(xs, np.concatenate([np.arange(1, 6) / 5, 1 + np.arange(1, 6) / 5]))
+    xs, _ = curve(run, "train_loss", x="batch")
+    np.testing.assert_array_equal(xs, np.arange(1, 11))
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 12])
+def test_moving_average_vs_numpy_convolution(n):
+    y = np.random.default_rng(n).normal(size=40)
+    got = moving_average(y, n)
+    assert got.shape == y.shape
+    np.testing.assert_allclose(got[n - 1:], np.convolve(y, np.ones(n) / n, mode="valid"))
+    np.testing.assert_allclose(got[: n - 1], np.cumsum(y)[: n - 1] / np.arange(1, n))
+    with pytest.raises(ReidError):
+        moving_average(y, 0)
+
+
+def test_smoothing_before_range_and_range_selection(tmp_path):
+    long_run = load_run(write_run(tmp_path / "long", make_arrays(epochs=4, n_train=25)))   # 100 train batches
+    short_run = load_run(write_run(tmp_path / "short", make_arrays(epochs=1, n_train=25)))  # 25, in progress
+    longest = 100
+    assert range_indices(longest, (0.0, 0.1)) == (0, 10)
+    assert range_indices(longest, (0.25, 0.5)) == (25, 50)
+    assert range_indices(longest, (0.0, 1.0)) == (0, 100)
+
+    y = long_run.arrays["train_loss"]
+    xs, ys = curve(long_run, "train_loss", smooth=5, window=(25, 50))
+    np.testing.assert_array_equal(xs, np.arange(26, 51))
+    # Smoothed on the whole curve first: the value at index 25 averages indices 21..25.
+    np.testing.assert_allclose(ys, np.convolve(y, np.ones(5) / 5, mode="valid")[21:46])
+    # The shorter run has nothing in that window (drawn as far as it goes)...
+    xs, ys = curve(short_run, "train_loss", window=(25, 50))
+    assert ys.size == 0
+    # ...and what it has in the first tenth, aligned on the same x as the long run.
+    xs, _ = curve(short_run, "train_loss", window=(0, 10))
+    np.testing.assert_array_equal(xs, np.arange(1, 11))
+
+    assert parse_range("0:0.1") == (0.0, 0.1)
+    assert parse_range(":0.5") == (0.0, 0.5) and parse_range("0.5:") == (0.5, 1.0)
+    for bad in ("0.1", "0.5:0.2", "a:b", "0:2", "-1:0.5"):
+        with pytest.raises(ReidError, match="range"):
+            parse_range(bad)
+
+
+# --------------------------------------------------------------------------- figure + files
+
+
+def test_compare_writes_png_of_expected_size_and_md(tmp_path):
+    root = tmp_path / "outputs"
+    a = write_run(root / "standard", make_arrays(epochs=5, seed=1, speed=0.8, evals=1, criterion="cross_entropy"))
+    b = write_run(root / "soft", make_arrays(epochs=3, seed=2, speed=1.2, criterion="soft_cross_entropy"))
+    png, table = compare([a, b])
+    assert png == root / "compare.png"  # default: common parent of the runs
+    assert png_size(png) == (1200, 800)  # 2x2 panels of 6x4 in at 100 dpi
+    md = png.with_suffix(".md").read_text()
+    assert table in md and "| standard |" in table and "| soft |" in table
+    assert "cross_entropy" in table and "soft_cross_entropy" in table
+
+    png1, _ = compare([a, b / "mini_batch_data.mat"], out=tmp_path / "one.png", metrics="train_acc",
+                      smooth=10, x="epoch", range_="0:0.1")
+    assert png_size(png1) == (600, 400) and (tmp_path / "one.md").is_file()
+    png3 = plot_runs([load_run(a)], tmp_path / "three.png", metrics=["train_loss", "train_acc", "val_acc"])
+    assert png_size(png3) == (1200, 800)
+
+
+def test_same_directory_names_are_told_apart(tmp_path):
+    a = write_run(tmp_path / "x" / "soft", make_arrays())
+    b = write_run(tmp_path / "y" / "soft", make_arrays(seed=3))
+    _, table = compare([a, b], out=tmp_path / "c.png")
+    assert "| x/soft |" in table and "| y/soft |" in table
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_errors_name_the_path_and_what_is_missing(tmp_path):
+    with pytest.raises(ReidError, match="no such file"):
+        load_run(tmp_path / "nope")
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(ReidError, match=r"empty_dir.*not a run directory"):
+        load_run(tmp_path / "empty_dir")
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(ReidError, match=r"notes\.txt.*not a run directory or a \.mat"):
+        load_run(tmp_path / "notes.txt")
+    (tmp_path / "garbage.mat").write_bytes(b"not a mat file at all" * 10)
+    with pytest.raises(ReidError, match=r"garbage\.mat.*cannot be read"):
+        load_run(tmp_path / "garbage.mat")
+
+    arrays = make_arrays()
+    del arrays["val_acc"], arrays["val_batch_size"]
+    savemat(tmp_path / "partial.mat", arrays)
+    with pytest.raises(ReidError, match=r"partial\.mat: missing key\(s\) val_acc, val_batch_size"):
+        load_run(tmp_path / "partial.mat")
+
+    arrays = make_arrays()
+    arrays["train_acc"] = arrays["train_acc"][:, :-3]
+    savemat(tmp_path / "uneven.mat", arrays)
+    with pytest.raises(ReidError, match=r"uneven\.mat.*different lengths"):
+        load_run(tmp_path / "uneven.mat")
+
+    run = load_run(write_run(tmp_path / "ok", make_arrays()))
+    with pytest.raises(ReidError, match=r"no per-mini-batch metric 'val_acc5'.*train_lr"):
+        plot_runs([run], tmp_path / "x.png", metrics=["val_acc5"])
+    with pytest.raises(ReidError, match=r"\.png"):
+        plot_runs([run], tmp_path / "x.jpg")
+
+
+def test_cli_prints_table_and_error_without_traceback(tmp_path):
+    a = write_run(tmp_path / "standard", make_arrays())
+    script = REPO / "scripts" / "compare.py"
+    ok = subprocess.run([sys.executable, str(script), str(a), str(tmp_path / "missing"), "--out",
+                         str(tmp_path / "c.png")], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 2
+    assert ok.stderr.startswith("error: ") and "missing" in ok.stderr and "Traceback" not in ok.stderr
+
+    # scripts/compare.py in-process too (fast), loaded by path so no module name can clash.
+    spec = importlib.util.spec_from_file_location("compare_cli", script)
+    compare_cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare_cli)
+    assert compare_cli.main([str(a), "--out", str(tmp_path / "c.png"), "--metrics", "train_acc,val_acc",
+                             "--smooth", "3", "--x", "epoch", "--range", "0:0.5"]) == 0
+    assert png_size(tmp_path / "c.png") == (1200, 400)
+    with pytest.raises(ReidError):
+        compare_cli.main([str(tmp_path / "missing"), "--debug"])

@@ -1,0 +1,115 @@
+"""Config loading: inheritance, overrides, validation errors, the resolved YAML."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reid.config import (Config, all_keys, experiment_differences, from_dict, load_config, run_dir, to_dict,
+                         to_yaml)
+from reid.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_base_yaml_documents_every_key_with_the_schema_defaults():
+    cfg = load_config(CONFIGS / "base.yaml")
+    assert to_dict(cfg) == to_dict(Config())
+    text = (CONFIGS / "base.yaml").read_text()
+    for key in all_keys():
+        leaf = key.rsplit(".", 1)[-1]
+        assert f"{leaf}:" in text, f"{key} is not documented in base.yaml"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_every_shipped_config_loads(name):
+    cfg = load_config(CONFIGS / name)
+    assert cfg.criterion and all("name" in c for c in cfg.criterion)
+
+
+def test_experiment_configs_differ_from_base_only_in_the_criterion():
+    base = to_dict(load_config(CONFIGS / "base.yaml"))
+    for name, criterion in [("standard", "cross_entropy"), ("soft", "soft_cross_entropy"),
+                            ("label_smoothing", "label_smoothing")]:
+        cfg = to_dict(load_config(CONFIGS / f"{name}.yaml"))
+        assert cfg["criterion"][0]["name"] == criterion
+        assert {k: v for k, v in cfg.items() if k != "criterion"} == {k: v for k, v in base.items() if k != "criterion"}
+
+
+def test_classic_baseline_defaults():
+    cfg = load_config(CONFIGS / "standard.yaml")
+    assert (cfg.train.batch_size, cfg.train.epochs, cfg.data.size) == (32, 60, [256, 128])
+    assert (cfg.optim.name, cfg.optim.momentum, cfg.optim.nesterov) == ("sgd", 0.9, True)
+    assert (cfg.optim.lr, cfg.optim.backbone_lr, cfg.optim.weight_decay) == (0.05, 0.005, 5e-4)
+    assert (cfg.schedule.name, cfg.schedule.step_size, cfg.schedule.gamma) == ("step", 40, 0.1)
+    assert (cfg.model.neck, cfg.model.pretrained, cfg.augment.flip, cfg.augment.pad) == ("fc512", "imagenet", 0.5, 10)
+
+
+def test_base_inheritance_chain_and_deep_merge(tmp_path):
+    write(tmp_path, "a.yaml", "train: {epochs: 7, batch_size: 16}\nmodel: {neck: bnneck}\n")
+    write(tmp_path, "b.yaml", "_base_: a.yaml\ntrain: {epochs: 9}\n")
+    cfg = load_config(write(tmp_path, "c.yaml", "_base_: b.yaml\ncriterion: {name: label_smoothing, epsilon: 0.2}\n"))
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.model.neck) == (9, 16, "bnneck")
+    assert cfg.criterion == [{"name": "label_smoothing", "epsilon": 0.2}]
+    assert run_dir(cfg) == Path("outputs/c")
+
+
+def test_overrides_are_parsed_as_yaml():
+    cfg = load_config(CONFIGS / "soft.yaml", ["train.epochs=3", "data.size=[128, 64]", "criterion=cross_entropy",
+                                              "model.pretrained=none", "eval.flip=true", "output.name=x"])
+    assert (cfg.train.epochs, cfg.data.size, cfg.model.pretrained, cfg.eval.flip) == (3, [128, 64], "none", True)
+    assert cfg.criterion == [{"name": "cross_entropy"}]
+    assert run_dir(cfg) == Path("outputs/x")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epoch=3", "unknown key 'train.epoch'; did you mean 'train.epochs'?"),
+    ("trian.epochs=3", "did you mean 'train'?"),
+    ("train.epochs=three", "train.epochs = 'three' must be an integer"),
+    ("train.epochs=0", "train.epochs = 0 is out of range; it must be >= 1"),
+    ("optim.lr=-1", "optim.lr = -1.0 is out of range; it must be > 0.0"),
+    ("data.size=[256]", "data.size = [256] must be a list of two ints"),
+    ("model.neck=fc256", "model.neck = 'fc256' is not allowed; choose one of: fc512, bnneck, none"),
+    ("eval.flip=maybe", "eval.flip = 'maybe' must be true or false"),
+    ("train.epochs", "expected key.path=value"),
+    ("criterion=[3]", "criterion = [3]"),
+])
+def test_config_errors_name_the_key(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(CONFIGS / "standard.yaml", [override])
+    assert message in str(e.value)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="bad.yaml line 2: not valid YAML"):
+        load_config(write(tmp_path, "bad.yaml", "train: [1, 2\n"))
+    write(tmp_path, "loop1.yaml", "_base_: loop2.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(write(tmp_path, "loop2.yaml", "_base_: loop1.yaml\n"))
+
+
+def test_pk_batch_must_be_a_multiple_of_k():
+    with pytest.raises(ConfigError, match="multiple of sampler.num_instances"):
+        from_dict({"sampler": {"name": "pk", "num_instances": 4}, "train": {"batch_size": 30}})
+
+
+def test_resolved_yaml_round_trips():
+    cfg = load_config(CONFIGS / "soft.yaml", ["train.epochs=2"])
+    again = from_dict(yaml.safe_load(to_yaml(cfg)))
+    assert to_dict(again) == to_dict(cfg)
+
+
+def test_experiment_differences_ignore_epochs_and_eval_but_not_the_criterion():
+    a = to_dict(load_config(CONFIGS / "standard.yaml"))
+    b = to_dict(load_config(CONFIGS / "standard.yaml", ["train.epochs=90", "eval.flip=true", "output.root=elsewhere"]))
+    assert experiment_differences(a, b) == []
+    c = to_dict(load_config(CONFIGS / "soft.yaml", ["seed=3", "train.batch_size=64"]))
+    assert experiment_differences(a, c) == ["criterion", "seed", "train.batch_size"]
