@@ -24,3 +24,17 @@ def market_root() -> Path:
     if not root:
         pytest.skip("REID_MARKET_ROOT is not set")
     return Path(root).resolve()
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path, synthetic_root) -> list[str]:
+    """``--set`` overrides for a seconds-long CPU run on ``synthetic_root`` writing under ``tmp_path``.
+
+    40 train / 8 val images in batches of 6: 7 train mini-batches per epoch, the last one partial.
+    """
+    return [f"data.root={synthetic_root}", "data.synthetic=null", f"data.cache_dir={tmp_path / 'cache'}",
+            "data.size=[32,16]", "data.val_per_id=1", "model.name=resnet18", "model.pretrained=none",
+            "train.batch_size=6", "train.epochs=2", "eval.every_epochs=1", f"output.root={tmp_path / 'outputs'}"]

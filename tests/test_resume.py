@@ -1,0 +1,137 @@
+"""Exact resume: a run killed with SIGKILL at any moment (mid-epoch, during a checkpoint
+write) and resumed with ``--resume auto`` ends with the same .mat arrays and weights as
+the uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.io import loadmat
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "demo_standard.yaml"
+
+
+def command(overrides: list[str], name: str) -> list[str]:
+    sets = [a for o in [*overrides, "train.epochs=3", "checkpoint.every_steps=1", f"output.name={name}"]
+            for a in ("--set", o)]
+    return [sys.executable, str(REPO / "train.py"), "--config", str(CONFIG), "--device", "cpu", "--resume", "auto",
+            "--no-progress", *sets]
+
+
+def run_dir(overrides: list[str], name: str) -> Path:
+    root = next(o.split("=", 1)[1] for o in overrides if o.startswith("output.root="))
+    return Path(root) / name
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    ma, mb = loadmat(a / "mini_batch_data.mat"), loadmat(b / "mini_batch_data.mat")
+    assert sorted(ma) == sorted(mb)
+    for key in ma:
+        if not key.startswith("__") and key != "config":
+            np.testing.assert_array_equal(ma[key], mb[key], err_msg=key)
+    # the resolved configs differ only in the run's name
+    assert str(ma["config"][0]).replace(f"name: {a.name}", "") == str(mb["config"][0]).replace(f"name: {b.name}", "")
+    sa = torch.load(a / "checkpoints" / "last.pt", weights_only=True)
+    sb = torch.load(b / "checkpoints" / "last.pt", weights_only=True)
+    assert sa["model"].keys() == sb["model"].keys()
+    for key in sa["model"]:
+        assert torch.equal(sa["model"][key], sb["model"][key]), key
+    assert sa["finished"] and sb["finished"]
+
+
+def env() -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
+KILLER = """
+import io, os, runpy, signal, sys, torch
+import scipy.io
+from reid.engine import trainer
+
+where, target = os.environ["KILL_WHERE"], int(os.environ["KILL_AT"])
+calls = [0]
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def count():
+    calls[0] += 1
+    return calls[0] == target
+
+def half_written(real):
+    # write half of the bytes to the (temporary) file, then die: a kill in the middle of a write
+    def save(obj, f, *args, **kwargs):
+        if count() and hasattr(f, "write"):
+            buffer = io.BytesIO()
+            real(obj, buffer, *args, **kwargs)
+            f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            f.flush()
+            die()
+        return real(obj, f, *args, **kwargs)
+    return save
+
+def before(real):
+    def call(*args, **kwargs):
+        if count():
+            die()
+        return real(*args, **kwargs)
+    return call
+
+if where == "checkpoint":
+    torch.save = half_written(torch.save)
+elif where == "mat":
+    real_savemat = scipy.io.savemat
+    scipy.io.savemat = lambda f, arrays, *a, **k: half_written(lambda o, g: real_savemat(g, o, *a, **k))(arrays, f)
+elif where == "train_step":
+    trainer.Trainer.train_step = before(trainer.Trainer.train_step)
+elif where == "val":
+    trainer.Trainer.val_epoch = before(trainer.Trainer.val_epoch)
+elif where == "eval":
+    trainer.Trainer.evaluate = before(trainer.Trainer.evaluate)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+# (where, the latest call of it to kill at): small, so that each process life moves the run on by only a
+# few steps (a checkpoint after every step) and ten kills fit in 3 epochs of 7 steps.
+MOMENTS = [("train_step", 3), ("checkpoint", 3), ("mat", 3)]
+
+
+def test_sigkill_at_seeded_random_moments_then_resume_gives_the_uninterrupted_run(tiny_overrides, tmp_path):
+    reference = subprocess.run(command(tiny_overrides, "reference"), env=env(), capture_output=True, text=True,
+                               timeout=300)
+    assert reference.returncode == 0, reference.stderr
+    driver = tmp_path / "killer.py"
+    driver.write_text(KILLER)
+    rng = random.Random(1234)
+    kills, finished = [], False
+    # Four moments are fixed: the first checkpoint write (no previous.pt yet), a mid-epoch step, the val
+    # phase and the evaluation; six more are drawn.
+    plan = [("checkpoint", 1), ("train_step", 3), ("val", 1), ("eval", 1)] + [
+        (where, rng.randint(1, most)) for where, most in (rng.choice(MOMENTS) for _ in range(6))]
+    for where, at in plan:
+        proc = subprocess.run([sys.executable, str(driver), *command(tiny_overrides, "killed")[1:]],
+                              env=dict(env(), KILL_WHERE=where, KILL_AT=str(at)), capture_output=True, text=True,
+                              timeout=300)
+        if proc.returncode == 0:  # the moment lay beyond what was left of the run: it finished
+            finished = True
+            break
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        kills.append((where, at))
+    if not finished:
+        final = subprocess.run(command(tiny_overrides, "killed"), env=env(), capture_output=True, text=True,
+                               timeout=300)
+        assert final.returncode == 0, final.stderr
+    assert kills == plan, (kills, plan, (run_dir(tiny_overrides, "killed") / "log.txt").read_text())
+    log = (run_dir(tiny_overrides, "killed") / "log.txt").read_text()
+    assert "resumed from" in log
+    assert_same_run(run_dir(tiny_overrides, "reference"), run_dir(tiny_overrides, "killed"))

@@ -1,0 +1,184 @@
+"""The trainer end to end on tiny synthetic data: the .mat contract, resume rules, the
+paired-run invariant, the NaN stop and the schedule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.io import loadmat
+from torch import nn
+
+from reid.config import Config, ScheduleConfig, load_config, run_dir
+from reid.engine import trainer as trainer_module
+from reid.engine.optim import EpochSchedule
+from reid.engine.trainer import train
+from reid.errors import CheckpointError, TrainingDivergedError
+from reid.losses import CRITERIA, register_criterion
+
+REPO = Path(__file__).resolve().parents[1]
+ROW_KEYS = ["train_loss", "train_acc", "train_epoch", "train_lr", "train_batch_size",
+            "val_loss", "val_acc", "val_epoch", "val_batch_size"]
+EVAL_KEYS = ["eval_epoch", "eval_rank1", "eval_rank5", "eval_rank10", "eval_mAP"]
+
+
+def config(overrides: list[str], *more: str, name: str = "demo_standard.yaml") -> Config:
+    return load_config(REPO / "configs" / name, [*overrides, *more])
+
+
+def test_mat_file_has_one_entry_per_mini_batch(tiny_overrides):
+    cfg = config(tiny_overrides)
+    out = train(cfg, device="cpu", progress=False)
+    m = loadmat(out / "mini_batch_data.mat")
+    for key in ROW_KEYS + EVAL_KEYS:
+        assert m[key].dtype == np.float64 and m[key].shape[0] == 1, key
+    # 40 train images in batches of 6: 6 full + 1 of 4 per epoch; 8 val images: 6 + 2.
+    assert m["train_batch_size"][0].tolist() == [6, 6, 6, 6, 6, 6, 4] * 2
+    assert m["train_epoch"][0].tolist() == [1] * 7 + [2] * 7
+    assert m["val_batch_size"][0].tolist() == [6, 2] * 2
+    assert m["val_epoch"][0].tolist() == [1, 1, 2, 2]
+    assert all(m[k].shape[1] == 14 for k in ROW_KEYS if k.startswith("train"))
+    assert all(m[k].shape[1] == 4 for k in ROW_KEYS if k.startswith("val"))
+    for acc in ("train_acc", "val_acc"):
+        sizes = m[acc.replace("acc", "batch_size")][0]
+        # accuracy is a fraction whose numerator is a whole number of images
+        assert np.allclose(m[acc][0] * sizes, np.round(m[acc][0] * sizes)) and m[acc].min() >= 0 and m[acc].max() <= 1
+    assert np.all(np.isfinite(m["train_loss"])) and np.all(m["train_lr"] == 0.01)
+    assert m["eval_epoch"][0].tolist() == [1, 2]
+    assert m["criterion"][0] == "cross_entropy"
+    assert "criterion:" in str(m["config"][0]) and (out / "config.yaml").read_text() == str(m["config"][0])
+    results = json.loads((out / "results.json").read_text())
+    assert results["rank1"] == pytest.approx(m["eval_rank1"][0, -1]) and results["mAP"] == pytest.approx(m["eval_mAP"][0, -1])
+    f = loadmat(out / "features.mat")
+    assert f["query_f"].dtype == np.float32 and np.allclose(np.linalg.norm(f["query_f"], axis=1), 1, atol=1e-5)
+    assert len((out / "log.txt").read_text().splitlines()) == 3  # start line + one per epoch
+
+
+def test_train_loss_is_the_criterion_on_the_batch(tiny_overrides, monkeypatch):
+    """The recorded loss/accuracy of a step are those of the logits the optimiser step used."""
+    seen = []
+    real_step = trainer_module.Trainer.train_step
+
+    def spy(self, images, labels):
+        loss, correct = real_step(self, images, labels)
+        seen.append((float(loss), int(correct), len(labels)))
+        return loss, correct
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", spy)
+    out = train(config(tiny_overrides, "train.epochs=1", "eval.every_epochs=0"), device="cpu", progress=False)
+    m = loadmat(out / "mini_batch_data.mat")
+    assert m["train_loss"][0].tolist() == pytest.approx([s[0] for s in seen], rel=1e-6)
+    assert m["train_acc"][0].tolist() == pytest.approx([s[1] / s[2] for s in seen])
+
+
+def test_paired_runs_see_the_same_batches_and_augmentation(tiny_overrides, monkeypatch):
+    streams: dict[str, list] = {"standard": [], "soft": []}
+    current: list = []
+    real_batch = trainer_module.Trainer.train_batch
+
+    def spy(self, global_idx, idx, epoch, step):
+        images, labels = real_batch(self, global_idx, idx, epoch, step)
+        current.append((epoch, step, idx.tolist(), labels.tolist(), float(images.double().sum())))
+        return images, labels
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_batch", spy)
+    for name in streams:
+        current = streams[name]
+        train(config(tiny_overrides, f"output.name={name}", "eval.every_epochs=0", name=f"demo_{name}.yaml"),
+              device="cpu", progress=False)
+    assert streams["standard"] == streams["soft"] and len(streams["soft"]) == 14
+    a = loadmat(Path(tiny_overrides[-1].split("=", 1)[1]) / "standard" / "mini_batch_data.mat")
+    b = loadmat(Path(tiny_overrides[-1].split("=", 1)[1]) / "soft" / "mini_batch_data.mat")
+    assert a["criterion"][0] == "cross_entropy" and b["criterion"][0] == "soft_cross_entropy"
+    assert not np.array_equal(a["train_loss"], b["train_loss"])
+
+
+def test_resume_refuses_a_changed_experiment(tiny_overrides):
+    cfg = config(tiny_overrides, "train.epochs=1", "eval.every_epochs=0")
+    out = train(cfg, device="cpu", progress=False)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+    changed = config(tiny_overrides, "train.epochs=1", "criterion=soft_cross_entropy", "seed=1", "eval.every_epochs=0")
+    with pytest.raises(CheckpointError, match=r"differs in criterion, seed"):
+        train(changed, device="cpu", resume="auto", progress=False)
+    with pytest.raises(CheckpointError, match="already holds a run; continue it with --resume auto"):
+        train(cfg, device="cpu", resume=None, progress=False)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"} == before
+
+
+def test_raising_epochs_continues_a_finished_run(tiny_overrides):
+    one = train(config(tiny_overrides, "train.epochs=1"), device="cpu", progress=False)
+    two = train(config(tiny_overrides, "train.epochs=2"), device="cpu", resume="auto", progress=False)
+    assert one == two
+    m = loadmat(two / "mini_batch_data.mat")
+    assert m["train_epoch"][0].tolist() == [1] * 7 + [2] * 7
+
+
+def test_a_finished_run_is_not_redone(tiny_overrides):
+    out = train(config(tiny_overrides, "train.epochs=1"), device="cpu", progress=False)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+    train(config(tiny_overrides, "train.epochs=1"), device="cpu", resume="auto", progress=False)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != ".lock"} == before
+
+
+class NanAfter(nn.Module):
+    """Cross entropy that returns NaN from its ``after``-th call on (for the NaN-stop test)."""
+
+    def __init__(self, after: int = 3):
+        super().__init__()
+        self.after, self.calls = after, 0
+
+    def forward(self, logits, targets, features=None):
+        self.calls += 1
+        loss = nn.functional.cross_entropy(logits.float(), targets)
+        return loss * float("nan") if self.calls >= self.after else loss
+
+
+def test_nan_loss_stops_the_run_naming_epoch_and_step(tiny_overrides, monkeypatch):
+    if "nan_after_test" not in CRITERIA:
+        register_criterion("nan_after_test")(NanAfter)
+    # 7 train calls in epoch 1 (ok), then val (2 calls), then epoch 2: call 10 is its step 1, 12 its step 3.
+    cfg = config(tiny_overrides, "criterion={name: nan_after_test, after: 12}", "eval.every_epochs=0")
+    with pytest.raises(TrainingDivergedError, match=r"loss became nan at epoch 2, step 3; the last good checkpoint is"):
+        train(cfg, device="cpu", progress=False)
+    out = run_dir(cfg)
+    m = loadmat(out / "mini_batch_data.mat")
+    assert m["train_epoch"][0].tolist() == [1] * 7 + [2] * 7  # the whole epoch's records, NaN ones included
+    assert np.isnan(m["train_loss"][0, 9]) and np.isfinite(m["train_loss"][0, :9]).all()
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert (state["epoch"], state["epoch_done"]) == (1, True)  # the last good checkpoint stays
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_warmup_multistep_schedule_values():
+    sched = EpochSchedule(ScheduleConfig(name="multistep", milestones=[40, 70], gamma=0.1, warmup_epochs=10,
+                                         warmup_factor=0.01), total_epochs=120)
+    # BoT: factor = warmup(e) * 0.1^(#milestones <= e), e = epoch - 1
+    expected = {1: 0.01, 2: 0.01 + 0.99 * 0.1, 6: 0.01 + 0.99 * 0.5, 10: 0.01 + 0.99 * 0.9, 11: 1.0, 40: 1.0,
+                41: 0.1, 70: 0.1, 71: 0.01, 120: 0.01}
+    for epoch, value in expected.items():
+        assert sched.factor(epoch) == pytest.approx(value), epoch
+
+
+def torch_schedule_factors(make, epochs: int) -> list[float]:
+    """Per-epoch lr factors of a PyTorch scheduler stepped once per epoch (the oracle)."""
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched, factors = make(opt), []
+    for _ in range(epochs):
+        factors.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return factors
+
+
+@pytest.mark.parametrize("cfg, make", [
+    (ScheduleConfig(name="step", step_size=40, gamma=0.1), lambda o: torch.optim.lr_scheduler.StepLR(o, 40, 0.1)),
+    (ScheduleConfig(name="multistep", milestones=[40, 70], gamma=0.1),
+     lambda o: torch.optim.lr_scheduler.MultiStepLR(o, [40, 70], 0.1)),
+    (ScheduleConfig(name="cosine", min_lr_factor=0.0), lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 120)),
+])
+def test_schedules_match_pytorch_schedulers(cfg, make):
+    ours = [EpochSchedule(cfg, total_epochs=120).factor(e) for e in range(1, 121)]
+    assert ours == pytest.approx(torch_schedule_factors(make, 120), abs=1e-12)
