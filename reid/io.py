@@ -27,6 +27,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        _give_usual_mode(fd, path)
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e}; check the folder exists and is writable") from e
     try:
@@ -69,6 +70,20 @@ def atomic_savemat(path: str | os.PathLike, arrays: dict) -> None:
     from scipy.io import savemat
 
     atomic_write_with(path, lambda f: savemat(f, arrays))
+
+
+def _give_usual_mode(fd: int, path: Path) -> None:
+    """mkstemp creates 0600 files; give the file the mode it had, or 0666 less the umask as open() would."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        mode = 0o666 & ~mask
+    try:
+        os.fchmod(fd, mode)
+    except OSError:
+        pass
 
 
 def _remove_quietly(path: str) -> None:

@@ -155,3 +155,75 @@ def test_accelerator_path_gives_the_same_result_as_the_cpu_path():
 def test_rejects_non_uint8():
     with pytest.raises(ValueError, match="uint8"):
         BatchAugment((16, 8))(torch.zeros(2, 3, 16, 8), batch_generator(0, 0, 0))
+
+
+def test_call_equals_apply_of_sampled_params():
+    x = _images(b=9, h=16, w=8)
+    aug = BatchAugment((32, 16), flip_p=0.5, pad=4, erasing_p=0.5)
+    whole = aug(x, batch_generator(3, 1, 4))
+    assert torch.equal(whole, aug.apply(x, aug.sample_params(9, batch_generator(3, 1, 4))))
+
+
+@pytest.mark.parametrize("cuts", [(0, 4, 8, 12), (0, 5, 12), (0, 1, 2, 12)])
+def test_shards_with_param_slices_give_the_rows_of_the_whole_batch(cuts):
+    x = _images(b=12, h=16, w=8, seed=5)
+    aug = BatchAugment((32, 16), flip_p=0.5, pad=4, erasing_p=0.7)
+    whole = aug(x, batch_generator(7, 2, 3))
+    params = aug.sample_params(12, batch_generator(7, 2, 3))
+    assert params.erase.any() and params.flip.any() and not params.flip.all()
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        p = params.slice(lo, hi)
+        assert len(p) == hi - lo and torch.equal(p.offset_x, params.offset_x[lo:hi])
+        assert torch.equal(aug.apply(x[lo:hi].clone(), p), whole[lo:hi])
+    with pytest.raises(ValueError, match="slice"):
+        aug.apply(x[:4], params)
+
+
+@pytest.mark.parametrize("cache_hw", [(32, 16), (16, 8)])  # presized cache / resized per batch
+def test_index_and_ring_give_the_same_values_as_the_plain_call(cache_hw):
+    cache = _images(b=30, h=cache_hw[0], w=cache_hw[1], seed=9)
+    plain = BatchAugment((32, 16), flip_p=0.5, pad=3, erasing_p=0.5)
+    ringed = BatchAugment((32, 16), flip_p=0.5, pad=3, erasing_p=0.5, ring=2)
+    idx = torch.tensor([4, 0, 29, 4, 17, 8, 3])
+    for step in range(3):
+        p = plain.sample_params(7, batch_generator(1, 2, step))
+        want = plain(cache[idx], batch_generator(1, 2, step))
+        assert torch.equal(plain.apply(cache, p, index=idx), want)
+        assert torch.equal(ringed.apply(cache, p, index=idx), want)
+        assert torch.equal(ringed(cache[idx], batch_generator(1, 2, step)), want)
+    if cache_hw != (32, 16):
+        return
+    # presized: against the oracle (torch.flip, zero pad by F.pad, crop by slicing, torchvision Normalize)
+    out, x = ringed.apply(cache, p, index=idx), cache[idx]
+    for i in range(7):
+        img = torch.flip(x[i], dims=[2]) if p.flip[i] else x[i]
+        oy, ox = int(p.offset_y[i]), int(p.offset_x[i])
+        ref = tv_normalize(F.pad(img, (3, 3, 3, 3))[:, oy:oy + 32, ox:ox + 16].float() / 255)
+        if p.erase[i]:
+            y0, x0, h, w = (int(t[i]) for t in (p.erase_y, p.erase_x, p.erase_h, p.erase_w))
+            ref[:, y0:y0 + h, x0:x0 + w] = 0
+        torch.testing.assert_close(out[i], ref, rtol=0, atol=1e-5)
+    assert p.flip.any() and p.erase.any()
+
+
+def test_ring_reuses_its_outputs_in_turn_and_only_on_the_cpu_path():
+    x = _images(b=4, h=16, w=8)
+    aug = BatchAugment((16, 8), pad=2, ring=2)
+    outs = [aug(x, batch_generator(0, 0, s)) for s in range(3)]
+    assert outs[0].data_ptr() != outs[1].data_ptr() and outs[2].data_ptr() == outs[0].data_ptr()
+    assert torch.equal(outs[1], BatchAugment((16, 8), pad=2)(x, batch_generator(0, 0, 1)))  # still valid
+    kept = BatchAugment((16, 8), pad=2)(x, batch_generator(0, 0, 0))  # ring=0: a new tensor per call
+    assert kept.data_ptr() not in {o.data_ptr() for o in outs}
+    other = aug(x[:3], batch_generator(0, 0, 3))  # another batch shape has its own ring
+    assert other.shape[0] == 3 and aug(x, batch_generator(0, 0, 4)).data_ptr() == outs[1].data_ptr()
+    import copy
+    import pickle
+    assert copy.deepcopy(aug).ring == 2 and pickle.loads(pickle.dumps(aug)).ring == 2
+    with pytest.raises(ValueError, match="ring"):
+        BatchAugment((16, 8), ring=-1)
+
+
+def test_empty_batch():
+    aug = BatchAugment((16, 8), pad=2, erasing_p=0.5)
+    out = aug.apply(_images(b=3), aug.sample_params(0, batch_generator(0, 0, 0)), index=torch.tensor([], dtype=torch.long))
+    assert out.shape == (0, 3, 16, 8)

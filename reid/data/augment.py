@@ -22,7 +22,8 @@ Example::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -65,16 +66,38 @@ def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 3, H, W) -> float32 ``(x / 255 - mean) / std`` with the ImageNet statistics."""
-    dev = images.device
-    scale = (1.0 / (255.0 * torch.tensor(IMAGENET_STD, dtype=torch.float64))).float().view(1, 3, 1, 1).to(dev)
-    bias = (-torch.tensor(IMAGENET_MEAN, dtype=torch.float64) / torch.tensor(IMAGENET_STD, dtype=torch.float64))
-    bias = bias.float().view(1, 3, 1, 1).to(dev)
-    # empty + copy_ is ~3x faster than .to(float32) on the CPU; then two in-place passes
-    out = torch.empty(images.shape, dtype=torch.float32, device=dev)
-    out.copy_(images)
-    return out.mul_(scale).add_(bias)
+def _norm_constants() -> tuple[list[float], list[float]]:
+    """float32 per-channel ``1 / (255 std)`` and ``-mean / std`` (as Python floats holding float32 values)."""
+    std, mean = torch.tensor(IMAGENET_STD, dtype=torch.float64), torch.tensor(IMAGENET_MEAN, dtype=torch.float64)
+    return (1.0 / (255.0 * std)).float().tolist(), (-mean / std).float().tolist()
+
+
+_SCALE, _BIAS = _norm_constants()
+_CHUNK_BYTES = 1 << 20  # float32 output normalised per step on the CPU: at most one core's L2 (1 MiB here)
+
+
+def normalize(images: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float32 ``(x / 255 - mean) / std`` with the ImageNet statistics.
+
+    Computed as ``float32(x) * scale + bias`` in float32 (two roundings), into ``out`` when given.
+    """
+    if out is None:
+        out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
+    # copy_ (u8 -> f32) then two in-place passes: the fastest exact form on the CPU (a mixed-dtype
+    # multiply, addcmul or per-channel scalar ops were all slower when measured)
+    scale, bias = _norm_tensors(images.device)
+    return out.copy_(images).mul_(scale).add_(bias)
+
+
+_NORM_TENSORS: dict = {}
+
+
+def _norm_tensors(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    key = str(device)
+    if key not in _NORM_TENSORS:
+        _NORM_TENSORS[key] = (torch.tensor(_SCALE).view(1, 3, 1, 1).to(device),
+                              torch.tensor(_BIAS).view(1, 3, 1, 1).to(device))
+    return _NORM_TENSORS[key]
 
 
 def eval_transform(images: torch.Tensor, size: tuple[int, int] = (256, 128)) -> torch.Tensor:
@@ -100,6 +123,20 @@ class AugmentParams:
     erase_h: torch.Tensor
     erase_w: torch.Tensor
 
+    def __len__(self) -> int:
+        return int(self.flip.shape[0])
+
+    def slice(self, lo: int, hi: int) -> "AugmentParams":
+        """The params of samples ``lo .. hi-1`` (e.g. one torchrun rank's shard of a global batch).
+
+        Example::
+
+            >>> p = aug.sample_params(global_batch, batch_generator(seed, epoch, step))  # same on every rank
+            >>> x = aug.apply(local_images, p.slice(rank * local_batch, (rank + 1) * local_batch))
+        """
+        lo, hi, _ = slice(lo, hi).indices(len(self))
+        return AugmentParams(*(getattr(self, f.name)[lo:hi] for f in fields(self)))
+
 
 class BatchAugment:
     """Resize, horizontal flip, zero pad + random crop, random erasing and ImageNet normalisation of a batch.
@@ -118,15 +155,29 @@ class BatchAugment:
     this is torchvision's ``RandomErasing`` default (BoT fills the already
     normalised tensor with the mean, a colour close to black, instead).
 
+    Sharding (torchrun): ``aug(images, g)`` is ``aug.apply(images, aug.sample_params(len(images), g))``;
+    each rank draws the params of the *global* batch and applies ``params.slice(lo, hi)`` to its
+    rows ``lo..hi-1``, which gives exactly those rows of the whole-batch result.
+
+    Output buffers (``ring``, CPU only): with ``ring=0`` (the default) every call returns a new
+    tensor. With ``ring=n > 0`` the CPU path writes into ``n`` preallocated outputs per batch shape,
+    used in turn (per thread), which saves allocating and page-faulting 25 MB per batch of 64 at
+    256x128: **a result stays valid until ``n`` more calls of the same shape** (``ring=2``: the
+    trainer can hold the previous batch while the next is built); ``.clone()`` what you keep
+    longer. On accelerators a new tensor is always returned (the caching allocator already reuses
+    memory, and stream ordering stays safe). The results are the same either way.
+
     Example::
 
         >>> aug = BatchAugment((256, 128), flip_p=0.5, pad=10, erasing_p=0.5)
         >>> x = aug(cache[idx].cuda(), batch_generator(seed, epoch, step))
+        >>> cpu_aug = BatchAugment((256, 128), erasing_p=0.5, ring=2)
+        >>> x = cpu_aug.apply(cache, cpu_aug.sample_params(len(idx), g), index=idx)  # no gathered copy
     """
 
     def __init__(self, size: tuple[int, int] = (256, 128), flip_p: float = 0.5, pad: int = 10,
                  erasing_p: float = 0.0, erasing_area: tuple[float, float] = (0.02, 0.4),
-                 erasing_ratio: tuple[float, float] = (0.3, 3.3)) -> None:
+                 erasing_ratio: tuple[float, float] = (0.3, 3.3), ring: int = 0) -> None:
         if not (0 <= flip_p <= 1 and 0 <= erasing_p <= 1):
             raise ValueError(f"flip_p={flip_p} and erasing_p={erasing_p} must be probabilities in [0, 1]")
         if pad < 0:
@@ -140,10 +191,16 @@ class BatchAugment:
         self.erasing_p = float(erasing_p)
         self.erasing_area = (float(erasing_area[0]), float(erasing_area[1]))
         self.erasing_ratio = (float(erasing_ratio[0]), float(erasing_ratio[1]))
+        if ring < 0:
+            raise ValueError(f"ring={ring} must be 0 (a new tensor per call) or more")
+        self.ring = int(ring)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_tls"}  # buffers are per process and thread
 
     def __repr__(self) -> str:
         return (f"BatchAugment(size={self.size}, flip_p={self.flip_p}, pad={self.pad}, erasing_p={self.erasing_p}, "
-                f"erasing_area={self.erasing_area}, erasing_ratio={self.erasing_ratio})")
+                f"erasing_area={self.erasing_area}, erasing_ratio={self.erasing_ratio}, ring={self.ring})")
 
     def sample_params(self, batch_size: int, generator: torch.Generator) -> AugmentParams:
         """Draw every random choice for a batch, in a fixed order, on the CPU."""
@@ -163,19 +220,144 @@ class BatchAugment:
         return AugmentParams(u_flip < self.flip_p, oy, ox, u_erase < self.erasing_p, ey, ex, eh, ew)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"BatchAugment expects uint8 images (B, 3, h, w), got {images.dtype} {tuple(images.shape)}")
-        p = self.sample_params(images.shape[0], generator)
+        """``self.apply(images, self.sample_params(len(images), generator))``."""
+        _check_images(images)
+        return self.apply(images, self.sample_params(images.shape[0], generator))
+
+    def apply(self, images: torch.Tensor, params: AugmentParams, *, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Augment ``images`` (uint8, B x 3 x h x w) with given ``params`` (of length B); float32 result.
+
+        With ``index`` (a 1-D integer tensor of length B), ``images`` is the whole cache and
+        sample ``i`` is ``images[index[i]]``: the same result as ``apply(images[index], params)``
+        without the gathered copy on the CPU.
+
+        For a global batch cut into contiguous shards (torchrun), every rank draws the
+        global batch's params from the same generator and applies its slice: the rows are
+        exactly those of the whole-batch result.
+
+        Example::
+
+            >>> p = aug.sample_params(256, batch_generator(seed, epoch, step))
+            >>> x = aug.apply(images[64:128], p.slice(64, 128))   # == aug(images, g)[64:128]
+        """
+        _check_images(images)
+        n = images.shape[0] if index is None else int(index.shape[0])
+        if len(params) != n:
+            raise ValueError(f"params are for {len(params)} samples but the batch has {n}; "
+                             "pass params.slice(lo, hi) for a shard")
+        if images.device.type == "cpu":
+            return self._apply_cpu(images, params, index)
+        if index is not None:
+            images = images[index.to(images.device)]
         x = resize_images(images, self.size)
-        if images.device.type == "cpu":  # a slice copy per sample beats any gather on the CPU
-            x = _flip_pad_crop_loop(x, p, self.pad)
-            out = normalize(x)
-            _erase_loop(out, p)
-        else:  # one batched gather / masked fill: few kernel launches
-            x = _flip_pad_crop_gather(x, p, self.pad)
-            out = normalize(x)
-            _erase_mask(out, p)
+        x = _flip_pad_crop_gather(x, params, self.pad)  # one batched gather / masked fill: few kernel launches
+        out = normalize(x)
+        _erase_mask(out, params)
         return out
+
+    # --- CPU: reused buffers, per-sample slice copies on uint8, one float write ---------------------------
+
+    def _buffers(self) -> dict:
+        tls = self.__dict__.get("_tls")
+        if tls is None:
+            tls = self.__dict__["_tls"] = threading.local()
+        if not hasattr(tls, "d"):
+            tls.d = {}
+        return tls.d
+
+    def _cached(self, key: tuple, make) -> object:
+        """A per-thread buffer for ``key`` (a few shapes kept, e.g. full and last partial batches)."""
+        d = self._buffers()
+        buf = d.get(key)
+        if buf is None:
+            same_kind = [k for k in d if k[0] == key[0]]
+            for k in same_kind[:max(0, len(same_kind) - 3)]:
+                del d[k]  # dicts keep insertion order: drop the oldest shapes
+            buf = d[key] = make()
+        return buf
+
+    def _scratch(self, name: str, shape: tuple[int, ...], dtype: torch.dtype,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+        """An internal per-thread buffer, reused while the shape stays the same (never returned)."""
+        return self._cached((name, shape, dtype, memory_format),
+                            lambda: torch.empty(shape, dtype=dtype, memory_format=memory_format))
+
+    def _output(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """The next of ``ring`` preallocated outputs of this shape (a new tensor when ``ring`` is 0)."""
+        if self.ring <= 0:
+            return torch.empty(shape, dtype=torch.float32)
+        slots = self._cached(("ring", shape), lambda: [[torch.empty(shape, dtype=torch.float32)
+                                                        for _ in range(self.ring)], 0])
+        bufs, k = slots
+        slots[1] = (k + 1) % len(bufs)
+        return bufs[k]
+
+    def _apply_cpu(self, images: torch.Tensor, p: AugmentParams, index: torch.Tensor | None) -> torch.Tensor:
+        """Flip, pad and crop on uint8 in a handful of C++ ops, then one normalisation into the output.
+
+        The batch (and the mirror images of the flipped samples) is copied into the interiors of a
+        reusable zero-bordered buffer ``padded``; every crop is then a window of it at
+        ``slot * slot_size + offset_y * row + offset_x``, so one ``index_select`` over an overlapping
+        strided view of that buffer cuts all the crops (no per-sample Python loop).
+        """
+        B, (H, W), pad = len(p), self.size, self.pad
+        Hp, Wp = H + 2 * pad, W + 2 * pad
+        if B == 0:
+            return torch.empty((0, 3, H, W), dtype=torch.float32)
+        # zeroed once, only the interiors are ever written
+        padded = self._cached(("padded", B, H, W, pad), lambda: torch.zeros((B, 3, Hp, Wp), dtype=torch.uint8))
+        inner = padded[:, :, pad:pad + H, pad:pad + W]
+        # slots 0..nu-1: the samples shown as they are; slots nu..B-1: the mirror images of the flipped ones
+        if tuple(images.shape[-2:]) != (H, W):
+            if index is not None:
+                images = torch.index_select(images, 0, index, out=self._scratch(
+                    "gather", (B, *images.shape[1:]), torch.uint8))
+            images = _resize_cpu_into(images, (H, W), self._scratch(
+                "resized", (B, 3, H, W), torch.uint8, torch.channels_last))
+            index = None
+        rows = torch.arange(B) if index is None else index
+        flipped, kept = p.flip.nonzero().flatten(), (~p.flip).nonzero().flatten()
+        nu, nf = len(kept), len(flipped)
+        if nu:
+            torch.index_select(images, 0, rows[kept], out=inner[:nu])
+        if nf:
+            mirror = torch.index_select(images, 0, rows[flipped], out=self._scratch("mirror", (B, 3, H, W), torch.uint8)[:nf])
+            inner[nu:B].copy_(mirror.flip(-1))  # flip() has a vectorised kernel that flip.out lacks
+        slot = torch.empty(B, dtype=torch.long)
+        slot[kept] = torch.arange(nu)
+        slot[flipped] = torch.arange(nu, B)
+        starts = slot * (3 * Hp * Wp) + p.offset_y * Wp + p.offset_x
+        windows = padded.as_strided((int(starts.max()) + 1, 3, H, W), (1, Hp * Wp, Wp, 1))
+        out = self._output((B, 3, H, W))
+        # crop (a strided uint8 -> float32 copy per sample) + normalise + erase a few samples at a time,
+        # so that the float32 passes after the first run on data still in the L2 cache
+        k = max(1, _CHUNK_BYTES // (3 * H * W * 4))
+        erase = list(zip(p.erase.tolist(), p.erase_y.tolist(), p.erase_x.tolist(), p.erase_h.tolist(),
+                         p.erase_w.tolist()))
+        starts = starts.tolist()
+        scale, bias = _norm_tensors(out.device)
+        for lo in range(0, B, k):
+            hi = min(B, lo + k)
+            for i in range(lo, hi):
+                out[i].copy_(windows[starts[i]])
+            out[lo:hi].mul_(scale).add_(bias)  # == normalize()
+            for i in range(lo, hi):
+                on, y, x0, h, w = erase[i]
+                if on:
+                    out[i, :, y:y + h, x0:x0 + w].fill_(0.0)
+        return out
+
+
+def _resize_cpu_into(images: torch.Tensor, size: tuple[int, int], out: torch.Tensor) -> torch.Tensor:
+    """:func:`resize_images` on the CPU, written into ``out`` (uint8, channels-last)."""
+    x = images.contiguous(memory_format=torch.channels_last)  # the fast uint8 path is channels-last
+    torch.ops.aten._upsample_bilinear2d_aa.out(x, list(size), False, None, None, out=out)
+    return out
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"BatchAugment expects uint8 images (B, 3, h, w), got {images.dtype} {tuple(images.shape)}")
 
 
 def _flip_pad_crop_loop(x: torch.Tensor, p: AugmentParams, pad: int) -> torch.Tensor:
@@ -209,9 +391,10 @@ def _flip_pad_crop_gather(x: torch.Tensor, p: AugmentParams, pad: int) -> torch.
 
 
 def _erase_loop(out: torch.Tensor, p: AugmentParams) -> None:
-    for i in p.erase.nonzero().flatten().tolist():
-        y, x, h, w = int(p.erase_y[i]), int(p.erase_x[i]), int(p.erase_h[i]), int(p.erase_w[i])
-        out[i, :, y:y + h, x:x + w] = 0.0
+    for i, (on, y, x, h, w) in enumerate(zip(p.erase.tolist(), p.erase_y.tolist(), p.erase_x.tolist(),
+                                            p.erase_h.tolist(), p.erase_w.tolist())):
+        if on:
+            out[i, :, y:y + h, x:x + w].fill_(0.0)
 
 
 def _erase_mask(out: torch.Tensor, p: AugmentParams) -> None:

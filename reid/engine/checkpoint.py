@@ -3,7 +3,8 @@
 ``checkpoints/last.pt`` is always a complete file: a new checkpoint is written to a
 temporary name and renamed over it. Before that, the old one is kept as
 ``checkpoints/previous.pt`` (a hard link, so it costs no copy), which
-``--resume auto`` falls back to when ``last.pt`` cannot be read.
+``--resume auto`` falls back to when ``last.pt`` cannot be read (the damaged file is
+moved to ``last.pt.damaged``, so the next save does not rotate it into ``previous.pt``).
 
 Example::
 
@@ -58,13 +59,27 @@ class CheckpointStore:
         """The newest readable checkpoint; a damaged ``last.pt`` falls back to ``previous.pt`` with a warning."""
         if not self.last.exists() and not self.previous.exists():
             return None, None
+        if not self.last.exists():
+            warnings.warn(f"{self.last} is missing; resuming from {self.previous}", stacklevel=2)
+            return load_checkpoint(self.previous), self.previous
         try:
             return load_checkpoint(self.last), self.last
         except CheckpointError as e:
             if not self.previous.exists():
                 raise
-            warnings.warn(f"{e}; resuming from {self.previous} instead", stacklevel=2)
-            return load_checkpoint(self.previous), self.previous
+            cause = type(e.__cause__).__name__ if e.__cause__ else "not a checkpoint of this tool"
+            state = load_checkpoint(self.previous)
+            # Set the damaged file aside: the next save() would otherwise rotate it into previous.pt,
+            # replacing the only good checkpoint with a damaged one.
+            aside = self.last.with_name(self.last.name + ".damaged")
+            try:
+                os.replace(self.last, aside)
+                kept = f"it was moved to {aside}; "
+            except OSError:
+                kept = ""
+            warnings.warn(f"{self.last} cannot be read ({cause}); {kept}resuming from {self.previous} instead",
+                          stacklevel=2)
+            return state, self.previous
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -273,6 +273,11 @@ class Trainer:
         loss = self.criterion(logits.float(), labels, features.float())
         self.zero_grad()
         self.scaler.scale(loss).backward()
+        if self.dist.enabled and self.extra_optimizer:  # DDP averages the model's gradients, not the criterion's
+            for group in self.extra_optimizer.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        distributed.all_reduce_sum(p.grad).div_(self.dist.world_size)
         for optimizer in self.optimizers():
             self.scaler.step(optimizer)
         self.scaler.update()
@@ -286,18 +291,26 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
 
     def train_batch(self, global_idx: np.ndarray, idx: np.ndarray, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's augmented images and labels of one step (augmentation drawn for the global batch)."""
+        """This rank's augmented images and labels of one step.
+
+        The augmentation is drawn for the whole global batch from ``(seed, epoch, step)`` and
+        each rank applies its slice, so the result does not depend on the number of processes.
+        """
+        params = self.augment.sample_params(len(global_idx), batch_generator(self.cfg.seed, epoch, step))
+        lo = self._shard_offset(len(global_idx))
         rows = torch.from_numpy(idx)
-        images = self.train_images[rows.to(self.image_device)]
-        images = images.to(self.device, non_blocking=True)
-        out = self.augment(images, batch_generator(self.cfg.seed, epoch, step))
+        if self.image_device == self.device:  # cache on the training device: gather inside apply
+            out = self.augment.apply(self.train_images, params.slice(lo, lo + len(idx)), index=rows)
+        else:
+            images = self.train_images[rows].to(self.device, non_blocking=True)
+            out = self.augment.apply(images, params.slice(lo, lo + len(idx)))
         if self.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
         return out, self.train_labels[rows.to(self.device)]
 
     def _shard_offset(self, global_size: int) -> int:
-        sizes = [len(a) for a in np.array_split(np.arange(global_size), self.dist.world_size)]
-        return int(sum(sizes[: self.dist.rank]))
+        base, extra = divmod(global_size, self.dist.world_size)
+        return self.dist.rank * base + min(self.dist.rank, extra)
 
     def flush_train(self, epoch: int, records: StepRecords, upto: int, lr: float) -> None:
         loss, acc, sizes = records.take(upto)
@@ -486,7 +499,11 @@ def train(cfg: Config, device: str = "auto", resume: Optional[str] = None, progr
 def _train_locked(cfg: Config, out: Path, dev: torch.device, dist: distributed.DistInfo,
                   resume: Optional[str], progress: bool) -> Path:
     store = CheckpointStore(out)
-    state, state_path = find_resume_state(store, resume)
+    state, state_path = find_resume_state(store, resume) if dist.is_main else (None, None)
+    if dist.enabled:  # every rank continues from the checkpoint rank 0 chose
+        state_path = distributed.broadcast_object(state_path)
+        if not dist.is_main and state_path is not None:
+            state = load_checkpoint(state_path)
     if state is not None:
         check_same_experiment(state, cfg, state_path)
         if state["finished"] and state["epoch"] >= cfg.train.epochs:
@@ -499,7 +516,11 @@ def _train_locked(cfg: Config, out: Path, dev: torch.device, dist: distributed.D
     model = build_model_from_config(cfg, split.num_classes)
     criterion_counts = np.bincount(np.asarray(split.train_labels), minlength=split.num_classes).tolist()
     criterion = build_criterion_from_config(cfg, split.num_classes, model.feature_dim, criterion_counts)
+    if not dist.is_main:
+        distributed.barrier()  # rank 0 decodes and caches the images first; the others read its cache
     data = build_data(cfg, dataset, split, progress=progress and dist.is_main)
+    if dist.is_main:
+        distributed.barrier()
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", to_yaml(cfg))
@@ -512,4 +533,5 @@ def _train_locked(cfg: Config, out: Path, dev: torch.device, dist: distributed.D
         trainer.log(f"training {cfg.source or 'run'}: {split.num_classes} identities, {len(split.train)} train / "
                     f"{len(split.val)} val images, criterion {' + '.join(criterion.names)}, device {dev}")
     trainer.fit(start)
+    distributed.shutdown_distributed()
     return out

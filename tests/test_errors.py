@@ -1,0 +1,411 @@
+"""Every bad input of issue 10 meets one line ``error: ...`` naming the file/key/value, exit code 2,
+no traceback, and leaves what was written before byte for byte as it was.
+
+Each CLI-level case runs the real ``train.py`` in a subprocess on a tiny synthetic Market-1501
+(ResNet-18 at 32x16, no pretrained weights). A finished two-epoch run (``finished`` fixture) is made
+once per module; every test snapshots the output root before the bad command and compares after.
+The write failure mid-run is simulated in-process (a patched ``torch.save`` / ``scipy.io.savemat``).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = REPO / "train.py"
+CONFIG = REPO / "configs" / "demo_standard.yaml"
+TINY = ["model.name=resnet18", "data.size=[32,16]", "model.pretrained=none", "data.synthetic=null",
+        "eval.every_epochs=0"]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def sets(root: Path, cache: Path, out_root: Path, name: str, epochs: int = 1, extra: tuple = ()) -> list[str]:
+    args = []
+    for s in [*TINY, f"data.root={root}", f"data.cache_dir={cache}", f"output.root={out_root}",
+              f"output.name={name}", f"train.epochs={epochs}", *extra]:
+        args += ["--set", s]
+    return args
+
+
+def run_train(args: list[str], resume: str | None = None, timeout: int = 300,
+              flags: tuple = ()) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(TRAIN), "--config", str(CONFIG), *args, "--device", "cpu", "--no-progress", *flags]
+    if resume:
+        cmd += ["--resume", resume]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def user_error(r: subprocess.CompletedProcess, *needles: str) -> str:
+    """The one ``error:`` line of a failed run; asserts exit 2, no traceback, and that it names ``needles``."""
+    both = r.stdout + r.stderr
+    assert r.returncode == 2, both
+    assert "Traceback" not in both, both
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, r.stderr
+    line = errors[0]
+    assert r.stderr.rstrip().endswith(line), r.stderr  # the error is the last thing said
+    for needle in needles:
+        assert needle in line, f"{needle!r} not in {line!r}"
+    return line
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (the run lock's pid file aside: it is not data)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def copy_dataset(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def no_run_written(run_dir: Path) -> None:
+    """A run that failed before training wrote no checkpoint, .mat, log or results."""
+    if run_dir.exists():
+        assert not (run_dir / "checkpoints").exists() or not any((run_dir / "checkpoints").iterdir())
+        for name in ("mini_batch_data.mat", "log.txt", "results.json", "features.mat"):
+            assert not (run_dir / name).exists(), name
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def finished(synthetic_root, tmp_path_factory):
+    """A finished two-epoch run: (dataset root, cache dir, output root, run dir)."""
+    base = tmp_path_factory.mktemp("errors")
+    cache, out = base / "cache", base / "outputs"
+    r = run_train(sets(synthetic_root, cache, out, "done", epochs=2))
+    assert r.returncode == 0, r.stdout + r.stderr
+    run = out / "done"
+    assert (run / "checkpoints" / "last.pt").is_file() and (run / "checkpoints" / "previous.pt").is_file()
+    assert (run / "mini_batch_data.mat").is_file()
+    return synthetic_root, cache, out, run
+
+
+@pytest.fixture
+def guard(finished):
+    """Snapshot of the output root and the image cache; asserts after the test that neither changed."""
+    root, cache, out, run = finished
+    before = snapshot(out), snapshot(cache)
+    yield finished
+    after = snapshot(out), snapshot(cache)
+    assert after[0] == before[0], "files under the output root were changed"
+    assert after[1] == before[1], "the image cache was changed"
+
+
+def fresh_run_args(finished, name: str, root: Path | None = None, extra: tuple = ()) -> list[str]:
+    data_root, cache, out, _ = finished
+    return sets(root or data_root, cache, out, name, extra=extra)
+
+
+# ----------------------------------------------------------------------------- dataset
+
+def test_missing_dataset_root(guard, tmp_path):
+    missing = tmp_path / "no-such-market"
+    r = run_train(fresh_run_args(guard, "missing_root", root=missing))
+    user_error(r, str(missing), "does not exist", "data.root")
+    no_run_written(guard[2] / "missing_root")
+
+
+def test_wrong_dataset_root(guard, tmp_path):
+    wrong = tmp_path / "photos"
+    (wrong / "holiday").mkdir(parents=True)
+    (wrong / "holiday" / "0001_c1s1_000001_00.jpg").write_bytes(b"x")
+    r = run_train(fresh_run_args(guard, "wrong_root", root=wrong))
+    user_error(r, str(wrong), "bounding_box_train", "Market-1501-v15.09.15", "data.root")
+    no_run_written(guard[2] / "wrong_root")
+
+
+@pytest.mark.parametrize("split", ["bounding_box_train", "query"])
+def test_empty_split(guard, tmp_path, split):
+    root = copy_dataset(guard[0], tmp_path / "market")
+    for f in (root / split).iterdir():
+        f.unlink()
+    r = run_train(fresh_run_args(guard, f"empty_{split}", root=root))
+    user_error(r, str(root / split), "no images")
+    no_run_written(guard[2] / f"empty_{split}")
+
+
+def test_unparsable_file_name(guard, tmp_path):
+    root = copy_dataset(guard[0], tmp_path / "market")
+    some = next((root / "bounding_box_train").glob("*.jpg"))
+    bad = root / "bounding_box_train" / "IMG_1234.jpg"
+    shutil.copy(some, bad)
+    r = run_train(fresh_run_args(guard, "bad_name", root=root))
+    user_error(r, str(bad), "PID_cCsS_FRAME_BOX.jpg", "rename")
+    no_run_written(guard[2] / "bad_name")
+
+
+def test_corrupt_jpeg_is_named_before_training(guard, tmp_path):
+    root = copy_dataset(guard[0], tmp_path / "market")
+    victim = sorted((root / "bounding_box_train").glob("*.jpg"))[3]
+    victim.write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG " + os.urandom(64))
+    r = run_train(fresh_run_args(guard, "corrupt_jpeg", root=root))
+    user_error(r, str(victim), "cannot decode")
+    assert "epoch 1/" not in r.stdout  # training never started
+    no_run_written(guard[2] / "corrupt_jpeg")
+
+
+# ----------------------------------------------------------------------------- config
+
+def test_unknown_config_key_suggests_the_closest(guard):
+    r = run_train(fresh_run_args(guard, "typo", extra=("train.epoch=3",)))
+    user_error(r, "'train.epoch'", "did you mean 'train.epochs'")
+    assert not (guard[2] / "typo").exists()
+
+
+def test_unknown_key_in_config_file_names_the_file(guard, tmp_path):
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text(f"_base_: {CONFIG}\noptim:\n  learning_rate: 0.1\n")
+    cmd = [sys.executable, str(TRAIN), "--config", str(cfg), *fresh_run_args(guard, "typo2"), "--device", "cpu"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+    user_error(r, str(cfg), "'optim.learning_rate'", "did you mean")
+    assert not (guard[2] / "typo2").exists()
+
+
+def test_debug_shows_the_traceback_and_the_same_error(guard):
+    r = run_train(fresh_run_args(guard, "typo", extra=("train.epoch=3",)), flags=("--debug",))
+    assert r.returncode == 2 and "Traceback" in r.stderr and "ConfigError" in r.stderr
+    assert r.stderr.rstrip().splitlines()[-1].startswith("error: ") and "'train.epoch'" in r.stderr
+
+
+def test_wrong_value_type(guard):
+    r = run_train(fresh_run_args(guard, "bad_type", extra=("train.batch_size=many",)))
+    user_error(r, "train.batch_size", "'many'", "integer")
+    assert not (guard[2] / "bad_type").exists()
+
+
+def test_unknown_criterion_lists_the_valid_names(guard):
+    from reid.losses import CRITERIA
+
+    r = run_train(fresh_run_args(guard, "bad_criterion", extra=("criterion=sofft_cross_entropy",)))
+    line = user_error(r, "'sofft_cross_entropy'", "did you mean 'soft_cross_entropy'")
+    for name in [n for n in CRITERIA.names() if CRITERIA.get(n).__module__.startswith("reid.")]:  # built-ins; tests register more
+        assert name in line
+    no_run_written(guard[2] / "bad_criterion")
+
+
+def test_unknown_model_lists_the_valid_names(guard):
+    from reid.models import MODELS
+
+    r = run_train(fresh_run_args(guard, "bad_model", extra=("model.name=resnet5",)))
+    line = user_error(r, "'resnet5'")
+    for name in [n for n in MODELS.names() if MODELS.get(n).__module__.startswith("reid.")]:
+        assert name in line
+    no_run_written(guard[2] / "bad_model")
+
+
+# ----------------------------------------------------------------------------- output
+
+def test_unwritable_output_directory(guard, tmp_path):
+    data_root, cache, _, _ = guard
+    if os.geteuid() == 0:  # root writes anywhere: a path under a regular file fails for root too
+        blocker = tmp_path / "a_file"
+        blocker.write_text("not a folder\n")
+        out_root = blocker / "sub"
+    else:
+        parent = tmp_path / "readonly"
+        parent.mkdir()
+        parent.chmod(0o500)
+        out_root = parent / "outputs"
+    try:
+        r = run_train(sets(data_root, cache, out_root, "cannot"))
+    finally:
+        if os.geteuid() != 0:
+            (tmp_path / "readonly").chmod(0o700)
+    user_error(r, str(out_root / "cannot"), "output.root")
+    if os.geteuid() == 0:
+        assert blocker.read_text() == "not a folder\n"
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def copy_run(finished, tmp_path: Path, name: str) -> Path:
+    """A copy of the finished run under a new output root (same output.name, so the config matches)."""
+    _, _, _, run = finished
+    dst = tmp_path / "outputs" / run.name
+    shutil.copytree(run, dst)
+    return dst
+
+
+def test_resume_path_on_a_truncated_checkpoint(guard, tmp_path):
+    data_root, cache, out, run = guard
+    bad = tmp_path / "half.pt"
+    data = (run / "checkpoints" / "last.pt").read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    r = run_train(sets(data_root, cache, out, "from_bad", epochs=3), resume=str(bad))
+    user_error(r, str(bad), "cannot read this checkpoint")
+    no_run_written(out / "from_bad")
+
+    r = run_train(sets(data_root, cache, out, "from_missing", epochs=3), resume=str(tmp_path / "nope.pt"))
+    user_error(r, str(tmp_path / "nope.pt"), "no such checkpoint")
+
+
+def test_resume_auto_falls_back_to_previous_when_last_is_truncated(finished, tmp_path):
+    data_root, cache, _, run = finished
+    copy = copy_run(finished, tmp_path, "fallback")
+    last = copy / "checkpoints" / "last.pt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 3])
+    r = run_train(sets(data_root, cache, copy.parent, copy.name, epochs=2), resume="auto")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    warning = [line for line in r.stderr.splitlines() if line.startswith("warning: ")]
+    assert warning and str(last) in warning[0] and str(copy / "checkpoints" / "previous.pt") in warning[0], r.stderr
+    assert "resumed from" in r.stdout and "previous.pt" in r.stdout and "epoch 2/2" in r.stdout
+
+    # Epoch 2 was retrained from epoch 1's checkpoint: the same curve as the uninterrupted run.
+    from scipy.io import loadmat
+
+    from reid.engine.checkpoint import load_checkpoint
+    a, b = loadmat(run / "mini_batch_data.mat"), loadmat(copy / "mini_batch_data.mat")
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "train_epoch"):
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    state = load_checkpoint(last)  # last.pt is whole again
+    assert state["finished"] and state["epoch"] == 2
+    # The damaged file was set aside, not rotated into previous.pt: epoch 1's checkpoint is still good.
+    assert (copy / "checkpoints" / "last.pt.damaged").read_bytes() == data[: len(data) // 3]
+    assert load_checkpoint(copy / "checkpoints" / "previous.pt")["epoch"] == 1
+
+
+def test_checkpoint_of_another_experiment(guard):
+    data_root, cache, out, run = guard
+    r = run_train(sets(data_root, cache, out, run.name, epochs=3,
+                       extra=("criterion=soft_cross_entropy", "optim.lr=0.5")), resume="auto")
+    line = user_error(r, str(run / "checkpoints" / "last.pt"), "different experiment", "output.name")
+    assert "criterion" in line and "optim.lr" in line
+    assert "seed" not in line and "train.epochs" not in line  # only the keys that differ
+
+    r = run_train(sets(data_root, cache, out, "other_exp", epochs=3, extra=("criterion=soft_cross_entropy",)),
+                  resume=str(run / "checkpoints" / "last.pt"))
+    user_error(r, "different experiment", "criterion")
+    no_run_written(out / "other_exp")
+
+
+def test_fresh_start_into_a_finished_run_refuses(guard):
+    data_root, cache, out, run = guard
+    r = run_train(sets(data_root, cache, out, run.name, epochs=2))
+    user_error(r, str(run), "--resume auto", "output.name")
+
+
+# ----------------------------------------------------------------------------- concurrency
+
+def test_concurrent_run_is_refused_naming_the_other_process(guard):
+    from reid.engine.checkpoint import RunLock
+
+    data_root, cache, out, run = guard
+    lock = RunLock(run).acquire()
+    try:
+        r = run_train(sets(data_root, cache, out, run.name, epochs=3), resume="auto")
+    finally:
+        lock.release()
+    user_error(r, str(run), f"pid {os.getpid()}", "output.name")
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid  # reaped: nobody holds it (pid reuse within the test is vanishingly unlikely)
+
+
+def test_stale_lock_of_a_killed_process_is_taken_over(finished, tmp_path):
+    data_root, cache, _, _ = finished
+    out = tmp_path / "outputs"
+    run = out / "stale"
+    run.mkdir(parents=True)
+    (run / ".lock").write_text(f"pid {dead_pid()} on {os.uname().nodename}")
+    cmd = [sys.executable, str(TRAIN), "--config", str(CONFIG), *sets(data_root, cache, out, "stale"),
+           "--device", "cpu", "--no-progress"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    stdout, stderr = p.communicate(timeout=300)
+    assert p.returncode == 0, stdout + stderr
+    assert (run / ".lock").read_text().startswith(f"pid {p.pid} ")
+    assert (run / "mini_batch_data.mat").is_file() and (run / "checkpoints" / "last.pt").is_file()
+
+
+def test_lock_of_a_sigkilled_trainer_is_taken_over(finished, tmp_path):
+    """A real trainer killed mid-run (flock dropped by the kernel): the next run resumes, no complaint."""
+    data_root, cache, _, _ = finished
+    out = tmp_path / "outputs"
+    args = sets(data_root, cache, out, "killed", epochs=2)
+    cmd = [sys.executable, str(TRAIN), "--config", str(CONFIG), *args, "--device", "cpu", "--no-progress"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    lock = out / "killed" / ".lock"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (lock.is_file() and lock.read_text().startswith(f"pid {p.pid} ")):
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    r = run_train(args, resume="auto")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (out / "killed" / "mini_batch_data.mat").is_file()
+
+
+# ----------------------------------------------------------------------------- write failure mid-run
+
+@pytest.mark.parametrize("marker", ["last.pt", "mini_batch_data.mat"])
+def test_write_failure_mid_run_names_the_path_and_keeps_the_previous_files(finished, tmp_path, monkeypatch, marker):
+    """Epoch 2's write of ``marker`` fails half-way with ENOSPC: OutputError naming it, epoch 1's files intact."""
+    from scipy.io import loadmat
+
+    import reid.io
+    from reid.config import load_config
+    from reid.engine.checkpoint import load_checkpoint
+    from reid.engine.trainer import train
+    from reid.errors import OutputError
+
+    data_root, cache, _, _ = finished
+    out = tmp_path / "outputs"
+    run = out / "diskfull"
+    last, mat = run / "checkpoints" / "last.pt", run / "mini_batch_data.mat"
+    cfg = load_config(str(CONFIG), sets(data_root, cache, out, "diskfull", epochs=3)[1::2])
+
+    real_write_with = reid.io.atomic_write_with
+    calls, before = [], {}
+
+    def disk_full_on_second(path, write):
+        if Path(path).name == marker:
+            calls.append(path)
+            if len(calls) == 2:
+                before.update(last=last.read_bytes(), mat=mat.read_bytes())
+
+                def write(f):
+                    f.write(b"\0" * 4096)  # part of the file, then the disk is full
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write_with(path, write)
+
+    monkeypatch.setattr(reid.io, "atomic_write_with", disk_full_on_second)
+    with pytest.raises(OutputError) as info:
+        train(cfg, device="cpu", resume=None, progress=False)
+    monkeypatch.undo()
+    message = str(info.value)
+    assert len(calls) == 2
+    target = last if marker == "last.pt" else mat
+    assert str(target) in message and os.strerror(errno.ENOSPC) in message and "resume" in message
+
+    # The file being written keeps its previous content, everything is loadable, no temporary file is left.
+    assert target.read_bytes() == before["last" if marker == "last.pt" else "mat"]
+    assert mat.read_bytes() == before["mat"]
+    assert loadmat(mat)["train_epoch"].max() == 1
+    state = load_checkpoint(last)
+    assert state["epoch"] == (1 if marker == "last.pt" else 2) and not state["finished"]
+    assert load_checkpoint(run / "checkpoints" / "previous.pt")["epoch"] == 1
+    assert not list(run.rglob("*.tmp")), sorted(run.rglob("*"))
+
+    # Not stuck: once there is room again, --resume auto finishes the run.
+    assert train(cfg, device="cpu", resume="auto", progress=False) == run
+    assert load_checkpoint(last)["finished"]
+    assert loadmat(mat)["train_epoch"].max() == 3
