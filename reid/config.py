@@ -263,7 +263,20 @@ def _build(cls: type, raw: Any, prefix: str, origin: str) -> Any:
     return cls(**values)
 
 
+# Names researchers bring from other code bases, mapped to ours.
+SYNONYMS = {"learning_rate": "lr", "base_lr": "lr", "num_epochs": "epochs", "max_epoch": "epochs",
+            "wd": "weight_decay", "bs": "batch_size", "lr_backbone": "backbone_lr", "loss": "criterion"}
+
+
 def _suggest(key: str) -> str:
+    section = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    leaf = key.rsplit(".", 1)[-1]
+    if leaf in SYNONYMS and section + SYNONYMS[leaf] in all_keys():
+        return f"; did you mean '{section + SYNONYMS[leaf]}'?"
+    siblings = [k for k in all_keys() if k.startswith(section) and section]
+    close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.6)  # same section first
+    if close:
+        return f"; did you mean '{close[0]}'?"
     valid = all_keys() + sorted({k.split(".")[0] for k in all_keys()})
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     if not close:

@@ -71,6 +71,8 @@ def test_overrides_are_parsed_as_yaml():
 @pytest.mark.parametrize("override, message", [
     ("train.epoch=3", "unknown key 'train.epoch'; did you mean 'train.epochs'?"),
     ("trian.epochs=3", "did you mean 'train'?"),
+    ("optim.learning_rate=0.1", "unknown key 'optim.learning_rate'; did you mean 'optim.lr'?"),
+    ("optim.lr_backbone=0.1", "did you mean 'optim.backbone_lr'?"),
     ("train.epochs=three", "train.epochs = 'three' must be an integer"),
     ("train.epochs=0", "train.epochs = 0 is out of range; it must be >= 1"),
     ("optim.lr=-1", "optim.lr = -1.0 is out of range; it must be > 0.0"),

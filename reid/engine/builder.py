@@ -23,8 +23,8 @@ from torch import nn
 from ..config import Config
 from ..data import DATASETS, Sample, TrainValSplit, load_image_cache, split_train_val
 from ..data.synthetic import ensure_synthetic
-from ..losses import build_criterion
-from ..models import build_model
+from ..losses import CRITERIA, build_criterion
+from ..models import MODELS, build_model
 
 
 @dataclass
@@ -52,6 +52,14 @@ class RunData:
 
     def class_counts(self) -> list[int]:
         return np.bincount(np.asarray(self.split.train_labels), minlength=self.num_classes).tolist()
+
+
+def check_names(cfg: Config) -> None:
+    """Unknown dataset, model or criterion names fail here, before any file is written."""
+    DATASETS.get(cfg.data.name)
+    MODELS.get(cfg.model.name)
+    for spec in cfg.criterion:
+        CRITERIA.get(spec["name"])
 
 
 def dataset_root(cfg: Config) -> Path:

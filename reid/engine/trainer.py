@@ -30,13 +30,14 @@ from tqdm import tqdm
 
 from ..config import Config, experiment_differences, import_plugins, run_dir as config_run_dir, to_dict, to_yaml
 from ..data import (BatchAugment, PKSampler, RandomBatchSampler, SequentialBatchSampler, batch_generator,
-                    eval_transform, shard)
+                    eval_transform, resize_images, shard)
 from ..errors import CheckpointError, ConfigError, TrainingDivergedError
 from ..evaluation import evaluate_features, extract_features, format_results, write_features_mat
 from ..io import atomic_write_text
 from ..losses import CombinedCriterion
 from . import distributed
-from .builder import (RunData, build_criterion_from_config, build_data, build_model_from_config, build_split)
+from .builder import (RunData, build_criterion_from_config, build_data, build_model_from_config, build_split,
+                      check_names)
 from .checkpoint import CheckpointStore, RunLock, load_checkpoint
 from .history import History
 from .optim import EpochSchedule, build_optimizer
@@ -167,12 +168,15 @@ class Trainer:
         self.net = self._wrap_for_training(self.model)
         self.augment = BatchAugment(size=tuple(cfg.data.size), flip_p=cfg.augment.flip, pad=cfg.augment.pad,
                                     erasing_p=cfg.augment.erasing, erasing_area=tuple(cfg.augment.erasing_area),
-                                    erasing_ratio=tuple(cfg.augment.erasing_ratio))
+                                    erasing_ratio=tuple(cfg.augment.erasing_ratio),
+                                    ring=2 if device.type == "cpu" else 0)  # a batch lives for one step
         self.sampler = build_sampler(cfg, data)
         keep_on_device = cfg.data.device_cache == "on" or (cfg.data.device_cache == "auto" and device.type == "cuda")
         self.image_device = device if keep_on_device else torch.device("cpu")
-        self.train_images = data.train_images.to(self.image_device)
-        self.val_images = data.val_images.to(self.image_device)
+        # Resized to the network's input once, not per batch: the same pixels, half the work per step.
+        size = tuple(cfg.data.size)
+        self.train_images = resize_images(data.train_images, size).to(self.image_device)
+        self.val_images = resize_images(data.val_images, size).to(self.image_device)
         self.train_labels = data.train_labels.to(device)
         self.val_labels = data.val_labels.to(device)
         self.history = History(criterion=" + ".join(criterion.names), config_text=to_yaml(cfg))
@@ -487,6 +491,8 @@ def train(cfg: Config, device: str = "auto", resume: Optional[str] = None, progr
     dist = distributed.init_distributed(dev.type)
     if dist.enabled and dev.type == "cuda":
         dev = torch.device("cuda", dist.local_rank)
+    import_plugins(cfg)
+    check_names(cfg)  # before the run directory is touched
     out = config_run_dir(cfg)
     lock = RunLock(out).acquire() if dist.is_main else None
     try:
@@ -510,7 +516,6 @@ def _train_locked(cfg: Config, out: Path, dev: torch.device, dist: distributed.D
             if dist.is_main:
                 print(f"{out}: already finished ({state['epoch']} epochs); nothing to do")
             return out
-    import_plugins(cfg)
     dataset, split = build_split(cfg)
     torch.manual_seed(cfg.seed)  # model initialisation
     model = build_model_from_config(cfg, split.num_classes)
