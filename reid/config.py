@@ -311,6 +311,8 @@ def _coerce(key: str, value: Any, kind: Any, origin: str) -> Any:
         return _coerce(key, value, args[0], origin)
     if origin_kind is Literal:
         choices = typing.get_args(kind)
+        if isinstance(value, bool) and "on" in choices:  # YAML reads a bare on/off as true/false
+            value = "on" if value else "off"
         if value not in choices or isinstance(value, bool) != isinstance(choices[0], bool):
             listed = ", ".join(str(c) for c in choices)
             raise ConfigError(f"{origin}: {key} = {value!r} is not allowed; choose one of: {listed}")

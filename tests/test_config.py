@@ -88,6 +88,11 @@ def test_config_errors_name_the_key(override, message):
     assert message in str(e.value)
 
 
+def test_on_off_keys_accept_yaml_booleans():
+    cfg = load_config(CONFIGS / "standard.yaml", ["data.device_cache=off", "train.channels_last=on"])
+    assert (cfg.data.device_cache, cfg.train.channels_last) == ("off", "on")
+
+
 def test_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")

@@ -16,7 +16,7 @@ from reid.config import Config, ScheduleConfig, load_config, run_dir
 from reid.engine import trainer as trainer_module
 from reid.engine.optim import EpochSchedule
 from reid.engine.trainer import train
-from reid.errors import CheckpointError, TrainingDivergedError
+from reid.errors import CheckpointError, ConfigError, TrainingDivergedError
 from reid.losses import CRITERIA, register_criterion
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,3 +182,44 @@ def torch_schedule_factors(make, epochs: int) -> list[float]:
 def test_schedules_match_pytorch_schedulers(cfg, make):
     ours = [EpochSchedule(cfg, total_epochs=120).factor(e) for e in range(1, 121)]
     assert ours == pytest.approx(torch_schedule_factors(make, 120), abs=1e-12)
+
+
+def test_device_resident_cache_path_equals_the_host_copy_path(tiny_overrides):
+    """The GPU's default path (cache on the device, gather inside the augmentation) and the
+    host path (gather in host memory, copy, augment) train identically."""
+    runs = {}
+    for mode in ("on", "off"):
+        out = train(config(tiny_overrides, f"data.device_cache={mode}", f"output.name=cache_{mode}",
+                           "train.epochs=1", "eval.every_epochs=0"), device="cpu", progress=False)
+        runs[mode] = (loadmat(out / "mini_batch_data.mat"), torch.load(out / "checkpoints" / "last.pt", weights_only=True))
+    (mat_on, ck_on), (mat_off, ck_off) = runs["on"], runs["off"]
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "eval_rank1", "eval_mAP"):
+        np.testing.assert_array_equal(mat_on[key], mat_off[key], err_msg=key)
+    assert all(torch.equal(ck_on["model"][k], ck_off["model"][k]) for k in ck_on["model"])
+
+
+PLUGIN = '''
+import torch.nn.functional as F
+from torch import nn
+from reid.losses import register_criterion
+
+@register_criterion("focal_from_plugin")
+class Focal(nn.Module):
+    def __init__(self, gamma: float = 2.0):
+        super().__init__()
+        self.gamma = gamma
+    def forward(self, logits, targets, features=None):
+        logp = F.log_softmax(logits.float(), dim=1).gather(1, targets[:, None]).squeeze(1)
+        return (-(1 - logp.exp()) ** self.gamma * logp).mean()
+'''
+
+
+def test_a_criterion_from_the_users_own_file(tiny_overrides, tmp_path):
+    plugin = tmp_path / "my_losses.py"
+    plugin.write_text(PLUGIN)
+    cfg = config(tiny_overrides, f"imports=[{plugin}]", "criterion={name: focal_from_plugin, gamma: 2.0}",
+                 "train.epochs=1", "eval.every_epochs=0")
+    m = loadmat(train(cfg, device="cpu", progress=False) / "mini_batch_data.mat")
+    assert m["criterion"][0] == "focal_from_plugin" and np.isfinite(m["train_loss"]).all()
+    with pytest.raises(ConfigError, match="imports: cannot import 'no_such_module'"):
+        train(config(tiny_overrides, "imports=[no_such_module]"), device="cpu", progress=False)

@@ -171,8 +171,10 @@ class Trainer:
                                     erasing_ratio=tuple(cfg.augment.erasing_ratio),
                                     ring=2 if device.type == "cpu" else 0)  # a batch lives for one step
         self.sampler = build_sampler(cfg, data)
-        keep_on_device = cfg.data.device_cache == "on" or (cfg.data.device_cache == "auto" and device.type == "cuda")
-        self.image_device = device if keep_on_device else torch.device("cpu")
+        # Resident: the uint8 cache lives on the training device and batches are gathered there.
+        # Off: it stays in host memory and each batch is gathered, then copied (GPUs short of memory).
+        self.resident_cache = cfg.data.device_cache in ("on", "auto")
+        self.image_device = device if self.resident_cache else torch.device("cpu")
         # Resized to the network's input once, not per batch: the same pixels, half the work per step.
         size = tuple(cfg.data.size)
         self.train_images = resize_images(data.train_images, size).to(self.image_device)
@@ -303,10 +305,11 @@ class Trainer:
         params = self.augment.sample_params(len(global_idx), batch_generator(self.cfg.seed, epoch, step))
         lo = self._shard_offset(len(global_idx))
         rows = torch.from_numpy(idx)
-        if self.image_device == self.device:  # cache on the training device: gather inside apply
+        if self.resident_cache:  # gather inside apply, on the device
             out = self.augment.apply(self.train_images, params.slice(lo, lo + len(idx)), index=rows)
         else:
-            images = self.train_images[rows].to(self.device, non_blocking=True)
+            images = self.train_images[rows].pin_memory() if self.device.type == "cuda" else self.train_images[rows]
+            images = images.to(self.device, non_blocking=True)
             out = self.augment.apply(images, params.slice(lo, lo + len(idx)))
         if self.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
