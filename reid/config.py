@@ -299,6 +299,20 @@ def _check_value(key: str, value: Any, kind: Any, checks: typing.Mapping, origin
     return value
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# Scalar schema types: what a value must be, and how the error describes it.
+_SCALARS: dict[type, tuple[Any, str]] = {
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    int: (lambda v: _is_number(v) and isinstance(v, int), "an integer"),
+    float: (_is_number, "a number"),
+    str: (lambda v: isinstance(v, str), "a string"),
+    dict: (lambda v: isinstance(v, dict), "a section of keys"),
+}
+
+
 def _coerce(key: str, value: Any, kind: Any, origin: str) -> Any:
     """Check ``value`` against the annotation ``kind``; ints are accepted where floats are."""
     origin_kind = typing.get_origin(kind)
@@ -324,26 +338,11 @@ def _coerce(key: str, value: Any, kind: Any, origin: str) -> Any:
             shape = "two " if pair else ""
             raise ConfigError(f"{origin}: {key} = {value!r} must be a list of {shape}{item_kind.__name__}s")
         return [_coerce(key, v, item_kind, origin) for v in value]
-    if kind is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{origin}: {key} = {value!r} must be a section of keys")
-        return value
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{origin}: {key} = {value!r} must be true or false")
-        return value
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{origin}: {key} = {value!r} must be a number")
-        return float(value)
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{origin}: {key} = {value!r} must be an integer")
-        return value
-    if kind is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{origin}: {key} = {value!r} must be a string")
-        return value
+    if kind in _SCALARS:
+        accepts, described = _SCALARS[kind]
+        if not accepts(value):
+            raise ConfigError(f"{origin}: {key} = {value!r} must be {described}")
+        return float(value) if kind is float else value
     raise TypeError(f"unsupported schema type for {key}: {kind}")  # a bug in the schema, not user input
 
 

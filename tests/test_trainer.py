@@ -223,3 +223,14 @@ def test_a_criterion_from_the_users_own_file(tiny_overrides, tmp_path):
     assert m["criterion"][0] == "focal_from_plugin" and np.isfinite(m["train_loss"]).all()
     with pytest.raises(ConfigError, match="imports: cannot import 'no_such_module'"):
         train(config(tiny_overrides, "imports=[no_such_module]"), device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.sync_bn=true", "train.sync_bn = true needs CUDA devices"),
+    ("train.precision=fp16", "train.precision = fp16 needs CUDA; use bf16 or fp32 on the CPU"),
+])
+def test_cuda_only_options_are_refused_on_the_cpu_before_any_file_is_written(tiny_overrides, override, message):
+    cfg = config(tiny_overrides, override)
+    with pytest.raises(ConfigError, match=message):
+        train(cfg, device="cpu", progress=False)
+    assert not run_dir(cfg).exists()

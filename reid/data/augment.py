@@ -248,7 +248,7 @@ class BatchAugment:
         if images.device.type == "cpu":
             return self._apply_cpu(images, params, index)
         if index is not None:
-            images = images[index.to(images.device)]
+            images = images[async_to(index, images.device)]
         x = resize_images(images, self.size)
         x = _flip_pad_crop_gather(x, params, self.pad)  # one batched gather / masked fill: few kernel launches
         out = normalize(x)
@@ -375,6 +375,17 @@ def _flip_pad_crop_loop(x: torch.Tensor, p: AugmentParams, pad: int) -> torch.Te
     return out
 
 
+def async_to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t.to(device)`` without a host synchronisation: CPU -> CUDA goes through pinned memory.
+
+    A plain ``.to("cuda")`` of a pageable tensor waits for the copy, and so for every kernel
+    queued before it; per training step that would stall the GPU.
+    """
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def _flip_pad_crop_gather(x: torch.Tensor, p: AugmentParams, pad: int) -> torch.Tensor:
     """The same as :func:`_flip_pad_crop_loop` as one batched gather (for accelerators)."""
     B, C, H, W = x.shape
@@ -383,7 +394,7 @@ def _flip_pad_crop_gather(x: torch.Tensor, p: AugmentParams, pad: int) -> torch.
     cols = (p.offset_x - pad)[:, None] + torch.arange(W)  # (B, W) columns of the flipped image
     cols = torch.where(p.flip[:, None], W - 1 - cols, cols)
     valid = ((rows >= 0) & (rows < H))[:, :, None] & ((cols >= 0) & (cols < W))[:, None, :]  # (B, H, W)
-    rows, cols, valid = rows.clamp(0, H - 1).to(dev), cols.clamp(0, W - 1).to(dev), valid.to(dev)
+    rows, cols, valid = (async_to(t, dev) for t in (rows.clamp(0, H - 1), cols.clamp(0, W - 1), valid))
     b = torch.arange(B, device=dev)[:, None, None]
     out = x[b, :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
     out = out * valid[..., None].to(out.dtype)
@@ -400,7 +411,7 @@ def _erase_loop(out: torch.Tensor, p: AugmentParams) -> None:
 def _erase_mask(out: torch.Tensor, p: AugmentParams) -> None:
     B, _, H, W = out.shape
     dev = out.device
-    ey, ex, eh, ew, on = (t.to(dev) for t in (p.erase_y, p.erase_x, p.erase_h, p.erase_w, p.erase))
+    ey, ex, eh, ew, on = (async_to(t, dev) for t in (p.erase_y, p.erase_x, p.erase_h, p.erase_w, p.erase))
     r, c = torch.arange(H, device=dev)[None, :], torch.arange(W, device=dev)[None, :]
     in_rows = (r >= ey[:, None]) & (r < (ey + eh)[:, None]) & on[:, None]
     in_cols = (c >= ex[:, None]) & (c < (ex + ew)[:, None])

@@ -85,7 +85,7 @@ def decode_images(paths: Sequence[str | os.PathLike], size: tuple[int, int] = (1
         out[i] = decode_image(str(paths[i]), (h, w)).transpose(2, 0, 1)
         return i
 
-    with tqdm(total=len(paths), desc=f"decode {desc}".strip(), unit="img", disable=not progress) as bar:
+    with tqdm(total=len(paths), desc=f"decode {desc}".strip(), unit="img", disable=None if progress else True) as bar:
         if num_threads <= 1:
             for i in range(len(paths)):
                 work(i)

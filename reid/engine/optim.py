@@ -20,8 +20,12 @@ from torch import nn
 from ..config import OptimConfig, ScheduleConfig
 
 
-def build_optimizer(cfg: OptimConfig, groups: dict[str, list[nn.Parameter]]) -> torch.optim.Optimizer:
-    """One param group per entry of ``groups``; ``backbone`` gets ``backbone_lr``, the rest ``lr``."""
+def build_optimizer(cfg: OptimConfig, groups: dict[str, list[nn.Parameter]], fused: bool = False) -> torch.optim.Optimizer:
+    """One param group per entry of ``groups``; ``backbone`` gets ``backbone_lr``, the rest ``lr``.
+
+    ``fused`` (on CUDA) uses PyTorch's fused kernels where this PyTorch has them for the
+    optimiser, else the multi-tensor ``foreach`` implementation.
+    """
     param_groups = []
     for name, params in groups.items():
         params = [p for p in params if p.requires_grad]
@@ -29,12 +33,16 @@ def build_optimizer(cfg: OptimConfig, groups: dict[str, list[nn.Parameter]]) -> 
             continue
         lr = cfg.backbone_lr if name == "backbone" and cfg.backbone_lr is not None else cfg.lr
         param_groups.append({"params": params, "lr": lr, "base_lr": lr, "name": name})
-    fast = {"foreach": True}
     if cfg.name == "sgd":
-        return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
-                               weight_decay=cfg.weight_decay, **fast)
-    cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
-    return cls(param_groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **fast)
+        cls, kwargs = torch.optim.SGD, dict(momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    else:
+        cls, kwargs = (torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW), dict(betas=tuple(cfg.betas))
+    if fused:
+        try:
+            return cls(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True, **kwargs)
+        except (TypeError, RuntimeError):  # this PyTorch has no fused kernel for it
+            pass
+    return cls(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True, **kwargs)
 
 
 class EpochSchedule:

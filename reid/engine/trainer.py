@@ -31,6 +31,7 @@ from tqdm import tqdm
 from ..config import Config, experiment_differences, import_plugins, run_dir as config_run_dir, to_dict, to_yaml
 from ..data import (BatchAugment, PKSampler, RandomBatchSampler, SequentialBatchSampler, batch_generator,
                     eval_transform, resize_images, shard)
+from ..data.augment import async_to
 from ..errors import CheckpointError, ConfigError, TrainingDivergedError
 from ..evaluation import evaluate_features, extract_features, format_results, write_features_mat
 from ..io import atomic_write_text
@@ -155,6 +156,8 @@ class Trainer:
         self.cfg, self.run_dir, self.device, self.data, self.dist = cfg, run_dir, device, data, dist
         self.progress = progress and dist.is_main
         self.model = model.to(device)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input size: autotune the convolutions once
         self.channels_last = cfg.train.channels_last == "on" or (cfg.train.channels_last == "auto" and device.type == "cuda")
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -162,7 +165,7 @@ class Trainer:
         self.val_criterion = classification_terms(criterion)
         self.amp_dtype = autocast_dtype(cfg.train.precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
-        self.optimizer = build_optimizer(cfg.optim, model.param_groups())
+        self.optimizer = build_optimizer(cfg.optim, model.param_groups(), fused=device.type == "cuda")
         self.extra_optimizer = criterion.extra_optimizer()
         self.schedule = EpochSchedule(cfg.schedule, cfg.train.epochs)
         self.net = self._wrap_for_training(self.model)
@@ -308,12 +311,11 @@ class Trainer:
         if self.resident_cache:  # gather inside apply, on the device
             out = self.augment.apply(self.train_images, params.slice(lo, lo + len(idx)), index=rows)
         else:
-            images = self.train_images[rows].pin_memory() if self.device.type == "cuda" else self.train_images[rows]
-            images = images.to(self.device, non_blocking=True)
+            images = async_to(self.train_images[rows], self.device)
             out = self.augment.apply(images, params.slice(lo, lo + len(idx)))
         if self.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
-        return out, self.train_labels[rows.to(self.device)]
+        return out, self.train_labels[async_to(rows, self.device)]
 
     def _shard_offset(self, global_size: int) -> int:
         base, extra = divmod(global_size, self.dist.world_size)
@@ -347,11 +349,11 @@ class Trainer:
             for step, global_idx in enumerate(batches):
                 idx = shard(global_idx, self.dist.rank, self.dist.world_size)
                 rows = torch.from_numpy(idx)
-                images = eval_transform(self.val_images[rows.to(self.image_device)].to(self.device, non_blocking=True),
+                images = eval_transform(async_to(self.val_images[async_to(rows, self.image_device)], self.device),
                                         tuple(self.cfg.data.size))
                 if self.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
-                labels = self.val_labels[rows.to(self.device)]
+                labels = self.val_labels[async_to(rows, self.device)]
                 with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
                     logits = self.model.classifier(self.model(images))
                 logits = logits.float()
@@ -397,9 +399,10 @@ class PhaseBar(contextlib.AbstractContextManager):
     """tqdm over images with running loss/accuracy, refreshed a few times a second."""
 
     def __init__(self, desc: str, total: int, device: torch.device, enabled: bool) -> None:
-        self.bar = tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False, disable=not enabled,
-                        dynamic_ncols=True)
-        self.view = LiveView(device) if enabled else None
+        # disable=None: bars only on a terminal, so logs of batch jobs stay one line per epoch
+        self.bar = tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False,
+                        disable=None if enabled else True, dynamic_ncols=True)
+        self.view = LiveView(device) if enabled and not self.bar.disable else None
         self.seen = 0
         self.last_refresh = 0.0
 
@@ -470,6 +473,13 @@ def evaluate_model(model: nn.Module, data: RunData, cfg: Config, device: torch.d
 
 # ----------------------------------------------------------------------------- entry point
 
+def check_device_options(cfg: Config, device: torch.device) -> None:
+    autocast_dtype(cfg.train.precision, device)  # fp16 needs CUDA
+    if cfg.train.sync_bn and device.type != "cuda":
+        raise ConfigError("train.sync_bn = true needs CUDA devices (PyTorch's SyncBatchNorm has no CPU "
+                          "implementation); set it to false for a CPU run")
+
+
 def find_resume_state(store: CheckpointStore, resume: Optional[str]) -> tuple[Optional[dict], Optional[Path]]:
     if resume is None:
         if store.last.exists() or store.previous.exists():
@@ -496,6 +506,7 @@ def train(cfg: Config, device: str = "auto", resume: Optional[str] = None, progr
         dev = torch.device("cuda", dist.local_rank)
     import_plugins(cfg)
     check_names(cfg)  # before the run directory is touched
+    check_device_options(cfg, dev)
     out = config_run_dir(cfg)
     lock = RunLock(out).acquire() if dist.is_main else None
     try:
