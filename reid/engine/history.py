@@ -54,6 +54,13 @@ class History:
         for key in EVAL_KEYS[1:]:
             self.columns[f"eval_{key}"].append(float(results[key]))
 
+    def epoch_mean(self, phase: str, key: str, epoch: int) -> float:
+        """The mean of ``phase_key`` over ``epoch``'s mini-batches, weighted by their sizes (nan if none)."""
+        epochs = np.asarray(self.columns[f"{phase}_epoch"])
+        values = np.asarray(self.columns[f"{phase}_{key}"])[epochs == epoch]
+        sizes = np.asarray(self.columns[f"{phase}_batch_size"])[epochs == epoch]
+        return float(np.average(values, weights=sizes)) if len(values) else float("nan")
+
     def num_batches(self, phase: str) -> int:
         return len(self.columns[f"{phase}_loss"])
 

@@ -15,13 +15,12 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -42,6 +41,7 @@ from .builder import (RunData, build_criterion_from_config, build_data, build_mo
 from .checkpoint import CheckpointStore, RunLock, load_checkpoint
 from .history import History
 from .optim import EpochSchedule, build_optimizer
+from .records import PhaseBar, StepRecords
 
 
 # ----------------------------------------------------------------------------- devices and precision
@@ -71,67 +71,6 @@ def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype
 def step_seed(seed: int, epoch: int, step: int) -> int:
     """Seed of the global RNG (dropout) for one training step."""
     return int(np.random.SeedSequence([seed, epoch, step, 0x5EED]).generate_state(1)[0])
-
-
-# ----------------------------------------------------------------------------- per-step records
-
-class StepRecords:
-    """Per-mini-batch loss and correct counts of one phase, kept on the training device.
-
-    Nothing here synchronises with the host per step; :meth:`take` copies the
-    pending rows out (and sums them across torchrun ranks) at flush points.
-    """
-
-    def __init__(self, batch_sizes: list[int], device: torch.device) -> None:
-        self.batch_sizes = batch_sizes   # global sizes, known on the host
-        self.sums = torch.zeros(len(batch_sizes), 2, dtype=torch.float64, device=device)
-        self.flushed = 0
-
-    def record(self, step: int, loss: torch.Tensor, correct: torch.Tensor, local_count: int) -> None:
-        self.sums[step, 0] = loss.detach().double() * local_count
-        self.sums[step, 1] = correct.double()
-
-    def take(self, upto: int) -> tuple[list[float], list[float], list[int]]:
-        """Mean loss, accuracy and size of global batches ``flushed..upto-1``; marks them flushed."""
-        rows = distributed.all_reduce_sum(self.sums[self.flushed:upto].clone()).cpu().numpy()
-        sizes = self.batch_sizes[self.flushed:upto]
-        n = np.asarray(sizes, dtype=np.float64)
-        self.flushed = upto
-        return (rows[:, 0] / n).tolist(), (rows[:, 1] / n).tolist(), sizes
-
-    def running(self, upto: int) -> torch.Tensor:
-        """(loss sum, correct sum) over ``0..upto-1``, on the device, for the progress bar."""
-        return self.sums[:upto].sum(0)
-
-
-class LiveView:
-    """Running loss/accuracy for the progress bar without stalling the GPU.
-
-    On CUDA the totals are copied to pinned memory asynchronously and shown one
-    refresh later, when the copy has landed; on the CPU they are read directly.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self.host = torch.zeros(2, dtype=torch.float64, pin_memory=self.cuda)
-        self.event = torch.cuda.Event() if self.cuda else None
-        self.count = 0
-        self.pending_count = 0
-
-    def update(self, totals: torch.Tensor, count: int) -> Optional[dict[str, str]]:
-        shown = None
-        if self.cuda and self.pending_count and self.event.query():
-            shown = self._format(self.host.tolist(), self.pending_count)
-        if not self.cuda:
-            return self._format(totals.tolist(), count)
-        self.host.copy_(totals, non_blocking=True)
-        self.event.record()
-        self.pending_count = count
-        return shown
-
-    @staticmethod
-    def _format(totals: list[float], count: int) -> dict[str, str]:
-        return {"loss": f"{totals[0] / count:.4f}", "acc": f"{totals[1] / count:.3f}"}
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -187,7 +126,6 @@ class Trainer:
         self.history = History(criterion=" + ".join(criterion.names), config_text=to_yaml(cfg))
         self.log_lines: list[str] = []
         self.store = CheckpointStore(run_dir) if run_dir is not None else None
-        self.last_results: Optional[dict] = None
 
     def _wrap_for_training(self, model: nn.Module) -> nn.Module:
         net = model
@@ -277,20 +215,28 @@ class Trainer:
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, loss in float32, backward, optimiser step; returns (loss, number correct) on the device."""
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+        with self.autocast():
             logits, features = self.net(images)
         loss = self.criterion(logits.float(), labels, features.float())
         self.zero_grad()
         self.scaler.scale(loss).backward()
-        if self.dist.enabled and self.extra_optimizer:  # DDP averages the model's gradients, not the criterion's
-            for group in self.extra_optimizer.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        distributed.all_reduce_sum(p.grad).div_(self.dist.world_size)
+        self.average_criterion_grads()
         for optimizer in self.optimizers():
             self.scaler.step(optimizer)
         self.scaler.update()
         return loss.detach(), (logits.argmax(1) == labels).sum()
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
+
+    def average_criterion_grads(self) -> None:
+        """DDP averages the model's gradients across ranks; the criterion's own (center loss) are done here."""
+        if not (self.dist.enabled and self.extra_optimizer):
+            return
+        for group in self.extra_optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    distributed.all_reduce_sum(p.grad).div_(self.dist.world_size)
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.optimizer] + ([self.extra_optimizer] if self.extra_optimizer else [])
@@ -354,7 +300,7 @@ class Trainer:
                 if self.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 labels = self.val_labels[async_to(rows, self.device)]
-                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+                with self.autocast():  # eval mode: the retrieval feature, then the classifier
                     logits = self.model.classifier(self.model(images))
                 logits = logits.float()
                 records.record(step, self.val_criterion(logits, labels), (logits.argmax(1) == labels).sum(), len(idx))
@@ -373,19 +319,14 @@ class Trainer:
             if write_files:
                 atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
                 tqdm.write(format_results(results))
-            self.last_results = results
         distributed.barrier()
         return results
 
     def epoch_line(self, epoch: int, seconds: float) -> str:
-        c = self.history.columns
-        def mean_of(phase: str, key: str) -> float:
-            values = [v for v, e in zip(c[f"{phase}_{key}"], c[f"{phase}_epoch"]) if e == epoch]
-            sizes = [s for s, e in zip(c[f"{phase}_batch_size"], c[f"{phase}_epoch"]) if e == epoch]
-            return float(np.average(values, weights=sizes)) if values else float("nan")
-        line = (f"epoch {epoch}/{self.cfg.train.epochs} train_loss {mean_of('train', 'loss'):.4f} "
-                f"train_acc {mean_of('train', 'acc'):.4f} val_loss {mean_of('val', 'loss'):.4f} "
-                f"val_acc {mean_of('val', 'acc'):.4f} lr {c['train_lr'][-1]:.2e} time {seconds:.1f}s")
+        h, c = self.history, self.history.columns
+        line = (f"epoch {epoch}/{self.cfg.train.epochs} train_loss {h.epoch_mean('train', 'loss', epoch):.4f} "
+                f"train_acc {h.epoch_mean('train', 'acc', epoch):.4f} val_loss {h.epoch_mean('val', 'loss', epoch):.4f} "
+                f"val_acc {h.epoch_mean('val', 'acc', epoch):.4f} lr {c['train_lr'][-1]:.2e} time {seconds:.1f}s")
         if c["eval_epoch"] and c["eval_epoch"][-1] == epoch:
             line += f" rank1 {c['eval_rank1'][-1]:.4f} mAP {c['eval_mAP'][-1]:.4f}"
         return line
@@ -393,33 +334,6 @@ class Trainer:
     def progress_bar(self, epoch: int, phase: str, batches: list[np.ndarray]) -> "PhaseBar":
         return PhaseBar(f"epoch {epoch}/{self.cfg.train.epochs} {phase}", sum(len(b) for b in batches),
                         self.device, enabled=self.progress)
-
-
-class PhaseBar(contextlib.AbstractContextManager):
-    """tqdm over images with running loss/accuracy, refreshed a few times a second."""
-
-    def __init__(self, desc: str, total: int, device: torch.device, enabled: bool) -> None:
-        # disable=None: bars only on a terminal, so logs of batch jobs stay one line per epoch
-        self.bar = tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False,
-                        disable=None if enabled else True, dynamic_ncols=True)
-        self.view = LiveView(device) if enabled and not self.bar.disable else None
-        self.seen = 0
-        self.last_refresh = 0.0
-
-    def advance(self, count: int, records: StepRecords, upto: int) -> None:
-        if self.view is None:
-            return
-        self.seen += count
-        self.bar.update(count)
-        now = time.perf_counter()
-        if now - self.last_refresh > 0.5:
-            self.last_refresh = now
-            shown = self.view.update(records.running(upto), self.seen)
-            if shown:
-                self.bar.set_postfix(shown, refresh=False)
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.close()
 
 
 # ----------------------------------------------------------------------------- pieces
