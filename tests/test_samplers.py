@@ -66,3 +66,12 @@ def test_shard_partitions_the_global_batch(n, world):
     assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
     with pytest.raises(ValueError):
         shard(batch, world, world)
+
+
+def test_a_last_batch_of_one_image_joins_the_previous_batch():
+    sampler = RandomBatchSampler(33, 8, seed=0)  # 4 x 8 + 1
+    batches = sampler.batches(epoch=1)
+    assert [len(b) for b in batches] == [8, 8, 8, 9] and len(sampler) == 4
+    assert sorted(np.concatenate(batches).tolist()) == list(range(33))
+    assert [len(b) for b in RandomBatchSampler(1, 8, seed=0).batches(1)] == [1]
+    assert [len(b) for b in RandomBatchSampler(34, 8, seed=0).batches(1)] == [8, 8, 8, 8, 2]

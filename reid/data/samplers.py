@@ -34,7 +34,8 @@ def _check_positive(**values: int) -> None:
 class RandomBatchSampler:
     """A fresh permutation of ``range(num_samples)`` each epoch, cut into batches.
 
-    The last batch is partial unless ``drop_last``.
+    The last batch is partial unless ``drop_last``; a last batch of a single image joins the
+    one before it, because BatchNorm cannot train on one sample.
     """
 
     def __init__(self, num_samples: int, batch_size: int, seed: int, drop_last: bool = False) -> None:
@@ -44,11 +45,16 @@ class RandomBatchSampler:
     def batches(self, epoch: int) -> list[np.ndarray]:
         order = _rng(self.seed, epoch, 0).permutation(self.num_samples).astype(np.int64)
         end = (len(order) // self.batch_size) * self.batch_size if self.drop_last else len(order)
-        return [order[i:i + self.batch_size] for i in range(0, end, self.batch_size)]
+        batches = [order[i:i + self.batch_size] for i in range(0, end, self.batch_size)]
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            batches[-2:] = [np.concatenate(batches[-2:])]
+        return batches
 
     def __len__(self) -> int:
         n, b = self.num_samples, self.batch_size
-        return n // b if self.drop_last else -(-n // b)
+        if self.drop_last:
+            return n // b
+        return n // b if n % b == 1 and n > b else -(-n // b)
 
 
 class SequentialBatchSampler:
