@@ -159,7 +159,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     raw = _read_with_bases(path, seen=())
     for item in overrides:
         key, value = parse_override(item)
-        _set_dotted(raw, key, value, origin=f"--set {item}")
+        set_dotted(raw, key, value, origin=f"--set {item}")
     cfg = from_dict(raw, origin=str(path))
     cfg.source = path.stem
     return cfg
@@ -214,7 +214,7 @@ def _deep_merge(into: dict, new: dict) -> None:
             into[key] = value
 
 
-def _set_dotted(raw: dict, key: str, value: Any, origin: str) -> None:
+def set_dotted(raw: dict, key: str, value: Any, origin: str) -> None:
     node = raw
     parts = key.split(".")
     for part in parts[:-1]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from .cli import run_main
-from .config import from_dict, import_plugins, parse_override, _set_dotted
+from .config import from_dict, import_plugins, parse_override, set_dotted
 from .engine.builder import build_data, build_model_from_config, build_split
 from .engine.checkpoint import load_checkpoint
 from .engine.history import History
@@ -42,7 +42,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str | Path | None = None, over
         key, value = parse_override(item)
         if not key.startswith(("eval.", "data.root", "data.cache_dir")):
             raise ReidError(f"--set {item}: only eval.*, data.root and data.cache_dir can change at evaluation")
-        _set_dotted(raw, key, value, origin=f"--set {item}")
+        set_dotted(raw, key, value, origin=f"--set {item}")
     cfg = from_dict(raw, origin=str(config_file))
     state = load_checkpoint(checkpoint or run_dir / "checkpoints" / "last.pt")
     dev = resolve_device(device)
