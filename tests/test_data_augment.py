@@ -227,3 +227,48 @@ def test_empty_batch():
     aug = BatchAugment((16, 8), pad=2, erasing_p=0.5)
     out = aug.apply(_images(b=3), aug.sample_params(0, batch_generator(0, 0, 0)), index=torch.tensor([], dtype=torch.long))
     assert out.shape == (0, 3, 16, 8)
+
+
+def _oracle(x, p, pad, size):
+    """flip (torch.flip), zero pad (F.pad), crop (slicing) of uint8 images, then the erased boxes as a bool mask."""
+    H, W = size
+    crops, boxes = [], torch.zeros(len(x), 1, H, W, dtype=torch.bool)
+    for i in range(len(x)):
+        img = torch.flip(x[i], dims=[2]) if p.flip[i] else x[i]
+        oy, ox = int(p.offset_y[i]), int(p.offset_x[i])
+        crops.append(F.pad(img, (pad, pad, pad, pad))[:, oy:oy + H, ox:ox + W])
+        if p.erase[i]:
+            y0, x0, h, w = (int(t[i]) for t in (p.erase_y, p.erase_x, p.erase_h, p.erase_w))
+            boxes[i, :, y0:y0 + h, x0:x0 + w] = True
+    return torch.stack(crops), boxes
+
+
+@pytest.mark.parametrize("pad", [0, 3, 10, 40])
+@pytest.mark.parametrize("layout", ["presized", "channels_last", "resized"])
+@pytest.mark.parametrize("erasing_p", [0.0, 0.5])
+def test_cpu_path_equals_the_oracle_bit_for_bit(pad, layout, erasing_p):
+    """Shifted windows + mask + per-sample flip on the CPU == flip, pad, crop, normalise, erase done by hand.
+
+    Bit for bit against normalize() (the definition: float32(x) * scale + bias, two roundings) of the
+    oracle's crops, and to float rounding against torchvision's Normalize. The batch uses the first
+    and last cache rows, whose shifted windows start before or end after the cache (pad 40 > H: crops
+    of padding only).
+    """
+    size = (32, 16)
+    hw = {"presized": size, "channels_last": size, "resized": (16, 8)}[layout]
+    cache = _images(b=9, h=hw[0], w=hw[1], seed=pad)
+    if layout == "channels_last":
+        cache = cache.contiguous(memory_format=torch.channels_last)
+    idx = torch.tensor([0, 8, 3, 0, 8, 5, 1, 7, 8, 0, 2, 4])
+    for ring in (0, 2):
+        aug = BatchAugment(size, flip_p=0.5, pad=pad, erasing_p=erasing_p, ring=ring)
+        for step in range(3):
+            p = aug.sample_params(len(idx), batch_generator(pad, ring, step))
+            x = A.resize_images(cache[idx], size)
+            crops, boxes = _oracle(x, p, pad, size)
+            want = A.normalize(crops).masked_fill_(boxes, 0.0)
+            assert torch.equal(aug.apply(cache, p, index=idx), want)
+            assert torch.equal(aug.apply(cache[idx].clone(), p), want)
+            tv = tv_normalize(crops.float() / 255).masked_fill_(boxes, 0.0)
+            torch.testing.assert_close(want, tv, rtol=0, atol=1e-5)
+        assert p.flip.any() and not p.flip.all() and (p.erase.any() or erasing_p == 0)

@@ -73,7 +73,6 @@ def _norm_constants() -> tuple[list[float], list[float]]:
 
 
 _SCALE, _BIAS = _norm_constants()
-_CHUNK_BYTES = 1 << 20  # float32 output normalised per step on the CPU: at most one core's L2 (1 MiB here)
 
 
 def normalize(images: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -293,21 +292,50 @@ class BatchAugment:
         return bufs[k]
 
     def _apply_cpu(self, images: torch.Tensor, p: AugmentParams, index: torch.Tensor | None) -> torch.Tensor:
-        """Flip, pad and crop on uint8 in a handful of C++ ops, then one normalisation into the output.
+        """Flip, pad + crop on uint8 in a few batched ops, then a per-sample float32 pass set.
 
-        The batch (and the mirror images of the flipped samples) is copied into the interiors of a
-        reusable zero-bordered buffer ``padded``; every crop is then a window of it at
-        ``slot * slot_size + offset_y * row + offset_x``, so one ``index_select`` over an overlapping
-        strided view of that buffer cuts all the crops (no per-sample Python loop).
+        The algorithm (one thread):
+
+        1. **Source**: a uint8 tensor at ``size`` (contiguous or channels-last) and each sample's row in
+           it: the cache itself when it is already at ``size`` (no gathered copy), else the gathered
+           rows, resized (:meth:`_source_cpu`).
+        2. **Shift**: output pixel (y, x) of sample i shows source pixel (y + sy, x + sx), with
+           ``sy = offset_y - pad`` and ``sx = offset_x - pad``. A flipped sample's crop is the mirror
+           image of the *unflipped* image's crop at column offset ``2 * pad - offset_x``, so it is cut
+           with ``sx = pad - offset_x`` and mirrored in step 5.
+        3. **Crop** (one ``index_select``): window ``k`` of an overlapping strided view of the source is
+           the (3, H, W) block starting at flat element ``k``; sample i's crop is the window at
+           ``row * 3HW + sy * W + sx`` (contiguous source). Inside the image it reads exactly the crop; pixels that fall in
+           the padding read neighbouring memory instead (:func:`_crop_shifted`).
+        4. **Pad** (one multiply): a 0/1 uint8 mask of the rows x columns in view zeroes the padding,
+           which ``Pad`` makes black (:func:`_view_mask`).
+        5. **Per sample**, while its data is in the L2 cache: mirror it if flipped (``flip``), convert
+           to float32 into the output, ``mul_(scale).add_(bias)`` (:func:`normalize`, bit for bit), and
+           fill its erased box with 0.
         """
         B, (H, W), pad = len(p), self.size, self.pad
-        Hp, Wp = H + 2 * pad, W + 2 * pad
         if B == 0:
             return torch.empty((0, 3, H, W), dtype=torch.float32)
-        # zeroed once, only the interiors are ever written
-        padded = self._cached(("padded", B, H, W, pad), lambda: torch.zeros((B, 3, Hp, Wp), dtype=torch.uint8))
-        inner = padded[:, :, pad:pad + H, pad:pad + W]
-        # slots 0..nu-1: the samples shown as they are; slots nu..B-1: the mirror images of the flipped ones
+        src, rows = self._source_cpu(images, index, B)
+        sy = p.offset_y - pad
+        sx = torch.where(p.flip, pad - p.offset_x, p.offset_x - pad)
+        crops = _crop_shifted(src, rows, sy, sx, out=self._scratch("crops", (B, 3, H, W), torch.uint8))
+        if pad > 0:
+            crops.mul_(_view_mask(sy, sx, H, W, out=self._scratch("mask", (B, 1, H, W), torch.uint8)))
+        out = self._output((B, 3, H, W))
+        scale, bias = (t[0] for t in _norm_tensors(out.device))
+        boxes = {i: (y, x, h, w) for i, on, y, x, h, w in zip(range(B), *(t.tolist() for t in (
+            p.erase, p.erase_y, p.erase_x, p.erase_h, p.erase_w))) if on}
+        for i, (o, c, flip) in enumerate(zip(out.unbind(0), crops.unbind(0), p.flip.tolist())):
+            o.copy_(c.flip(-1) if flip else c).mul_(scale).add_(bias)  # == normalize()
+            if i in boxes:
+                y, x, h, w = boxes[i]
+                o[:, y:y + h, x:x + w].fill_(0.0)
+        return out
+
+    def _source_cpu(self, images: torch.Tensor, index: torch.Tensor | None, B: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A uint8 tensor at ``size`` laid out as :func:`_crop_shifted` needs, and the row of each sample in it."""
+        H, W = self.size
         if tuple(images.shape[-2:]) != (H, W):
             if index is not None:
                 images = torch.index_select(images, 0, index, out=self._scratch(
@@ -315,37 +343,11 @@ class BatchAugment:
             images = _resize_cpu_into(images, (H, W), self._scratch(
                 "resized", (B, 3, H, W), torch.uint8, torch.channels_last))
             index = None
-        rows = torch.arange(B) if index is None else index
-        flipped, kept = p.flip.nonzero().flatten(), (~p.flip).nonzero().flatten()
-        nu, nf = len(kept), len(flipped)
-        if nu:
-            torch.index_select(images, 0, rows[kept], out=inner[:nu])
-        if nf:
-            mirror = torch.index_select(images, 0, rows[flipped], out=self._scratch("mirror", (B, 3, H, W), torch.uint8)[:nf])
-            inner[nu:B].copy_(mirror.flip(-1))  # flip() has a vectorised kernel that flip.out lacks
-        slot = torch.empty(B, dtype=torch.long)
-        slot[kept] = torch.arange(nu)
-        slot[flipped] = torch.arange(nu, B)
-        starts = slot * (3 * Hp * Wp) + p.offset_y * Wp + p.offset_x
-        windows = padded.as_strided((int(starts.max()) + 1, 3, H, W), (1, Hp * Wp, Wp, 1))
-        out = self._output((B, 3, H, W))
-        # crop (a strided uint8 -> float32 copy per sample) + normalise + erase a few samples at a time,
-        # so that the float32 passes after the first run on data still in the L2 cache
-        k = max(1, _CHUNK_BYTES // (3 * H * W * 4))
-        erase = list(zip(p.erase.tolist(), p.erase_y.tolist(), p.erase_x.tolist(), p.erase_h.tolist(),
-                         p.erase_w.tolist()))
-        starts = starts.tolist()
-        scale, bias = _norm_tensors(out.device)
-        for lo in range(0, B, k):
-            hi = min(B, lo + k)
-            for i in range(lo, hi):
-                out[i].copy_(windows[starts[i]])
-            out[lo:hi].mul_(scale).add_(bias)  # == normalize()
-            for i in range(lo, hi):
-                on, y, x0, h, w = erase[i]
-                if on:
-                    out[i, :, y:y + h, x0:x0 + w].fill_(0.0)
-        return out
+        if not _dense(images):
+            rows = torch.arange(images.shape[0]) if index is None else index
+            images = torch.index_select(images, 0, rows, out=self._scratch("rows", (B, 3, H, W), torch.uint8))
+            index = None
+        return images, (torch.arange(B) if index is None else index)
 
 
 def _resize_cpu_into(images: torch.Tensor, size: tuple[int, int], out: torch.Tensor) -> torch.Tensor:
@@ -353,6 +355,49 @@ def _resize_cpu_into(images: torch.Tensor, size: tuple[int, int], out: torch.Ten
     x = images.contiguous(memory_format=torch.channels_last)  # the fast uint8 path is channels-last
     torch.ops.aten._upsample_bilinear2d_aa.out(x, list(size), False, None, None, out=out)
     return out
+
+
+def _crop_shifted(src: torch.Tensor, rows: torch.Tensor, sy: torch.Tensor, sx: torch.Tensor,
+                  out: torch.Tensor) -> torch.Tensor:
+    """``out[k, :, y, x] = src[rows[k], :, y + sy[k], x + sx[k]]`` wherever that pixel exists.
+
+    ``src`` is (N, 3, H, W) uint8, contiguous or channels-last (:func:`_dense`). Pixels outside the source image hold whatever
+    lies there in memory (zero them with :func:`_view_mask`). One ``index_select`` over the
+    overlapping windows of ``src`` (window ``k``: the (3, H, W) block starting at flat element
+    ``k``); a window starting before the first image or ending after the last is clamped and its
+    part in view copied by hand.
+    """
+    N, C, H, W = src.shape
+    n, (_, sc, sh, sw) = C * H * W, src.stride()
+    starts = rows.long() * n + sy * sh + sx * sw  # int64: a large cache has more than 2**31 elements
+    last = (N - 1) * n  # the last window that ends inside src
+    outside = ((starts < 0) | (starts > last)).nonzero().flatten().tolist()
+    windows = src.as_strided((last + 1, C, H, W), (1, sc, sh, sw))
+    torch.index_select(windows, 0, starts.clamp(0, last), out=out)
+    for k in outside:  # a shift past the first or last image: copy the part in view by hand
+        _copy_shifted(out[k], src[int(rows[k])], int(sy[k]), int(sx[k]))
+    return out
+
+
+def _dense(x: torch.Tensor) -> bool:
+    """Contiguous or channels-last: every image is one block of ``x[0].numel()`` elements."""
+    return x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _copy_shifted(dst: torch.Tensor, img: torch.Tensor, sy: int, sx: int) -> None:
+    """``dst[:, y, x] = img[:, y + sy, x + sx]`` for the pixels in view (the others are left as they are)."""
+    H, W = img.shape[-2:]
+    if abs(sy) < H and abs(sx) < W:
+        dst[:, max(0, -sy):H - max(0, sy), max(0, -sx):W - max(0, sx)] = \
+            img[:, max(0, sy):H - max(0, -sy), max(0, sx):W - max(0, -sx)]
+
+
+def _view_mask(sy: torch.Tensor, sx: torch.Tensor, H: int, W: int, out: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 1, H, W): 1 where output pixel (y, x) shifted by (sy, sx) is inside an H x W image."""
+    r, c = torch.arange(H), torch.arange(W)
+    in_rows = ((r >= -sy[:, None]) & (r < H - sy[:, None])).to(torch.uint8)
+    in_cols = ((c >= -sx[:, None]) & (c < W - sx[:, None])).to(torch.uint8)
+    return torch.mul(in_rows[:, None, :, None], in_cols[:, None, None, :], out=out)
 
 
 def _check_images(images: torch.Tensor) -> None:
