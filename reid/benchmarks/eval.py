@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", type=float, default=3.0, help="per-dimension noise / identity-centre spread")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (best is reported)")
     parser.add_argument("--loop-queries", type=int, default=300, help="queries the numpy loop runs on")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -94,7 +94,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from reid.evaluation import compute_distance, evaluate_features, rank_metrics
 
     p = market_like_problem(args)
-    dev = torch.device(args.device)
+    from reid.engine.trainer import resolve_device
+
+    dev = resolve_device(args.device)
     qf, gf = p["qf"].to(dev), p["gf"].to(dev)
     keep = p["g_pids"] != -1
     gf_kept = gf[torch.from_numpy(np.nonzero(keep)[0]).to(dev)]
