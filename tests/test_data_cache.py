@@ -116,3 +116,22 @@ def test_missing_file_is_named(tmp_path):
 
 def test_empty_list():
     assert load_image_cache([], (16, 8), progress=False).shape == (0, 3, 16, 8)
+
+
+def test_a_damaged_cache_file_is_never_trusted(images, tmp_path, monkeypatch):
+    """An interrupted or damaged cache entry is decoded again and replaced, never used."""
+    paths, arrays = images
+    cdir = tmp_path / "cache"
+    good = load_image_cache(paths, (16, 8), cache_dir=cdir, desc="train", progress=False)
+    (entry,) = list(cdir.iterdir())
+    # a half-written temporary file left by a killed build is not a cache entry
+    (cdir / f".{entry.name}.123.tmp").write_bytes(entry.read_bytes()[:100])
+    for damage in (entry.read_bytes()[:200], b"not a numpy file"):
+        entry.write_bytes(damage)
+        calls = []
+        real = cache_mod.decode_image
+        monkeypatch.setattr(cache_mod, "decode_image", lambda p, size: calls.append(p) or real(p, size))
+        again = load_image_cache(paths, (16, 8), cache_dir=cdir, desc="train", progress=False)
+        assert len(calls) == 5 and torch.equal(again, good)
+        assert torch.equal(torch.from_numpy(np.load(entry)), good)  # replaced by a complete copy
+        monkeypatch.undo()
