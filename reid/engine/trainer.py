@@ -282,7 +282,8 @@ class Trainer:
         where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
         raise TrainingDivergedError(
             f"the loss became {losses[bad[0]]} at epoch {epoch}, step {step}; {where}; "
-            "lower optim.lr or check the criterion, then resume with --resume auto or start afresh")
+            "resuming would diverge at the same step, so lower optim.lr or check the criterion and start a "
+            "new run (set output.name)")
 
     @torch.no_grad()
     def val_epoch(self, epoch: int) -> None:
