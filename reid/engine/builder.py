@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -49,9 +48,6 @@ class RunData:
     @property
     def num_classes(self) -> int:
         return self.split.num_classes
-
-    def class_counts(self) -> list[int]:
-        return np.bincount(np.asarray(self.split.train_labels), minlength=self.num_classes).tolist()
 
 
 def check_names(cfg: Config) -> None:
@@ -105,6 +101,7 @@ def build_model_from_config(cfg: Config, num_classes: int) -> nn.Module:
                        neck=m.neck, dropout=m.dropout)
 
 
-def build_criterion_from_config(cfg: Config, num_classes: int, feat_dim: int,
-                                class_counts: Optional[list[int]] = None) -> nn.Module:
-    return build_criterion(cfg.criterion, num_classes, feat_dim=feat_dim, class_counts=class_counts)
+def build_criterion_from_config(cfg: Config, split: TrainValSplit, feat_dim: int) -> nn.Module:
+    """The configured criterion; ``class_weight: balanced`` reads the split's images per identity."""
+    counts = np.bincount(np.asarray(split.train_labels), minlength=split.num_classes).tolist()
+    return build_criterion(cfg.criterion, split.num_classes, feat_dim=feat_dim, class_counts=counts)

@@ -448,8 +448,7 @@ def _train_locked(cfg: Config, out: Path, dev: torch.device, dist: distributed.D
     dataset, split = build_split(cfg)
     torch.manual_seed(cfg.seed)  # model initialisation
     model = build_model_from_config(cfg, split.num_classes)
-    criterion_counts = np.bincount(np.asarray(split.train_labels), minlength=split.num_classes).tolist()
-    criterion = build_criterion_from_config(cfg, split.num_classes, model.feature_dim, criterion_counts)
+    criterion = build_criterion_from_config(cfg, split, model.feature_dim)
     if not dist.is_main:
         distributed.barrier()  # rank 0 decodes and caches the images first; the others read its cache
     data = build_data(cfg, dataset, split, progress=progress and dist.is_main)
