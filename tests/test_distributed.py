@@ -4,10 +4,8 @@ mini-batches written by rank 0, and resume after the whole job is killed."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np

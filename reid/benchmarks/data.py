@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 
@@ -193,7 +192,7 @@ def format_table(r: dict[str, Any]) -> str:
         ("(b) cached 128x64, BatchAugment(ring=2), resize per batch", r["batched_images_per_s"], r["batched_speedup"]),
         (f"(b) cached resized once to {h}x{w}, BatchAugment(ring=2)", r["batched_presized_images_per_s"],
          r["batched_presized_speedup"]),
-        (f"    same, ring=0 (a new output tensor per batch)", r["batched_presized_fresh_images_per_s"],
+        ("    same, ring=0 (a new output tensor per batch)", r["batched_presized_fresh_images_per_s"],
          r["batched_presized_fresh_speedup"]),
         ("bound: gather + uint8->float32 copy_ only (ring of 2 outputs)", r["bound_minimal_images_per_s"],
          r["bound_minimal_speedup"]),
