@@ -184,16 +184,17 @@ class Trainer:
             started = time.perf_counter()
             self.schedule.apply(self.optimizer, epoch)
             first_step = start.step if epoch == start.epoch else 0
-            self.train_epoch(epoch, first_step)
+            steps = self.train_epoch(epoch, first_step)
             self.val_epoch(epoch)
             last = epoch == self.cfg.train.epochs
             every = self.cfg.eval.every_epochs
             if last or (every and epoch % every == 0):
                 self.evaluate(epoch, write_files=last)
             self.log(self.epoch_line(epoch, time.perf_counter() - started))
-            self.save(Position(epoch, len(self.sampler.batches(epoch)), epoch_done=True), finished=last)
+            self.save(Position(epoch, steps, epoch_done=True), finished=last)
 
-    def train_epoch(self, epoch: int, first_step: int) -> None:
+    def train_epoch(self, epoch: int, first_step: int) -> int:
+        """Train steps ``first_step..`` of ``epoch``; returns the epoch's number of steps."""
         batches = self.sampler.batches(epoch)
         records = StepRecords([len(b) for b in batches], self.device)
         records.flushed = first_step
@@ -212,6 +213,7 @@ class Trainer:
                     self.flush_train(epoch, records, step + 1, lr)
                     self.save(Position(epoch, step + 1))
         self.flush_train(epoch, records, len(batches), lr)
+        return len(batches)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, loss in float32, backward, optimiser step; returns (loss, number correct) on the device."""
