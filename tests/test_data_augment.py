@@ -138,17 +138,16 @@ def test_batched_path_matches_the_classic_torchvision_pipeline_without_randomnes
     torch.testing.assert_close(ours, ref, rtol=0, atol=1.01 / 255 / 0.224)  # PIL vs torch uint8 rounding
 
 
-def test_accelerator_path_gives_the_same_result_as_the_cpu_path():
-    """The gather/mask implementation used on GPUs equals the per-sample CPU one bit for bit."""
-    x = _images(b=10, h=32, w=16)
+@pytest.mark.parametrize("presized", [True, False])
+def test_accelerator_path_gives_the_same_result_as_the_cpu_path(presized):
+    """The gather/mask path used on GPUs, run here on the CPU, equals the CPU path bit for bit."""
+    cache = _images(b=12, h=32, w=16) if presized else _images(b=12, h=16, w=8)
     aug = BatchAugment((32, 16), flip_p=0.5, pad=5, erasing_p=0.7)
-    p = aug.sample_params(10, batch_generator(0, 1, 2))
-    a, b = A._flip_pad_crop_loop(x, p, 5), A._flip_pad_crop_gather(x, p, 5)
-    assert torch.equal(a, b)
-    ea, eb = A.normalize(a), A.normalize(b)
-    A._erase_loop(ea, p)
-    A._erase_mask(eb, p)
-    assert torch.equal(ea, eb) and p.erase.any()
+    p = aug.sample_params(6, batch_generator(0, 1, 2))
+    index = torch.tensor([11, 0, 4, 4, 7, 2])
+    cpu = aug.apply(cache, p, index=index)
+    batched = aug._apply_batched(cache, p, index)
+    assert torch.equal(cpu, batched) and p.erase.any() and p.flip.any() and not p.flip.all()
 
 
 def test_rejects_non_uint8():

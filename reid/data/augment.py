@@ -246,12 +246,14 @@ class BatchAugment:
                              "pass params.slice(lo, hi) for a shard")
         if images.device.type == "cpu":
             return self._apply_cpu(images, params, index)
+        return self._apply_batched(images, params, index)
+
+    def _apply_batched(self, images: torch.Tensor, p: AugmentParams, index: torch.Tensor | None) -> torch.Tensor:
+        """The accelerator path: one batched gather and one masked fill, few kernel launches, no host sync."""
         if index is not None:
             images = images[async_to(index, images.device)]
-        x = resize_images(images, self.size)
-        x = _flip_pad_crop_gather(x, params, self.pad)  # one batched gather / masked fill: few kernel launches
-        out = normalize(x)
-        _erase_mask(out, params)
+        out = normalize(_flip_pad_crop_gather(resize_images(images, self.size), p, self.pad))
+        _erase_mask(out, p)
         return out
 
     # --- CPU: reused buffers, per-sample slice copies on uint8, one float write ---------------------------
@@ -405,21 +407,6 @@ def _check_images(images: torch.Tensor) -> None:
         raise ValueError(f"BatchAugment expects uint8 images (B, 3, h, w), got {images.dtype} {tuple(images.shape)}")
 
 
-def _flip_pad_crop_loop(x: torch.Tensor, p: AugmentParams, pad: int) -> torch.Tensor:
-    """crop(pad(flip(x))) per sample by copying the overlapping slice into a zero batch."""
-    B, _, H, W = x.shape
-    flipped = x.flip(-1) if bool(p.flip.any()) else x
-    out = torch.zeros_like(x)
-    for i, (f, oy, ox) in enumerate(zip(p.flip.tolist(), p.offset_y.tolist(), p.offset_x.tolist())):
-        sy, sx = oy - pad, ox - pad  # output pixel (r, c) shows source pixel (r + sy, c + sx)
-        if abs(sy) >= H or abs(sx) >= W:
-            continue  # the crop shows only padding
-        src = flipped if f else x
-        out[i, :, max(0, -sy):H - max(0, sy), max(0, -sx):W - max(0, sx)] = \
-            src[i, :, max(0, sy):H - max(0, -sy), max(0, sx):W - max(0, -sx)]
-    return out
-
-
 def async_to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``t.to(device)`` without a host synchronisation: CPU -> CUDA goes through pinned memory.
 
@@ -432,7 +419,7 @@ def async_to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def _flip_pad_crop_gather(x: torch.Tensor, p: AugmentParams, pad: int) -> torch.Tensor:
-    """The same as :func:`_flip_pad_crop_loop` as one batched gather (for accelerators)."""
+    """crop(pad(flip(x))) of every sample as one batched gather (for accelerators)."""
     B, C, H, W = x.shape
     dev = x.device
     rows = (p.offset_y - pad)[:, None] + torch.arange(H)  # (B, H) source rows
