@@ -27,8 +27,8 @@ def test_bot_config_trains_and_evaluates(name, criteria, tiny_overrides, monkeyp
     batches = []
     real_batch = trainer_module.Trainer.train_batch
 
-    def spy(self, global_idx, idx, epoch, step):
-        images, labels = real_batch(self, global_idx, idx, epoch, step)
+    def spy(self, global_idx, epoch, step):
+        images, labels = real_batch(self, global_idx, epoch, step)
         batches.append(labels.tolist())
         return images, labels
 

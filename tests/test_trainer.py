@@ -79,9 +79,9 @@ def test_paired_runs_see_the_same_batches_and_augmentation(tiny_overrides, monke
     current: list = []
     real_batch = trainer_module.Trainer.train_batch
 
-    def spy(self, global_idx, idx, epoch, step):
-        images, labels = real_batch(self, global_idx, idx, epoch, step)
-        current.append((epoch, step, idx.tolist(), labels.tolist(), float(images.double().sum())))
+    def spy(self, global_idx, epoch, step):
+        images, labels = real_batch(self, global_idx, epoch, step)
+        current.append((epoch, step, global_idx.tolist(), labels.tolist(), float(images.double().sum())))
         return images, labels
 
     monkeypatch.setattr(trainer_module.Trainer, "train_batch", spy)

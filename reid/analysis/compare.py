@@ -61,6 +61,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..engine.history import per_epoch_weighted
 from ..errors import ReidError
 from ..io import atomic_write_text, atomic_write_with
 
@@ -346,21 +347,6 @@ def curve(run: Run, metric: str, smooth: int = 1, x: str = "batch",
 # ----------------------------------------------------------------------------- summary
 
 
-def _per_epoch_weighted(values: np.ndarray, weights: np.ndarray, epochs: np.ndarray):
-    """(epochs, weighted means, weight totals) over contiguous epoch blocks."""
-    eps, means, totals = [], [], []
-    for ep in np.unique(epochs):
-        m = epochs == ep
-        w = weights[m]
-        total = float(w.sum())
-        if total <= 0:
-            continue
-        eps.append(int(ep))
-        means.append(float(np.sum(values[m] * w) / total))
-        totals.append(total)
-    return eps, means, totals
-
-
 def summarize(run: Run) -> dict:
     """Numbers of the summary table for one run (fractions, not %; None when unknown).
 
@@ -381,8 +367,8 @@ def summarize(run: Run) -> dict:
         "epochs": int(a["train_epoch"].max()) if a["train_epoch"].size else 0,
         "train_batches": int(a["train_loss"].size), "val_batches": int(a["val_loss"].size),
     }
-    eps, accs, totals = _per_epoch_weighted(a["val_acc"], a["val_batch_size"], a["val_epoch"])
-    _, losses, _ = _per_epoch_weighted(a["val_loss"], a["val_batch_size"], a["val_epoch"])
+    eps, accs, totals = per_epoch_weighted(a["val_acc"], a["val_batch_size"], a["val_epoch"])
+    _, losses, _ = per_epoch_weighted(a["val_loss"], a["val_batch_size"], a["val_epoch"])
     partial = None
     if len(totals) > 1 and totals[-1] < max(totals[:-1]):
         partial = eps[-1]

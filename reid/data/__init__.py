@@ -34,11 +34,11 @@ from .market1501 import (
     read_split,
     split_train_val,
 )
-from .samplers import PKSampler, RandomBatchSampler, SequentialBatchSampler, shard
+from .samplers import PKSampler, RandomBatchSampler, SequentialBatchSampler, shard, shard_bounds
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "BatchAugment", "batch_generator", "classic_transform", "eval_transform",
     "normalize", "resize_images", "decode_image", "load_image_cache", "DATASETS", "Market1501", "Sample",
     "TrainValSplit", "count_samples", "parse_market_name", "read_split", "split_train_val", "PKSampler",
-    "RandomBatchSampler", "SequentialBatchSampler", "shard",
+    "RandomBatchSampler", "SequentialBatchSampler", "shard", "shard_bounds",
 ]

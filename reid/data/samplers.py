@@ -120,20 +120,31 @@ class PKSampler:
         return len(self.batches(0))
 
 
+def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """``(lo, hi)``: the contiguous part ``lo..hi-1`` of a global batch of ``n`` that rank ``rank`` takes.
+
+    Sizes differ by at most one (the first ``n % world_size`` ranks get one more);
+    a rank can get an empty part when the batch is smaller than ``world_size``.
+
+    Example::
+
+        >>> shard_bounds(10, rank=1, world_size=4)
+        (3, 6)
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+    base, extra = divmod(n, world_size)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
+
+
 def shard(batch: np.ndarray, rank: int, world_size: int) -> np.ndarray:
     """The contiguous part of a global batch that DDP rank ``rank`` of ``world_size`` processes.
-
-    Sizes differ by at most one (the first ``len % world_size`` ranks get one more);
-    a rank can get an empty part when the batch is smaller than ``world_size``.
 
     Example::
 
         >>> shard(np.arange(10), rank=1, world_size=4)
         array([3, 4, 5])
     """
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
-    n = len(batch)
-    base, extra = divmod(n, world_size)
-    start = rank * base + min(rank, extra)
-    return batch[start:start + base + (1 if rank < extra else 0)]
+    lo, hi = shard_bounds(len(batch), rank, world_size)
+    return batch[lo:hi]

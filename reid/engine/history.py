@@ -29,6 +29,24 @@ PHASE_KEYS = {
 EVAL_KEYS = ("epoch", "rank1", "rank5", "rank10", "mAP")
 
 
+def per_epoch_weighted(values: np.ndarray, weights: np.ndarray,
+                       epochs: np.ndarray) -> tuple[list[int], list[float], list[float]]:
+    """(epochs, means weighted by ``weights``, weight totals), one entry per epoch present.
+
+    A mini-batch's loss and accuracy are means over its own images, so an epoch's value is
+    their mean weighted by the batch sizes (= the value over all of the epoch's images).
+    """
+    out_epochs, means, totals = [], [], []
+    for epoch in np.unique(epochs):
+        w = weights[epochs == epoch]
+        total = float(w.sum())
+        if total > 0:
+            out_epochs.append(int(epoch))
+            means.append(float(np.sum(values[epochs == epoch] * w) / total))
+            totals.append(total)
+    return out_epochs, means, totals
+
+
 class History:
     """Lists of per-mini-batch values, kept on the host; picklable as a plain dict."""
 
@@ -56,10 +74,10 @@ class History:
 
     def epoch_mean(self, phase: str, key: str, epoch: int) -> float:
         """The mean of ``phase_key`` over ``epoch``'s mini-batches, weighted by their sizes (nan if none)."""
-        epochs = np.asarray(self.columns[f"{phase}_epoch"])
-        values = np.asarray(self.columns[f"{phase}_{key}"])[epochs == epoch]
-        sizes = np.asarray(self.columns[f"{phase}_batch_size"])[epochs == epoch]
-        return float(np.average(values, weights=sizes)) if len(values) else float("nan")
+        c = self.columns
+        epochs, means, _ = per_epoch_weighted(np.asarray(c[f"{phase}_{key}"]), np.asarray(c[f"{phase}_batch_size"]),
+                                              np.asarray(c[f"{phase}_epoch"]))
+        return dict(zip(epochs, means)).get(epoch, float("nan"))
 
     def num_batches(self, phase: str) -> int:
         return len(self.columns[f"{phase}_loss"])

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from ..config import Config, experiment_differences, import_plugins, run_dir as config_run_dir, to_dict, to_yaml
 from ..data import (BatchAugment, PKSampler, RandomBatchSampler, SequentialBatchSampler, batch_generator,
-                    eval_transform, resize_images, shard)
+                    eval_transform, resize_images, shard, shard_bounds)
 from ..data.augment import async_to
 from ..errors import CheckpointError, ConfigError, TrainingDivergedError
 from ..evaluation import evaluate_features, extract_features, format_results, write_features_mat
@@ -203,11 +203,10 @@ class Trainer:
         self.net.train()
         with self.progress_bar(epoch, "train", batches[first_step:]) as bar:
             for step in range(first_step, len(batches)):
-                idx = shard(batches[step], self.dist.rank, self.dist.world_size)
-                images, labels = self.train_batch(batches[step], idx, epoch, step)
+                images, labels = self.train_batch(batches[step], epoch, step)
                 torch.manual_seed(step_seed(self.cfg.seed, epoch, step))  # dropout
                 loss, correct = self.train_step(images, labels)
-                records.record(step, loss, correct, len(idx))
+                records.record(step, loss, correct, len(labels))
                 bar.advance(len(batches[step]), records, step + 1)
                 if every and (step + 1) % every == 0 and step + 1 < len(batches):
                     self.flush_train(epoch, records, step + 1, lr)
@@ -247,27 +246,27 @@ class Trainer:
         for optimizer in self.optimizers():
             optimizer.zero_grad(set_to_none=True)
 
-    def train_batch(self, global_idx: np.ndarray, idx: np.ndarray, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_batch(self, global_idx: np.ndarray, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's augmented images and labels of one step.
 
         The augmentation is drawn for the whole global batch from ``(seed, epoch, step)`` and
         each rank applies its slice, so the result does not depend on the number of processes.
         """
         params = self.augment.sample_params(len(global_idx), batch_generator(self.cfg.seed, epoch, step))
-        lo = self._shard_offset(len(global_idx))
-        rows = torch.from_numpy(idx)
+        lo, hi = shard_bounds(len(global_idx), self.dist.rank, self.dist.world_size)
+        on_images, on_device = self.rows(global_idx[lo:hi])
         if self.resident_cache:  # gather inside apply, on the device
-            out = self.augment.apply(self.train_images, params.slice(lo, lo + len(idx)), index=rows)
+            out = self.augment.apply(self.train_images, params.slice(lo, hi), index=on_images)
         else:
-            images = async_to(self.train_images[rows], self.device)
-            out = self.augment.apply(images, params.slice(lo, lo + len(idx)))
+            out = self.augment.apply(async_to(self.train_images[on_images], self.device), params.slice(lo, hi))
         if self.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
-        return out, self.train_labels[async_to(rows, self.device)]
+        return out, self.train_labels[on_device]
 
-    def _shard_offset(self, global_size: int) -> int:
-        base, extra = divmod(global_size, self.dist.world_size)
-        return self.dist.rank * base + min(self.dist.rank, extra)
+    def rows(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``idx`` as index tensors on the cache's device and on the training device (one copy when they agree)."""
+        on_images = async_to(torch.from_numpy(idx), self.image_device)
+        return on_images, on_images if self.image_device == self.device else async_to(on_images, self.device)
 
     def flush_train(self, epoch: int, records: StepRecords, upto: int, lr: float) -> None:
         loss, acc, sizes = records.take(upto)
@@ -296,17 +295,15 @@ class Trainer:
         self.model.eval()
         with self.progress_bar(epoch, "val", batches) as bar:
             for step, global_idx in enumerate(batches):
-                idx = shard(global_idx, self.dist.rank, self.dist.world_size)
-                rows = torch.from_numpy(idx)
-                images = eval_transform(async_to(self.val_images[async_to(rows, self.image_device)], self.device),
-                                        tuple(self.cfg.data.size))
+                on_images, on_device = self.rows(shard(global_idx, self.dist.rank, self.dist.world_size))
+                images = eval_transform(async_to(self.val_images[on_images], self.device), tuple(self.cfg.data.size))
                 if self.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
-                labels = self.val_labels[async_to(rows, self.device)]
+                labels = self.val_labels[on_device]
                 with self.autocast():  # eval mode: the retrieval feature, then the classifier
                     logits = self.model.classifier(self.model(images))
                 logits = logits.float()
-                records.record(step, self.val_criterion(logits, labels), (logits.argmax(1) == labels).sum(), len(idx))
+                records.record(step, self.val_criterion(logits, labels), (logits.argmax(1) == labels).sum(), len(labels))
                 bar.advance(len(global_idx), records, step + 1)
         loss, acc, sizes = records.take(len(batches))
         self.history.extend("val", epoch, loss=loss, acc=acc, batch_size=sizes)
