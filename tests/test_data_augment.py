@@ -138,6 +138,15 @@ def test_batched_path_matches_the_classic_torchvision_pipeline_without_randomnes
     torch.testing.assert_close(ours, ref, rtol=0, atol=1.01 / 255 / 0.224)  # PIL vs torch uint8 rounding
 
 
+def test_params_travel_to_a_device_in_one_packed_tensor_unchanged():
+    p = BatchAugment((32, 16), pad=5, erasing_p=0.5).sample_params(7, batch_generator(0, 1, 2))
+    q = A.AugmentParams.unpack(p.pack())
+    for name in ("flip", "offset_y", "offset_x", "erase", "erase_y", "erase_x", "erase_h", "erase_w"):
+        a, b = getattr(p, name), getattr(q, name)
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+    assert p.to(torch.device("cpu")) is p
+
+
 @pytest.mark.parametrize("presized", [True, False])
 def test_accelerator_path_gives_the_same_result_as_the_cpu_path(presized):
     """The gather/mask path used on GPUs, run here on the CPU, equals the CPU path bit for bit."""

@@ -136,6 +136,21 @@ class AugmentParams:
         lo, hi, _ = slice(lo, hi).indices(len(self))
         return AugmentParams(*(getattr(self, f.name)[lo:hi] for f in fields(self)))
 
+    def to(self, device: torch.device) -> "AugmentParams":
+        """The same params on ``device``, in one host-to-device copy that does not wait for the device."""
+        if self.flip.device == torch.device(device):
+            return self
+        return AugmentParams.unpack(async_to(self.pack(), torch.device(device)))
+
+    def pack(self) -> torch.Tensor:
+        """All fields as the rows of one int64 tensor (8, B)."""
+        return torch.stack([getattr(self, f.name).long() for f in fields(self)])
+
+    @staticmethod
+    def unpack(packed: torch.Tensor) -> "AugmentParams":
+        return AugmentParams(*(row.bool() if f.name in ("flip", "erase") else row
+                               for f, row in zip(fields(AugmentParams), packed)))
+
 
 class BatchAugment:
     """Resize, horizontal flip, zero pad + random crop, random erasing and ImageNet normalisation of a batch.
@@ -252,6 +267,7 @@ class BatchAugment:
         """The accelerator path: one batched gather and one masked fill, few kernel launches, no host sync."""
         if index is not None:
             images = images[async_to(index, images.device)]
+        p = p.to(images.device)
         out = normalize(_flip_pad_crop_gather(resize_images(images, self.size), p, self.pad))
         _erase_mask(out, p)
         return out
@@ -419,31 +435,24 @@ def async_to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def _flip_pad_crop_gather(x: torch.Tensor, p: AugmentParams, pad: int) -> torch.Tensor:
-    """crop(pad(flip(x))) of every sample as one batched gather (for accelerators)."""
+    """crop(pad(flip(x))) of every sample as one batched gather (for accelerators); ``p`` on x's device."""
     B, C, H, W = x.shape
     dev = x.device
-    rows = (p.offset_y - pad)[:, None] + torch.arange(H)  # (B, H) source rows
-    cols = (p.offset_x - pad)[:, None] + torch.arange(W)  # (B, W) columns of the flipped image
+    rows = (p.offset_y - pad)[:, None] + torch.arange(H, device=dev)  # (B, H) source rows
+    cols = (p.offset_x - pad)[:, None] + torch.arange(W, device=dev)  # (B, W) columns of the flipped image
     cols = torch.where(p.flip[:, None], W - 1 - cols, cols)
     valid = ((rows >= 0) & (rows < H))[:, :, None] & ((cols >= 0) & (cols < W))[:, None, :]  # (B, H, W)
-    rows, cols, valid = (async_to(t, dev) for t in (rows.clamp(0, H - 1), cols.clamp(0, W - 1), valid))
+    rows, cols = rows.clamp(0, H - 1), cols.clamp(0, W - 1)
     b = torch.arange(B, device=dev)[:, None, None]
     out = x[b, :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
     out = out * valid[..., None].to(out.dtype)
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-def _erase_loop(out: torch.Tensor, p: AugmentParams) -> None:
-    for i, (on, y, x, h, w) in enumerate(zip(p.erase.tolist(), p.erase_y.tolist(), p.erase_x.tolist(),
-                                            p.erase_h.tolist(), p.erase_w.tolist())):
-        if on:
-            out[i, :, y:y + h, x:x + w].fill_(0.0)
-
-
 def _erase_mask(out: torch.Tensor, p: AugmentParams) -> None:
     B, _, H, W = out.shape
     dev = out.device
-    ey, ex, eh, ew, on = (async_to(t, dev) for t in (p.erase_y, p.erase_x, p.erase_h, p.erase_w, p.erase))
+    ey, ex, eh, ew, on = p.erase_y, p.erase_x, p.erase_h, p.erase_w, p.erase  # on out's device
     r, c = torch.arange(H, device=dev)[None, :], torch.arange(W, device=dev)[None, :]
     in_rows = (r >= ey[:, None]) & (r < (ey + eh)[:, None]) & on[:, None]
     in_cols = (c >= ex[:, None]) & (c < (ex + ew)[:, None])
