@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -148,10 +152,10 @@ def test_params_travel_to_a_device_in_one_packed_tensor_unchanged():
 
 
 @pytest.mark.parametrize("presized", [True, False])
-def test_accelerator_path_gives_the_same_result_as_the_cpu_path(presized):
+def test_accelerator_path_gives_the_same_result_as_the_cpu_path(presized, cpu_path):
     """The gather/mask path used on GPUs, run here on the CPU, equals the CPU path bit for bit."""
     cache = _images(b=12, h=32, w=16) if presized else _images(b=12, h=16, w=8)
-    aug = BatchAugment((32, 16), flip_p=0.5, pad=5, erasing_p=0.7)
+    aug = BatchAugment((32, 16), flip_p=0.5, pad=5, erasing_p=0.7, **cpu_path)
     p = aug.sample_params(6, batch_generator(0, 1, 2))
     index = torch.tensor([11, 0, 4, 4, 7, 2])
     cpu = aug.apply(cache, p, index=index)
@@ -250,10 +254,27 @@ def _oracle(x, p, pad, size):
     return torch.stack(crops), boxes
 
 
+@pytest.fixture(params=["fused", "ops"])
+def cpu_path(request, monkeypatch):
+    """Both CPU paths: the fused C kernel (checked to run) and the PyTorch ops (``fused=False``)."""
+    if request.param == "ops":
+        yield {"fused": False}
+        return
+    if A.cpu_kernel.load() is None:
+        if shutil.which(shlex.split(os.environ.get("CC") or "cc")[0]) is None:
+            pytest.skip("no C compiler on this machine: the fused kernel cannot be built here")
+        pytest.fail(f"a C compiler is here but the kernel did not load: {A.cpu_kernel.status()}")
+    calls = []
+    real = A.cpu_kernel.augment_into
+    monkeypatch.setattr(A.cpu_kernel, "augment_into", lambda *a: calls.append(1) or real(*a))
+    yield {"fused": True}
+    assert calls, "BatchAugment(fused=True) did not run the kernel"
+
+
 @pytest.mark.parametrize("pad", [0, 3, 10, 40])
 @pytest.mark.parametrize("layout", ["presized", "channels_last", "resized"])
 @pytest.mark.parametrize("erasing_p", [0.0, 0.5])
-def test_cpu_path_equals_the_oracle_bit_for_bit(pad, layout, erasing_p):
+def test_cpu_path_equals_the_oracle_bit_for_bit(pad, layout, erasing_p, cpu_path):
     """Shifted windows + mask + per-sample flip on the CPU == flip, pad, crop, normalise, erase done by hand.
 
     Bit for bit against normalize() (the definition: float32(x) * scale + bias, two roundings) of the
@@ -268,7 +289,7 @@ def test_cpu_path_equals_the_oracle_bit_for_bit(pad, layout, erasing_p):
         cache = cache.contiguous(memory_format=torch.channels_last)
     idx = torch.tensor([0, 8, 3, 0, 8, 5, 1, 7, 8, 0, 2, 4])
     for ring in (0, 2):
-        aug = BatchAugment(size, flip_p=0.5, pad=pad, erasing_p=erasing_p, ring=ring)
+        aug = BatchAugment(size, flip_p=0.5, pad=pad, erasing_p=erasing_p, ring=ring, **cpu_path)
         for step in range(3):
             p = aug.sample_params(len(idx), batch_generator(pad, ring, step))
             x = A.resize_images(cache[idx], size)

@@ -9,10 +9,11 @@ erasing when ``--erasing-p`` > 0); each row is the best of ``--repeats`` passes:
     transforms, read through ``DataLoader(num_workers=0, shuffle=True)`` (default_collate);
 (b) cached batched: the uint8 cache already built (decoded once), index batches from the
     sampler, labels gathered, images augmented straight from the cache by
-    ``BatchAugment(ring=2).apply(cache, params, index=rows)``; reported with the cache at
-    128x64 (resized in every batch) and with the cache resized once to ``--size``
-    (:func:`reid.data.resize_images`, a one-time cost like decoding), and the latter again
-    with ``ring=0`` (a new output tensor per batch);
+    ``BatchAugment(ring=2).apply(cache, params, index=rows)`` (the fused C kernel of
+    :mod:`reid.data.cpu_kernel` when it is built); reported with the cache at 128x64 (resized
+    in every batch) and with the cache resized once to ``--size`` (:func:`reid.data.resize_images`,
+    a one-time cost like decoding), and the latter again with ``ring=0`` (a new output tensor per
+    batch) and with ``fused=False`` (PyTorch ops only, what runs without a C compiler);
 bounds: the bare work any batched path does on the same batches (gather the uint8 rows,
     convert to float32 into a ring of 2 outputs), and that ``copy_`` with everything in cache.
 
@@ -136,7 +137,7 @@ def _bounds(cache: torch.Tensor, batch_size: int, repeats: int) -> dict[str, flo
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure and print the table; return the numbers as a JSON-able dict."""
-    from ..data import BatchAugment, Market1501, load_image_cache, resize_images
+    from ..data import BatchAugment, Market1501, cpu_kernel, load_image_cache, resize_images
     from ..data.synthetic import generate_synthetic
 
     size = (int(args.size[0]), int(args.size[1]))
@@ -166,6 +167,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             small = _batched(cache, labels, aug, args.batch_size, args.repeats)
             full = _batched(cache_full, labels, aug, args.batch_size, args.repeats)
             fresh = _batched(cache_full, labels, BatchAugment(size, ring=0, **kw), args.batch_size, args.repeats)
+            ops = _batched(cache_full, labels, BatchAugment(size, ring=2, fused=False, **kw), args.batch_size,
+                           args.repeats)
             bounds = _bounds(cache_full, args.batch_size, args.repeats)
     finally:
         torch.set_num_threads(threads)
@@ -177,6 +180,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "batched_images_per_s": small, "batched_speedup": small / classic,
         "batched_presized_images_per_s": full, "batched_presized_speedup": full / classic,
         "batched_presized_fresh_images_per_s": fresh, "batched_presized_fresh_speedup": fresh / classic,
+        "batched_presized_ops_images_per_s": ops, "batched_presized_ops_speedup": ops / classic,
+        "cpu_path": cpu_kernel.status(),
         "bound_minimal_images_per_s": bounds["minimal"], "bound_minimal_speedup": bounds["minimal"] / classic,
         "bound_l3_images_per_s": bounds["l3"], "bound_l3_speedup": bounds["l3"] / classic,
         "cache_build_s": build_s, "cache_resize_s": resize_s,
@@ -194,6 +199,8 @@ def format_table(r: dict[str, Any]) -> str:
          r["batched_presized_speedup"]),
         ("    same, ring=0 (a new output tensor per batch)", r["batched_presized_fresh_images_per_s"],
          r["batched_presized_fresh_speedup"]),
+        ("    same, fused=False (PyTorch ops, as without a C compiler)", r["batched_presized_ops_images_per_s"],
+         r["batched_presized_ops_speedup"]),
         ("bound: gather + uint8->float32 copy_ only (ring of 2 outputs)", r["bound_minimal_images_per_s"],
          r["bound_minimal_speedup"]),
         ("bound: that copy_ alone, one batch, all in cache (optimistic)", r["bound_l3_images_per_s"],
@@ -204,6 +211,7 @@ def format_table(r: dict[str, Any]) -> str:
              f"{'pipeline':<64}{'images/s':>10}{'speedup':>9}"]
     lines += [f"{name:<64}{rate:>10.0f}{speed:>8.1f}x" for name, rate, speed in rows]
     lines.append(f"one-time: cache build (decode) {r['cache_build_s']:.2f} s, resize once {r['cache_resize_s']:.2f} s")
+    lines.append(f"CPU augmentation path: {r['cpu_path']}")
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ from .augment import (
     normalize,
     resize_images,
 )
+from . import cpu_kernel
 from .cache import decode_image, load_image_cache
 from .market1501 import (
     DATASETS,
@@ -40,5 +41,5 @@ __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "BatchAugment", "batch_generator", "classic_transform", "eval_transform",
     "normalize", "resize_images", "decode_image", "load_image_cache", "DATASETS", "Market1501", "Sample",
     "TrainValSplit", "count_samples", "parse_market_name", "read_split", "split_train_val", "PKSampler",
-    "RandomBatchSampler", "SequentialBatchSampler", "shard", "shard_bounds",
+    "RandomBatchSampler", "SequentialBatchSampler", "shard", "shard_bounds", "cpu_kernel",
 ]

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import cpu_kernel
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -173,6 +175,10 @@ class BatchAugment:
     each rank draws the params of the *global* batch and applies ``params.slice(lo, hi)`` to its
     rows ``lo..hi-1``, which gives exactly those rows of the whole-batch result.
 
+    CPU (``fused``): a C kernel (:mod:`reid.data.cpu_kernel`, built on first use) does all of it in
+    one pass, bit for bit what the PyTorch ops give; those ops run instead with ``fused=False`` or
+    where no C compiler is found.
+
     Output buffers (``ring``, CPU only): with ``ring=0`` (the default) every call returns a new
     tensor. With ``ring=n > 0`` the CPU path writes into ``n`` preallocated outputs per batch shape,
     used in turn (per thread), which saves allocating and page-faulting 25 MB per batch of 64 at
@@ -191,7 +197,7 @@ class BatchAugment:
 
     def __init__(self, size: tuple[int, int] = (256, 128), flip_p: float = 0.5, pad: int = 10,
                  erasing_p: float = 0.0, erasing_area: tuple[float, float] = (0.02, 0.4),
-                 erasing_ratio: tuple[float, float] = (0.3, 3.3), ring: int = 0) -> None:
+                 erasing_ratio: tuple[float, float] = (0.3, 3.3), ring: int = 0, fused: bool = True) -> None:
         if not (0 <= flip_p <= 1 and 0 <= erasing_p <= 1):
             raise ValueError(f"flip_p={flip_p} and erasing_p={erasing_p} must be probabilities in [0, 1]")
         if pad < 0:
@@ -208,13 +214,15 @@ class BatchAugment:
         if ring < 0:
             raise ValueError(f"ring={ring} must be 0 (a new tensor per call) or more")
         self.ring = int(ring)
+        self.fused = bool(fused)
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_tls"}  # buffers are per process and thread
 
     def __repr__(self) -> str:
         return (f"BatchAugment(size={self.size}, flip_p={self.flip_p}, pad={self.pad}, erasing_p={self.erasing_p}, "
-                f"erasing_area={self.erasing_area}, erasing_ratio={self.erasing_ratio}, ring={self.ring})")
+                f"erasing_area={self.erasing_area}, erasing_ratio={self.erasing_ratio}, ring={self.ring}, "
+                f"fused={self.fused})")
 
     def sample_params(self, batch_size: int, generator: torch.Generator) -> AugmentParams:
         """Draw every random choice for a batch, in a fixed order, on the CPU."""
@@ -310,6 +318,30 @@ class BatchAugment:
         return bufs[k]
 
     def _apply_cpu(self, images: torch.Tensor, p: AugmentParams, index: torch.Tensor | None) -> torch.Tensor:
+        """The fused C kernel when it is built (:mod:`reid.data.cpu_kernel`), else PyTorch ops: same bits."""
+        if self.fused and len(p) and cpu_kernel.load() is not None:
+            return self._apply_cpu_fused(images, p, index)
+        return self._apply_cpu_ops(images, p, index)
+
+    def _apply_cpu_fused(self, images: torch.Tensor, p: AugmentParams, index: torch.Tensor | None) -> torch.Tensor:
+        """One pass of the C kernel: every output value is written once, from the cached uint8 pixels.
+
+        The shifts are those of :meth:`_apply_cpu_ops` (a flipped sample is the mirror image of
+        the unflipped image's crop at column shift ``pad - offset_x``); the kernel reads any
+        layout, so a cache at ``size`` is read in place, without a gathered copy.
+        """
+        B, (H, W), pad = len(p), self.size, self.pad
+        if tuple(images.shape[-2:]) == (H, W):
+            src, rows = images, (torch.arange(B) if index is None else index)
+        else:
+            src, rows = self._source_cpu(images, index, B)
+        sy = p.offset_y - pad
+        sx = torch.where(p.flip, pad - p.offset_x, p.offset_x - pad)
+        box = torch.stack([p.erase_y, p.erase_x, p.erase_h * p.erase, p.erase_w], dim=1)  # h = 0: not erased
+        scale, bias = (t.flatten() for t in _norm_tensors(torch.device("cpu")))
+        return cpu_kernel.augment_into(self._output((B, 3, H, W)), src, rows, sy, sx, p.flip, box, scale, bias)
+
+    def _apply_cpu_ops(self, images: torch.Tensor, p: AugmentParams, index: torch.Tensor | None) -> torch.Tensor:
         """Flip, pad + crop on uint8 in a few batched ops, then a per-sample float32 pass set.
 
         The algorithm (one thread):
