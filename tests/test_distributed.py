@@ -47,9 +47,9 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def torchrun(script: Path, overrides: list[str], *extra: str) -> list[str]:
+def torchrun(script: Path, overrides: list[str], *extra: str, nproc: int = 2) -> list[str]:
     sets = [a for o in overrides for a in ("--set", o)]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(script),
             *([str(REPO / "train.py")] if script.name != "train.py" else []),
             "--config", str(REPO / "configs" / "demo_standard.yaml"), "--device", "cpu", "--no-progress", *sets,
             *extra]
@@ -84,3 +84,26 @@ def test_torchrun_two_processes_trains_resumes_and_logs_global_batches(tiny_over
     assert "resumed from" in (out / "log.txt").read_text(), resumed.stdout + resumed.stderr
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         "checkpoints", "config.yaml", "features.mat", "log.txt", "mini_batch_data.mat", "results.json"]
+
+
+def test_no_process_gets_fewer_than_two_train_images_or_no_val_image(tiny_overrides):
+    """3 processes, batches of 6: the last train batch (4 = 1-2 images each) and val batch (2) are merged."""
+    overrides = [*tiny_overrides, "train.epochs=1", "output.name=three"]
+    out = Path(next(o.split("=", 1)[1] for o in tiny_overrides if o.startswith("output.root="))) / "three"
+    done = subprocess.run(torchrun(REPO / "train.py", overrides, nproc=3), env=env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    m = loadmat(out / "mini_batch_data.mat")
+    assert m["train_batch_size"][0].tolist() == [6, 6, 6, 6, 6, 10]
+    assert m["val_batch_size"][0].tolist() == [8]
+    assert np.isfinite(m["train_loss"]).all() and np.isfinite(m["val_loss"]).all()
+
+
+def test_a_global_batch_smaller_than_two_per_process_is_refused(tiny_overrides):
+    overrides = [*tiny_overrides, "train.batch_size=5", "output.name=small"]
+    done = subprocess.run(torchrun(REPO / "train.py", overrides, nproc=3), env=env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode != 0
+    assert ("error: train.batch_size = 5 is the global batch, split over 3 processes, and each needs at least 2 "
+            "images; set train.batch_size >= 6 or start fewer processes") in done.stderr, done.stdout + done.stderr
+    assert not (Path(next(o.split("=", 1)[1] for o in tiny_overrides if o.startswith("output.root="))) / "small").exists()

@@ -75,3 +75,19 @@ def test_a_last_batch_of_one_image_joins_the_previous_batch():
     assert sorted(np.concatenate(batches).tolist()) == list(range(33))
     assert [len(b) for b in RandomBatchSampler(1, 8, seed=0).batches(1)] == [1]
     assert [len(b) for b in RandomBatchSampler(34, 8, seed=0).batches(1)] == [8, 8, 8, 8, 2]
+
+
+@pytest.mark.parametrize("n", [1, 5, 6, 7, 11, 12, 13, 17, 18])
+@pytest.mark.parametrize("min_batch", [1, 2, 4, 6])
+def test_a_last_batch_below_min_batch_joins_the_one_before(n, min_batch):
+    """Hand rule: full batches of 6, then the rest r alone when r >= min_batch (or nothing precedes it)."""
+    full, rest = divmod(n, 6)
+    want = [6] * full + ([rest] if rest else [])
+    if rest and rest < min_batch and full:
+        want[-2:] = [6 + rest]
+    for s in (RandomBatchSampler(n, 6, seed=0, min_batch=min_batch), SequentialBatchSampler(n, 6, min_batch=min_batch)):
+        batches = s.batches(1)
+        assert [len(b) for b in batches] == want and len(s) == len(want)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(n))
+    with pytest.raises(ValueError, match="min_batch"):
+        RandomBatchSampler(n, 6, seed=0, min_batch=0)

@@ -31,45 +31,62 @@ def _check_positive(**values: int) -> None:
             raise ValueError(f"{name}={v} must be at least 1")
 
 
+def _cut(order: np.ndarray, batch_size: int, min_batch: int) -> list[np.ndarray]:
+    """``order`` in batches of ``batch_size``; a last batch smaller than ``min_batch`` joins the one before."""
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < min_batch:
+        batches[-2:] = [np.concatenate(batches[-2:])]
+    return batches
+
+
+def _count(num_samples: int, batch_size: int, min_batch: int) -> int:
+    """``len(_cut(...))`` without cutting."""
+    full, rest = divmod(num_samples, batch_size)
+    return full + (1 if rest and (rest >= min_batch or full == 0) else 0)
+
+
 class RandomBatchSampler:
     """A fresh permutation of ``range(num_samples)`` each epoch, cut into batches.
 
-    The last batch is partial unless ``drop_last``; a last batch of a single image joins the
-    one before it, because BatchNorm cannot train on one sample.
+    The last batch is partial unless ``drop_last``; a last batch smaller than ``min_batch``
+    joins the one before it, because BatchNorm cannot train on one sample. Under torchrun
+    the trainer asks for 2 per process, so that no process gets fewer than 2 images.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int, drop_last: bool = False) -> None:
-        _check_positive(batch_size=batch_size)
+    def __init__(self, num_samples: int, batch_size: int, seed: int, drop_last: bool = False,
+                 min_batch: int = 2) -> None:
+        _check_positive(batch_size=batch_size, min_batch=min_batch)
         self.num_samples, self.batch_size, self.seed, self.drop_last = int(num_samples), int(batch_size), int(seed), drop_last
+        self.min_batch = int(min_batch)
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         order = _rng(self.seed, epoch, 0).permutation(self.num_samples).astype(np.int64)
-        end = (len(order) // self.batch_size) * self.batch_size if self.drop_last else len(order)
-        batches = [order[i:i + self.batch_size] for i in range(0, end, self.batch_size)]
-        if len(batches) > 1 and len(batches[-1]) == 1:
-            batches[-2:] = [np.concatenate(batches[-2:])]
-        return batches
+        if self.drop_last:
+            order = order[:(len(order) // self.batch_size) * self.batch_size]
+        return _cut(order, self.batch_size, self.min_batch)
 
     def __len__(self) -> int:
-        n, b = self.num_samples, self.batch_size
         if self.drop_last:
-            return n // b
-        return n // b if n % b == 1 and n > b else -(-n // b)
+            return self.num_samples // self.batch_size
+        return _count(self.num_samples, self.batch_size, self.min_batch)
 
 
 class SequentialBatchSampler:
-    """``range(num_samples)`` in order, in batches (val curves and evaluation)."""
+    """``range(num_samples)`` in order, in batches (val curves and evaluation).
 
-    def __init__(self, num_samples: int, batch_size: int) -> None:
-        _check_positive(batch_size=batch_size)
-        self.num_samples, self.batch_size = int(num_samples), int(batch_size)
+    A last batch smaller than ``min_batch`` joins the one before it (under torchrun the
+    trainer asks for one image per process, so that no process gets an empty part).
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, min_batch: int = 1) -> None:
+        _check_positive(batch_size=batch_size, min_batch=min_batch)
+        self.num_samples, self.batch_size, self.min_batch = int(num_samples), int(batch_size), int(min_batch)
 
     def batches(self, epoch: int = 0) -> list[np.ndarray]:
-        order = np.arange(self.num_samples, dtype=np.int64)
-        return [order[i:i + self.batch_size] for i in range(0, self.num_samples, self.batch_size)]
+        return _cut(np.arange(self.num_samples, dtype=np.int64), self.batch_size, self.min_batch)
 
     def __len__(self) -> int:
-        return -(-self.num_samples // self.batch_size)
+        return _count(self.num_samples, self.batch_size, self.min_batch)
 
 
 class PKSampler:

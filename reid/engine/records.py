@@ -34,7 +34,8 @@ class StepRecords:
         self.flushed = 0
 
     def record(self, step: int, loss: torch.Tensor, correct: torch.Tensor, local_count: int) -> None:
-        self.sums[step, 0] = loss.detach().double() * local_count
+        # a process with no images of this batch adds nothing (its mean loss over none is nan)
+        self.sums[step, 0] = loss.detach().double() * local_count if local_count else 0.0
         self.sums[step, 1] = correct.double()
 
     def take(self, upto: int) -> tuple[list[float], list[float], list[int]]:

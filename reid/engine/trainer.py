@@ -112,7 +112,7 @@ class Trainer:
                                     erasing_p=cfg.augment.erasing, erasing_area=tuple(cfg.augment.erasing_area),
                                     erasing_ratio=tuple(cfg.augment.erasing_ratio),
                                     ring=2 if device.type == "cpu" else 0)  # a batch lives for one step
-        self.sampler = build_sampler(cfg, data)
+        self.sampler = build_sampler(cfg, data, dist.world_size)
         # Resident: the uint8 cache lives on the training device and batches are gathered there.
         # Off: it stays in host memory and each batch is gathered, then copied (GPUs short of memory).
         self.resident_cache = cfg.data.device_cache in ("on", "auto")
@@ -290,7 +290,8 @@ class Trainer:
     def val_epoch(self, epoch: int) -> None:
         if len(self.val_labels) == 0:
             return
-        batches = SequentialBatchSampler(len(self.val_labels), self.cfg.train.batch_size).batches(0)
+        batches = SequentialBatchSampler(len(self.val_labels), self.cfg.train.batch_size,
+                                         min_batch=self.dist.world_size).batches(0)  # no process left empty
         records = StepRecords([len(b) for b in batches], self.device)
         self.model.eval()
         with self.progress_bar(epoch, "val", batches) as bar:
@@ -349,11 +350,12 @@ def _plain_ce() -> nn.Module:
     return CRITERIA.get("cross_entropy")()
 
 
-def build_sampler(cfg: Config, data: RunData) -> Any:
+def build_sampler(cfg: Config, data: RunData, world_size: int = 1) -> Any:
+    """The train sampler; its last batch is merged when it would leave a process fewer than 2 images."""
     n, b = len(data.train_labels), cfg.train.batch_size
-    if cfg.sampler.name == "pk":
+    if cfg.sampler.name == "pk":  # every batch is full: P x K
         return PKSampler(data.split.train_labels, b // cfg.sampler.num_instances, cfg.sampler.num_instances, cfg.seed)
-    return RandomBatchSampler(n, b, cfg.seed)
+    return RandomBatchSampler(n, b, cfg.seed, min_batch=2 * world_size)
 
 
 def compile_or_explain(net: nn.Module) -> nn.Module:
@@ -387,11 +389,15 @@ def evaluate_model(model: nn.Module, data: RunData, cfg: Config, device: torch.d
 
 # ----------------------------------------------------------------------------- entry point
 
-def check_device_options(cfg: Config, device: torch.device) -> None:
+def check_device_options(cfg: Config, device: torch.device, world_size: int = 1) -> None:
     autocast_dtype(cfg.train.precision, device)  # fp16 needs CUDA
     if cfg.train.sync_bn and device.type != "cuda":
         raise ConfigError("train.sync_bn = true needs CUDA devices (PyTorch's SyncBatchNorm has no CPU "
                           "implementation); set it to false for a CPU run")
+    if world_size > 1 and cfg.train.batch_size < 2 * world_size:  # BatchNorm cannot train on one image
+        raise ConfigError(f"train.batch_size = {cfg.train.batch_size} is the global batch, split over {world_size} "
+                          f"processes, and each needs at least 2 images; set train.batch_size >= {2 * world_size} "
+                          "or start fewer processes")
 
 
 def find_resume_state(store: CheckpointStore, resume: Optional[str]) -> tuple[Optional[dict], Optional[Path]]:
@@ -420,7 +426,7 @@ def train(cfg: Config, device: str = "auto", resume: Optional[str] = None, progr
         dev = torch.device("cuda", dist.local_rank)
     import_plugins(cfg)
     check_names(cfg)  # before the run directory is touched
-    check_device_options(cfg, dev)
+    check_device_options(cfg, dev, dist.world_size)
     out = config_run_dir(cfg)
     lock = RunLock(out).acquire() if dist.is_main else None
     try:
