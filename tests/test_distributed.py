@@ -107,3 +107,19 @@ def test_a_global_batch_smaller_than_two_per_process_is_refused(tiny_overrides):
     assert ("error: train.batch_size = 5 is the global batch, split over 3 processes, and each needs at least 2 "
             "images; set train.batch_size >= 6 or start fewer processes") in done.stderr, done.stdout + done.stderr
     assert not (Path(next(o.split("=", 1)[1] for o in tiny_overrides if o.startswith("output.root="))) / "small").exists()
+
+
+def test_the_process_group_outlasts_rank_zero_evaluating_alone(monkeypatch):
+    """The others wait at a barrier while rank 0 evaluates: the collective timeout must exceed 10 minutes."""
+    from datetime import timedelta
+
+    from reid.engine import distributed
+
+    seen = {}
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kw: seen.update(kw))
+    info = distributed.init_distributed("cpu")
+    assert (info.rank, info.world_size) == (1, 2) and seen["backend"] == "gloo"
+    assert seen["timeout"] >= timedelta(hours=1)
