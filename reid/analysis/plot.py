@@ -1,0 +1,135 @@
+"""The figure: one panel per metric, one line per run, written atomically as PNG/PDF/SVG.
+
+Example::
+
+    from reid.analysis import load_run, plot_runs
+    plot_runs([load_run("outputs/standard"), load_run("outputs/soft")], "cmp.png", metrics=["train_acc"])
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import textwrap
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import ReidError
+from ..io import atomic_write_with
+from .curves import curve, parse_range, range_indices
+from .runs import Run, check_metric, metric_group, unique_names
+
+
+DEFAULT_METRICS: tuple[str, ...] = ("train_loss", "train_acc", "val_loss", "val_acc")
+# Figure geometry: fixed so the PNG size is known (tests check it): PANEL_INCHES per panel at DPI.
+PANEL_INCHES: tuple[float, float] = (6.0, 4.0)
+DPI = 100
+MAX_COLUMNS = 2
+_LINESTYLES = ("-", "--", "-.", ":")
+_LABELS = {
+    "train_loss": "train loss",
+    "train_acc": "train accuracy (%)",
+    "val_loss": "validation loss",
+    "val_acc": "validation accuracy (%)",
+    "train_lr": "learning rate",
+    "train_batch_size": "train batch size (images)",
+    "val_batch_size": "validation batch size (images)",
+}
+
+
+def figure_size_px(n_metrics: int) -> tuple[int, int]:
+    """(width, height) in pixels of the PNG :func:`plot_runs` writes for ``n_metrics`` panels."""
+    cols = min(MAX_COLUMNS, n_metrics)
+    rows = math.ceil(n_metrics / cols)
+    return int(round(cols * PANEL_INCHES[0] * DPI)), int(round(rows * PANEL_INCHES[1] * DPI))
+
+
+def _title(names: Sequence[str], smooth: int, fraction: tuple[float, float], width_px: int) -> str:
+    title = " vs ".join(names)
+    notes = []
+    if fraction != (0.0, 1.0):
+        notes.append(f"mini-batches {fraction[0]:.0%}-{fraction[1]:.0%} of the longest run")
+    if smooth > 1:
+        notes.append(f"trailing mean over {smooth} mini-batches")
+    if notes:
+        title += "\n" + "; ".join(notes)
+    # ~7 px per character at the title's font size: wrap instead of running off the figure.
+    width = max(30, width_px // 7)
+    return "\n".join(textwrap.fill(line, width) for line in title.split("\n"))
+
+
+def plot_runs(runs: Sequence[Run], out_path: str | os.PathLike,
+              metrics: Sequence[str] = DEFAULT_METRICS, smooth: int = 1, x: str = "batch",
+              fraction: tuple[float, float] = (0.0, 1.0)) -> Path:
+    """Draw one panel per metric, one line per run, and write the figure atomically.
+
+    The image is ``figure_size_px(len(metrics))`` pixels (PANEL_INCHES per panel at DPI,
+    at most MAX_COLUMNS panels per row). Uses matplotlib's Agg canvas directly, so no
+    display and no global backend switch are needed.
+
+    Example::
+
+        plot_runs([run_a, run_b], "cmp.png", metrics=["train_acc"], smooth=20, fraction=(0, 0.1))
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    runs = list(runs)
+    metrics = list(metrics)
+    if not runs:
+        raise ReidError("no runs to compare; pass at least one run directory or .mat file")
+    if not metrics:
+        raise ReidError("no metrics to plot; pass e.g. --metrics train_acc,val_acc")
+    if x not in ("batch", "epoch"):
+        raise ReidError(f"x axis {x!r} is not 'batch' or 'epoch'")
+    if int(smooth) != smooth or smooth < 1:
+        raise ReidError(f"smoothing window {smooth!r} is not a positive integer; use 1 for none")
+    fraction = parse_range(fraction)
+    for run in runs:
+        for m in metrics:
+            check_metric(run, m)
+    out_path = Path(out_path)
+    fmt = out_path.suffix.lower().lstrip(".")
+    if fmt not in ("png", "pdf", "svg"):
+        raise ReidError(f"{out_path}: the output must end in .png (or .pdf/.svg)")
+
+    names = unique_names(runs)
+    w_px, h_px = figure_size_px(len(metrics))
+    fig = Figure(figsize=(w_px / DPI, h_px / DPI), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    cols = min(MAX_COLUMNS, len(metrics))
+    rows = math.ceil(len(metrics) / cols)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    colors = [f"C{i % 10}" for i in range(len(runs))]
+    for ax, metric in zip(axes, metrics):
+        longest = max(run.arrays[metric].size for run in runs)
+        window = range_indices(longest, fraction)
+        drawn = 0
+        for i, (run, name) in enumerate(zip(runs, names)):
+            xs, ys = curve(run, metric, smooth=int(smooth), x=x, window=window)
+            label = name if run.criterion in ("?", name) else f"{name} ({run.criterion})"
+            if not ys.size:
+                label += " (no data)"
+            style = _LINESTYLES[i % len(_LINESTYLES)]
+            # Very short curves would be invisible as lines: mark the points too.
+            marker = "o" if 0 < ys.size <= 30 else None
+            ax.plot(xs, ys, color=colors[i], linestyle=style, linewidth=1.2, marker=marker,
+                    markersize=3, label=label)
+            drawn += ys.size
+        if not drawn:
+            ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes, color="0.4")
+        group = metric_group(metric)
+        if x == "epoch":
+            ax.set_xlabel("epoch")
+        else:
+            ax.set_xlabel("mini-batch" if group == "train" else "validation mini-batch")
+        ax.set_ylabel(_LABELS.get(metric, metric))
+        ax.set_title(metric, fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    fig.suptitle(_title(names, int(smooth), fraction, w_px), fontsize=11)
+
+    atomic_write_with(out_path, lambda f: fig.savefig(f, format=fmt, dpi=DPI))
+    return out_path

@@ -1,0 +1,121 @@
+"""The summary table: per-epoch validation numbers, final/best, rank-1 and mAP of each run.
+
+Example::
+
+    from reid.analysis import load_run, summarize, summary_table
+    s = summarize(load_run("outputs/soft"))
+    print(summary_table([load_run("outputs/standard"), load_run("outputs/soft")]))
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from ..engine.history import per_epoch_weighted
+from .runs import Run, unique_names
+
+
+def summarize(run: Run) -> dict:
+    """Numbers of the summary table for one run (fractions, not %; None when unknown).
+
+    Keys: name, path, criterion, epochs (max train_epoch), train_batches, val_batches,
+    val_epochs, val_acc_per_epoch, val_loss_per_epoch, val_acc_final, val_acc_best,
+    val_acc_best_epoch, val_loss_final, val_loss_best, val_loss_best_epoch,
+    val_partial_epoch (epoch left out as incomplete, or None), rank1, mAP, eval_epoch,
+    eval_source ("mat", "results.json" or None).
+
+    Example::
+
+        s = summarize(load_run("outputs/soft"))
+        print(f"{s['val_acc_best']:.2%} at epoch {s['val_acc_best_epoch']}")
+    """
+    a = run.arrays
+    out: dict = {
+        "name": run.name, "path": str(run.path), "criterion": run.criterion,
+        "epochs": int(a["train_epoch"].max()) if a["train_epoch"].size else 0,
+        "train_batches": int(a["train_loss"].size), "val_batches": int(a["val_loss"].size),
+    }
+    eps, accs, totals = per_epoch_weighted(a["val_acc"], a["val_batch_size"], a["val_epoch"])
+    _, losses, _ = per_epoch_weighted(a["val_loss"], a["val_batch_size"], a["val_epoch"])
+    partial = None
+    if len(totals) > 1 and totals[-1] < max(totals[:-1]):
+        partial = eps[-1]
+        eps, accs, losses = eps[:-1], accs[:-1], losses[:-1]
+    out.update(val_epochs=eps, val_acc_per_epoch=accs, val_loss_per_epoch=losses, val_partial_epoch=partial)
+    if eps:
+        ia, il = int(np.argmax(accs)), int(np.argmin(losses))
+        out.update(val_acc_final=accs[-1], val_acc_best=accs[ia], val_acc_best_epoch=eps[ia],
+                   val_loss_final=losses[-1], val_loss_best=losses[il], val_loss_best_epoch=eps[il])
+    else:
+        out.update(val_acc_final=None, val_acc_best=None, val_acc_best_epoch=None,
+                   val_loss_final=None, val_loss_best=None, val_loss_best_epoch=None)
+
+    rank1 = mAP = eval_epoch = source = None
+    if a.get("eval_rank1", np.empty(0)).size or a.get("eval_mAP", np.empty(0)).size:
+        rank1 = _last(a.get("eval_rank1"))
+        mAP = _last(a.get("eval_mAP"))
+        e = _last(a.get("eval_epoch"))
+        eval_epoch = int(e) if e is not None else None
+        source = "mat"
+    elif run.results:
+        rank1 = _as_float(run.results.get("rank1"))
+        mAP = _as_float(run.results.get("mAP"))
+        e = run.results.get("epoch")
+        eval_epoch = int(e) if isinstance(e, (int, float)) else None
+        source = "results.json" if rank1 is not None or mAP is not None else None
+    out.update(rank1=rank1, mAP=mAP, eval_epoch=eval_epoch, eval_source=source)
+    return out
+
+
+def _last(v: np.ndarray | None) -> float | None:
+    return float(v[-1]) if v is not None and v.size else None
+
+
+def _as_float(v) -> float | None:
+    try:
+        return None if v is None else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _pct(v: float | None) -> str:
+    if v is None or not math.isfinite(v):
+        return "-"
+    return f"{v:.2f}%" if v > 1.0 else f"{100 * v:.2f}%"  # > 1: already in %
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None or not math.isfinite(v) else f"{v:.4f}"
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def summary_table(runs: Sequence[Run]) -> str:
+    """Markdown table, one row per run (accuracies in %, "(ep N)" = epoch of the best value).
+
+    Example::
+
+        print(summary_table([load_run("outputs/standard"), load_run("outputs/soft")]))
+    """
+    header = ["run", "criterion", "epochs", "final val acc", "best val acc", "final val loss",
+              "best val loss", "rank-1", "mAP"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
+    for name, run in zip(unique_names(runs), runs):
+        s = summarize(run)
+        epochs = str(s["epochs"])
+        if s["val_partial_epoch"] is not None:
+            epochs += " (val of last incomplete)"
+        best_acc = _pct(s["val_acc_best"]) + (f" (ep {s['val_acc_best_epoch']})" if s["val_acc_best"] is not None else "")
+        best_loss = _num(s["val_loss_best"]) + (f" (ep {s['val_loss_best_epoch']})" if s["val_loss_best"] is not None else "")
+        rank1 = _pct(s["rank1"])
+        if s["rank1"] is not None and s["eval_epoch"] is not None:
+            rank1 += f" (ep {s['eval_epoch']})"
+        row = [name, s["criterion"], epochs, _pct(s["val_acc_final"]), best_acc,
+               _num(s["val_loss_final"]), best_loss, rank1, _pct(s["mAP"])]
+        lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
+    return "\n".join(lines) + "\n"
