@@ -104,3 +104,25 @@ def test_rows_outside_the_source_are_refused_before_the_c_code_reads_them(kernel
         cpu_kernel.augment_into(out, src, torch.tensor([-1]), *args)
     cpu_kernel.augment_into(out, src, torch.tensor([3]), *args)
     assert torch.equal(out, torch.zeros_like(out))  # black pixels * 1 + 0
+
+
+@needs_cc
+def test_an_unwritable_cache_folder_falls_back_to_a_temporary_one(tmp_path, monkeypatch):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would go")
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.delenv("REID_KERNEL_DIR", raising=False)
+    monkeypatch.delenv("REID_CPU_KERNEL", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    cpu_kernel.reset()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert cpu_kernel.load() is not None
+        (folder,) = (tmp_path / "tmp").iterdir()
+        assert folder.name.startswith("reid-kernels-") and str(folder) in cpu_kernel.status()
+        fused, ops = _augment_both_ways()
+        assert torch.equal(fused, ops)
+    finally:
+        cpu_kernel.reset()

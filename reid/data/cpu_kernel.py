@@ -7,9 +7,10 @@ value once. Its results are bit for bit those of the PyTorch ops (same two float
 tests/test_data_augment.py compares them), so whether it runs never changes an experiment.
 
 It is compiled on first use with the system C compiler (``$CC``, else ``cc``) into
-``$REID_KERNEL_DIR`` (default ``$XDG_CACHE_HOME/reid/kernels``, i.e. ``~/.cache/reid/kernels``),
-under a name that hashes the source, the compiler command and the machine type, so later runs
-(and other processes) just load it. Where no compiler works, one warning is printed and the
+``$REID_KERNEL_DIR`` (default ``$XDG_CACHE_HOME/reid/kernels``, i.e. ``~/.cache/reid/kernels``,
+or a per-user folder under the temporary directory where that cannot be written), under a name
+that hashes the source, the compiler command and the machine type, so later runs (and other
+processes) just load it. Where no compiler works, one warning is printed and the
 PyTorch ops run instead (same numbers, slower). ``REID_CPU_KERNEL=off`` turns the kernel off.
 
 Example::
@@ -43,22 +44,37 @@ _lock = threading.Lock()
 _state: dict = {}  # "fn": the loaded function or None, "status": a sentence for status()
 
 
-def kernel_dir() -> Path:
-    """Where built kernels are kept: ``$REID_KERNEL_DIR``, else ``$XDG_CACHE_HOME/reid/kernels``."""
+class CompileError(OSError):
+    """The C compiler is missing or rejected the source (a folder elsewhere would not help)."""
+
+
+def kernel_dirs() -> list[Path]:
+    """Where built kernels are kept, in order of preference.
+
+    ``$REID_KERNEL_DIR`` alone when it is set; else ``$XDG_CACHE_HOME/reid/kernels`` (default
+    ``~/.cache/reid/kernels``), then a per-user folder in the temporary directory for machines
+    whose home is read-only.
+    """
     if os.environ.get("REID_KERNEL_DIR"):
-        return Path(os.environ["REID_KERNEL_DIR"])
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "reid" / "kernels"
+        return [Path(os.environ["REID_KERNEL_DIR"])]
+    folders = []
+    try:
+        cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        folders.append(Path(cache) / "reid" / "kernels")
+    except RuntimeError:  # no home directory
+        pass
+    user = os.getuid() if hasattr(os, "getuid") else "user"
+    return folders + [Path(tempfile.gettempdir()) / f"reid-kernels-{user}"]
 
 
 def _compiler() -> list[str]:
     return shlex.split(os.environ.get("CC") or "cc")
 
 
-def _library_path() -> Path:
+def _library_name() -> str:
     key = hashlib.sha256(SOURCE.read_bytes())
     key.update(repr((_compiler(), FLAGS, platform.machine(), platform.system())).encode())
-    return kernel_dir() / f"cpu_kernel-{key.hexdigest()[:12]}.so"
+    return f"cpu_kernel-{key.hexdigest()[:12]}.so"
 
 
 def _build(path: Path) -> None:
@@ -68,10 +84,13 @@ def _build(path: Path) -> None:
     os.close(fd)
     try:
         cmd = [*_compiler(), *FLAGS, "-o", tmp, str(SOURCE)]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise CompileError(f"`{cmd[0]}` could not run: {e}") from e
         if done.returncode != 0:
             detail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[0]
-            raise OSError(f"`{' '.join(cmd[:1])}` failed: {detail}")
+            raise CompileError(f"`{cmd[0]}` failed: {detail}")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -86,23 +105,39 @@ def _bind(path: Path):
     return fn
 
 
+def _load_built(path: Path):
+    """The function from ``path``, built first when missing; a damaged or foreign file is built again once."""
+    if not path.exists():
+        _build(path)
+    try:
+        return _bind(path)
+    except OSError:
+        _build(path)
+        return _bind(path)
+
+
+def _without_kernel(reason: str):
+    warnings.warn(f"the fused CPU augmentation kernel could not be built ({reason}); using PyTorch ops instead "
+                  "(same results, slower). Install a C compiler (cc) or set CC to use it.", stacklevel=4)
+    return None, f"PyTorch ops (kernel not built: {reason})"
+
+
 def _load_or_build():
     if os.environ.get("REID_CPU_KERNEL", "on").lower() in ("off", "0", "false", "no"):
         return None, "PyTorch ops (REID_CPU_KERNEL=off)"
     try:
-        path = _library_path()
-        if not path.exists():
-            _build(path)
+        name = _library_name()
+    except OSError as e:  # the source file is missing from the installation
+        return _without_kernel(str(e))
+    unusable = []
+    for folder in kernel_dirs():
         try:
-            fn = _bind(path)
-        except OSError:  # a damaged or foreign library file: build it again once
-            _build(path)
-            fn = _bind(path)
-        return fn, f"fused C kernel ({path})"
-    except (OSError, subprocess.SubprocessError) as e:
-        warnings.warn(f"the fused CPU augmentation kernel could not be built ({e}); using PyTorch ops instead "
-                      "(same results, slower). Install a C compiler (cc) or set CC to use it.", stacklevel=3)
-        return None, f"PyTorch ops (kernel not built: {e})"
+            return _load_built(folder / name), f"fused C kernel ({folder / name})"
+        except CompileError as e:
+            return _without_kernel(str(e))
+        except OSError as e:  # this folder cannot be written, or it cannot load libraries: try the next
+            unusable.append(f"{folder}: {e}")
+    return _without_kernel("no folder to build it in: " + "; ".join(unusable))
 
 
 def load():
