@@ -31,5 +31,5 @@ def test_bench_eval_agrees_with_the_per_query_loop():
 
 
 def test_bench_data_compares_the_two_pipelines_on_the_same_images():
-    out = bench("data", "--images", "64", "--batch-size", "16", "--size", "64", "32", "--repeats", "1").stdout
+    out = bench("data", "--images", "64", "--batch-size", "21", "--size", "64", "32", "--repeats", "1").stdout
     assert "(a) classic" in out and "(b) cached" in out and "speedup" in out

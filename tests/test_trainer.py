@@ -234,3 +234,15 @@ def test_cuda_only_options_are_refused_on_the_cpu_before_any_file_is_written(tin
     with pytest.raises(ConfigError, match=message):
         train(cfg, device="cpu", progress=False)
     assert not run_dir(cfg).exists()
+
+
+def test_step_records_weight_each_part_by_its_images_and_an_empty_part_adds_nothing():
+    """Global batch of 5 over 2 processes, seen from one process holding 3 (loss 2.0, 1 correct):
+    the other process's empty part (mean loss nan over no images) must not turn the sums into nan."""
+    from reid.engine.records import StepRecords
+
+    records = StepRecords([5, 5], torch.device("cpu"))
+    records.record(0, torch.tensor(2.0), torch.tensor(1), local_count=3)
+    records.record(1, torch.tensor(float("nan")), torch.tensor(0), local_count=0)
+    loss, acc, sizes = records.take(2)
+    assert loss == [2.0 * 3 / 5, 0.0] and acc == [1 / 5, 0.0] and sizes == [5, 5]

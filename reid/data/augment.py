@@ -326,17 +326,12 @@ class BatchAugment:
     def _apply_cpu_fused(self, images: torch.Tensor, p: AugmentParams, index: torch.Tensor | None) -> torch.Tensor:
         """One pass of the C kernel: every output value is written once, from the cached uint8 pixels.
 
-        The shifts are those of :meth:`_apply_cpu_ops` (a flipped sample is the mirror image of
-        the unflipped image's crop at column shift ``pad - offset_x``); the kernel reads any
-        layout, so a cache at ``size`` is read in place, without a gathered copy.
+        The shifts are :func:`_shifts`, as in :meth:`_apply_cpu_ops`; a cache at ``size`` is read
+        in place, without a gathered copy.
         """
-        B, (H, W), pad = len(p), self.size, self.pad
-        if tuple(images.shape[-2:]) == (H, W):
-            src, rows = images, (torch.arange(B) if index is None else index)
-        else:
-            src, rows = self._source_cpu(images, index, B)
-        sy = p.offset_y - pad
-        sx = torch.where(p.flip, pad - p.offset_x, p.offset_x - pad)
+        B, (H, W) = len(p), self.size
+        src, rows = self._source_cpu(images, index, B)
+        sy, sx = _shifts(p, self.pad)
         box = torch.stack([p.erase_y, p.erase_x, p.erase_h * p.erase, p.erase_w], dim=1)  # h = 0: not erased
         scale, bias = (t.flatten() for t in _norm_tensors(torch.device("cpu")))
         return cpu_kernel.augment_into(self._output((B, 3, H, W)), src, rows, sy, sx, p.flip, box, scale, bias)
@@ -349,10 +344,8 @@ class BatchAugment:
         1. **Source**: a uint8 tensor at ``size`` (contiguous or channels-last) and each sample's row in
            it: the cache itself when it is already at ``size`` (no gathered copy), else the gathered
            rows, resized (:meth:`_source_cpu`).
-        2. **Shift**: output pixel (y, x) of sample i shows source pixel (y + sy, x + sx), with
-           ``sy = offset_y - pad`` and ``sx = offset_x - pad``. A flipped sample's crop is the mirror
-           image of the *unflipped* image's crop at column offset ``2 * pad - offset_x``, so it is cut
-           with ``sx = pad - offset_x`` and mirrored in step 5.
+        2. **Shift** (:func:`_shifts`): output pixel (y, x) of sample i shows source pixel
+           (y + sy, x + sx) of the unflipped image; a flipped sample is mirrored in step 5.
         3. **Crop** (one ``index_select``): window ``k`` of an overlapping strided view of the source is
            the (3, H, W) block starting at flat element ``k``; sample i's crop is the window at
            ``row * 3HW + sy * W + sx`` (contiguous source). Inside the image it reads exactly the crop; pixels that fall in
@@ -367,8 +360,7 @@ class BatchAugment:
         if B == 0:
             return torch.empty((0, 3, H, W), dtype=torch.float32)
         src, rows = self._source_cpu(images, index, B)
-        sy = p.offset_y - pad
-        sx = torch.where(p.flip, pad - p.offset_x, p.offset_x - pad)
+        sy, sx = _shifts(p, pad)
         crops = _crop_shifted(src, rows, sy, sx, out=self._scratch("crops", (B, 3, H, W), torch.uint8))
         if pad > 0:
             crops.mul_(_view_mask(sy, sx, H, W, out=self._scratch("mask", (B, 1, H, W), torch.uint8)))
@@ -398,6 +390,15 @@ class BatchAugment:
             images = torch.index_select(images, 0, rows, out=self._scratch("rows", (B, 3, H, W), torch.uint8))
             index = None
         return images, (torch.arange(B) if index is None else index)
+
+
+def _shifts(p: AugmentParams, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sy, sx): output pixel (y, x) shows source pixel (y + sy, x + sx) of the *unflipped* image.
+
+    A flipped sample's crop is the mirror image of the unflipped image's crop at column offset
+    ``2 * pad - offset_x``, so its column shift is ``pad - offset_x`` (the mirroring comes after).
+    """
+    return p.offset_y - pad, torch.where(p.flip, pad - p.offset_x, p.offset_x - pad)
 
 
 def _resize_cpu_into(images: torch.Tensor, size: tuple[int, int], out: torch.Tensor) -> torch.Tensor:

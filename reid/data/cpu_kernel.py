@@ -37,6 +37,9 @@ from pathlib import Path
 
 import torch
 
+from ..errors import OutputError
+from ..io import atomic_write_bytes
+
 SOURCE = Path(__file__).with_name("cpu_kernel.c")
 FLAGS = ("-O3", "-ffp-contract=off", "-fPIC", "-shared")  # no -ffast-math: rounding must match PyTorch
 
@@ -78,12 +81,10 @@ def _library_name() -> str:
 
 
 def _build(path: Path) -> None:
-    """Compile into a temporary file beside ``path`` and rename it into place (concurrent builds are safe)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        cmd = [*_compiler(), *FLAGS, "-o", tmp, str(SOURCE)]
+    """Compile in a temporary folder, then write ``path`` atomically (concurrent builds are safe)."""
+    with tempfile.TemporaryDirectory(prefix="reid-kernel-") as tmp:
+        built = Path(tmp) / path.name
+        cmd = [*_compiler(), *FLAGS, "-o", str(built), str(SOURCE)]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         except (OSError, subprocess.SubprocessError) as e:
@@ -91,10 +92,7 @@ def _build(path: Path) -> None:
         if done.returncode != 0:
             detail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[0]
             raise CompileError(f"`{cmd[0]}` failed: {detail}")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        atomic_write_bytes(path, built.read_bytes())
 
 
 def _bind(path: Path):
@@ -135,7 +133,7 @@ def _load_or_build():
             return _load_built(folder / name), f"fused C kernel ({folder / name})"
         except CompileError as e:
             return _without_kernel(str(e))
-        except OSError as e:  # this folder cannot be written, or it cannot load libraries: try the next
+        except (OSError, OutputError) as e:  # this folder cannot be written or cannot load libraries: the next
             unusable.append(f"{folder}: {e}")
     return _without_kernel("no folder to build it in: " + "; ".join(unusable))
 

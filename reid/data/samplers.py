@@ -39,12 +39,6 @@ def _cut(order: np.ndarray, batch_size: int, min_batch: int) -> list[np.ndarray]
     return batches
 
 
-def _count(num_samples: int, batch_size: int, min_batch: int) -> int:
-    """``len(_cut(...))`` without cutting."""
-    full, rest = divmod(num_samples, batch_size)
-    return full + (1 if rest and (rest >= min_batch or full == 0) else 0)
-
-
 class RandomBatchSampler:
     """A fresh permutation of ``range(num_samples)`` each epoch, cut into batches.
 
@@ -66,9 +60,7 @@ class RandomBatchSampler:
         return _cut(order, self.batch_size, self.min_batch)
 
     def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_samples // self.batch_size
-        return _count(self.num_samples, self.batch_size, self.min_batch)
+        return len(self.batches(0))  # the same for every epoch
 
 
 class SequentialBatchSampler:
@@ -86,7 +78,7 @@ class SequentialBatchSampler:
         return _cut(np.arange(self.num_samples, dtype=np.int64), self.batch_size, self.min_batch)
 
     def __len__(self) -> int:
-        return _count(self.num_samples, self.batch_size, self.min_batch)
+        return len(self.batches())
 
 
 class PKSampler:

@@ -62,7 +62,6 @@ class LiveView:
         self.cuda = device.type == "cuda"
         self.host = torch.zeros(2, dtype=torch.float64, pin_memory=self.cuda)
         self.event = torch.cuda.Event() if self.cuda else None
-        self.count = 0
         self.pending_count = 0
 
     def update(self, totals: torch.Tensor, count: int) -> Optional[dict[str, str]]:
