@@ -9,13 +9,12 @@ erasing when ``--erasing-p`` > 0); each row is the best of ``--repeats`` passes:
     transforms, read through ``DataLoader(num_workers=0, shuffle=True)`` (default_collate);
 (b) cached batched: the uint8 cache already built (decoded once), index batches from the
     sampler, labels gathered, images augmented straight from the cache by
-    ``BatchAugment(ring=2).apply(cache, params, index=rows)`` (the fused C kernel of
-    :mod:`reid.data.cpu_kernel` when it is built); reported with the cache at 128x64 (resized
+    ``BatchAugment.apply(cache, params, index=rows)``; reported with the cache at 128x64 (resized
     in every batch) and with the cache resized once to ``--size`` (:func:`reid.data.resize_images`,
-    a one-time cost like decoding), and the latter again with ``ring=0`` (a new output tensor per
-    batch) and with ``fused=False`` (PyTorch ops only, what runs without a C compiler);
-bounds: the bare work any batched path does on the same batches (gather the uint8 rows,
-    convert to float32 into a ring of 2 outputs), and that ``copy_`` with everything in cache.
+    a one-time cost like decoding), which is what the trainer does.
+
+For information only: a training step's speed is set by the model's forward and backward, which
+``scripts/bench.py train`` measures against the full trainer step.
 
 Example::
 
@@ -44,6 +43,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="passes over the images for (b); the best is kept")
 
 
+def classic_transform(size: tuple[int, int] = (256, 128), pad: int = 10, flip_p: float = 0.5):
+    """The classic per-image torchvision pipeline (the benchmark's baseline): PIL image -> float tensor.
+
+    Resize -> RandomHorizontalFlip -> Pad -> RandomCrop -> ToTensor -> Normalize.
+
+    Example::
+
+        >>> t = classic_transform((256, 128))
+        >>> t(Image.open("0002_c1s1_000451_03.jpg").convert("RGB")).shape
+        torch.Size([3, 256, 128])
+    """
+    import torchvision.transforms as T
+
+    from ..data import IMAGENET_MEAN, IMAGENET_STD
+
+    return T.Compose([
+        T.Resize(tuple(size), interpolation=T.InterpolationMode.BILINEAR),
+        T.RandomHorizontalFlip(p=flip_p),
+        T.Pad(pad),
+        T.RandomCrop(tuple(size)),
+        T.ToTensor(),
+        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
 class _ClassicDataset:
     """What a researcher's torchvision-style dataset does per item: open, decode, convert, transform."""
 
@@ -66,8 +90,6 @@ def _classic(paths: list[str], pids: list[int], size: tuple[int, int], pad: int,
     import torchvision.transforms as T
     from torch.utils.data import DataLoader
 
-    from ..data.augment import classic_transform
-
     transform = classic_transform(size, pad=pad, flip_p=0.5)
     if erasing_p > 0:
         transform = T.Compose([transform, T.RandomErasing(p=erasing_p, scale=(0.02, 0.4), ratio=(0.3, 3.3), value=0)])
@@ -86,7 +108,7 @@ def _classic(paths: list[str], pids: list[int], size: tuple[int, int], pad: int,
 def _best_rate(one_pass, images_per_pass: int, repeats: int) -> float:
     """Images/s of the fastest of ``repeats`` calls ``one_pass(k)``, after one warm-up call (k = 0)."""
     best = 0.0
-    for k in range(repeats + 1):  # pass 0 warms up (and allocates the reused buffers)
+    for k in range(repeats + 1):  # pass 0 warms up
         start = time.perf_counter()
         one_pass(k)
         if k > 0:
@@ -109,41 +131,9 @@ def _batched(cache: torch.Tensor, labels: torch.Tensor, aug, batch_size: int, re
     return _best_rate(epoch, len(cache), repeats)
 
 
-def _bounds(cache: torch.Tensor, batch_size: int, repeats: int) -> dict[str, float]:
-    """Images/s of the bare float32 output writes that any batched path does, on the same batches as (b).
-
-    ``minimal``: gather the batch's uint8 rows from the (presized) cache and convert them to float32
-    (one ``copy_``) into a ring of 2 preallocated outputs, nothing else: the floor of reading the
-    images once and writing 4 bytes per output value with the caches as busy as in (b);
-    ``l3``: the same ``copy_`` into one reused buffer from one fixed batch, everything cache-resident,
-    an optimistic ceiling that a training loop (whose model evicts the caches) never sees.
-    """
-    from ..data import RandomBatchSampler
-
-    sampler = RandomBatchSampler(len(cache), batch_size, seed=0)
-    shape = (max(len(b) for b in sampler.batches(0)), *cache.shape[1:])  # a merged last batch can be longer
-    gathered = torch.empty(shape, dtype=torch.uint8)
-    ring = [torch.empty(shape, dtype=torch.float32) for _ in range(2)]
-
-    def epoch(k: int) -> None:
-        for step, idx in enumerate(sampler.batches(k)):
-            n = len(idx)
-            torch.index_select(cache, 0, torch.from_numpy(idx), out=gathered[:n])
-            ring[step % 2][:n].copy_(gathered[:n])
-
-    src, copies = cache[:batch_size].clone(), max(20, 4000 // batch_size)
-
-    def in_cache(k: int) -> None:
-        for _ in range(copies):
-            ring[0][:len(src)].copy_(src)
-
-    return {"minimal": _best_rate(epoch, len(cache), repeats),
-            "l3": _best_rate(in_cache, copies * len(src), repeats)}
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure and print the table; return the numbers as a JSON-able dict."""
-    from ..data import BatchAugment, Market1501, cpu_kernel, load_image_cache, resize_images
+    from ..data import BatchAugment, Market1501, load_image_cache, resize_images
     from ..data.synthetic import generate_synthetic
 
     size = (int(args.size[0]), int(args.size[1]))
@@ -168,14 +158,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             resize_s = time.perf_counter() - t0
 
             classic = _classic(paths, pids, size, args.pad, args.erasing_p, args.batch_size, args.repeats)
-            kw = dict(flip_p=0.5, pad=args.pad, erasing_p=args.erasing_p)
-            aug = BatchAugment(size, ring=2, **kw)
+            aug = BatchAugment(size, flip_p=0.5, pad=args.pad, erasing_p=args.erasing_p)
             small = _batched(cache, labels, aug, args.batch_size, args.repeats)
             full = _batched(cache_full, labels, aug, args.batch_size, args.repeats)
-            fresh = _batched(cache_full, labels, BatchAugment(size, ring=0, **kw), args.batch_size, args.repeats)
-            ops = _batched(cache_full, labels, BatchAugment(size, ring=2, fused=False, **kw), args.batch_size,
-                           args.repeats)
-            bounds = _bounds(cache_full, args.batch_size, args.repeats)
     finally:
         torch.set_num_threads(threads)
 
@@ -185,11 +170,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "classic_images_per_s": classic,
         "batched_images_per_s": small, "batched_speedup": small / classic,
         "batched_presized_images_per_s": full, "batched_presized_speedup": full / classic,
-        "batched_presized_fresh_images_per_s": fresh, "batched_presized_fresh_speedup": fresh / classic,
-        "batched_presized_ops_images_per_s": ops, "batched_presized_ops_speedup": ops / classic,
-        "cpu_path": cpu_kernel.status(),
-        "bound_minimal_images_per_s": bounds["minimal"], "bound_minimal_speedup": bounds["minimal"] / classic,
-        "bound_l3_images_per_s": bounds["l3"], "bound_l3_speedup": bounds["l3"] / classic,
         "cache_build_s": build_s, "cache_resize_s": resize_s,
     }
     print(format_table(result))
@@ -200,24 +180,16 @@ def format_table(r: dict[str, Any]) -> str:
     h, w = r["size"]
     rows = [
         ("(a) classic: DataLoader(workers=0), PIL + torchvision, collate", r["classic_images_per_s"], 1.0),
-        ("(b) cached 128x64, BatchAugment(ring=2), resize per batch", r["batched_images_per_s"], r["batched_speedup"]),
-        (f"(b) cached resized once to {h}x{w}, BatchAugment(ring=2)", r["batched_presized_images_per_s"],
-         r["batched_presized_speedup"]),
-        ("    same, ring=0 (a new output tensor per batch)", r["batched_presized_fresh_images_per_s"],
-         r["batched_presized_fresh_speedup"]),
-        ("    same, fused=False (PyTorch ops, as without a C compiler)", r["batched_presized_ops_images_per_s"],
-         r["batched_presized_ops_speedup"]),
-        ("bound: gather + uint8->float32 copy_ only (ring of 2 outputs)", r["bound_minimal_images_per_s"],
-         r["bound_minimal_speedup"]),
-        ("bound: that copy_ alone, one batch, all in cache (optimistic)", r["bound_l3_images_per_s"],
-         r["bound_l3_speedup"]),
+        ("(b) cached 128x64, BatchAugment, resize per batch", r["batched_images_per_s"], r["batched_speedup"]),
+        (f"(b) cached resized once to {h}x{w}, BatchAugment (the trainer's path)",
+         r["batched_presized_images_per_s"], r["batched_presized_speedup"]),
     ]
     lines = [f"data pipeline, 1 thread, {r['images']} images of {r['source']}, batch {r['batch_size']}, "
              f"output {h}x{w}, pad {r['pad']}, erasing p {r['erasing_p']}",
-             f"{'pipeline':<64}{'images/s':>10}{'speedup':>9}"]
-    lines += [f"{name:<64}{rate:>10.0f}{speed:>8.1f}x" for name, rate, speed in rows]
+             f"{'pipeline':<72}{'images/s':>10}{'speedup':>9}"]
+    lines += [f"{name:<72}{rate:>10.0f}{speed:>8.1f}x" for name, rate, speed in rows]
     lines.append(f"one-time: cache build (decode) {r['cache_build_s']:.2f} s, resize once {r['cache_resize_s']:.2f} s")
-    lines.append(f"CPU augmentation path: {r['cpu_path']}")
+    lines.append("for information: a training step is bound by the model (scripts/bench.py train)")
     return "\n".join(lines)
 
 

@@ -18,12 +18,10 @@ from .augment import (
     IMAGENET_STD,
     BatchAugment,
     batch_generator,
-    classic_transform,
     eval_transform,
     normalize,
     resize_images,
 )
-from . import cpu_kernel
 from .cache import decode_image, load_image_cache
 from .market1501 import (
     DATASETS,
@@ -38,8 +36,8 @@ from .market1501 import (
 from .samplers import PKSampler, RandomBatchSampler, SequentialBatchSampler, shard, shard_bounds
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "BatchAugment", "batch_generator", "classic_transform", "eval_transform",
+    "IMAGENET_MEAN", "IMAGENET_STD", "BatchAugment", "batch_generator", "eval_transform",
     "normalize", "resize_images", "decode_image", "load_image_cache", "DATASETS", "Market1501", "Sample",
     "TrainValSplit", "count_samples", "parse_market_name", "read_split", "split_train_val", "PKSampler",
-    "RandomBatchSampler", "SequentialBatchSampler", "shard", "shard_bounds", "cpu_kernel",
+    "RandomBatchSampler", "SequentialBatchSampler", "shard", "shard_bounds",
 ]

@@ -110,8 +110,7 @@ class Trainer:
         self.net = self._wrap_for_training(self.model)
         self.augment = BatchAugment(size=tuple(cfg.data.size), flip_p=cfg.augment.flip, pad=cfg.augment.pad,
                                     erasing_p=cfg.augment.erasing, erasing_area=tuple(cfg.augment.erasing_area),
-                                    erasing_ratio=tuple(cfg.augment.erasing_ratio),
-                                    ring=2 if device.type == "cpu" else 0)  # a batch lives for one step
+                                    erasing_ratio=tuple(cfg.augment.erasing_ratio))
         self.sampler = build_sampler(cfg, data, dist.world_size)
         # Resident: the uint8 cache lives on the training device and batches are gathered there.
         # Off: it stays in host memory and each batch is gathered, then copied (GPUs short of memory).
