@@ -55,7 +55,7 @@ class AugmentConfig:
     pad: int = _opt(10, min=0)
     erasing: float = _opt(0.0, min=0.0, max=1.0)
     erasing_area: list[float] = _opt([0.02, 0.4], gt=0.0, max=1.0)
-    erasing_ratio: list[float] = _opt([0.3, 3.3], gt=0.0)
+    erasing_ratio: list[float] = _opt([0.3, 3.33], gt=0.0)
 
 
 @dataclass
@@ -103,6 +103,8 @@ class TrainConfig:
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile: bool = False
     sync_bn: bool = False
+    deterministic: bool = False
+    tf32: bool = True
 
 
 @dataclass
@@ -147,7 +149,7 @@ class Config:
 
 
 # Keys a resumed run may change without changing the experiment it continues.
-RESUMABLE_CHANGES = ("train.epochs", "train.compile", "eval.", "output.", "checkpoint.", "imports",
+RESUMABLE_CHANGES = ("train.epochs", "train.compile", "train.deterministic", "eval.", "output.", "checkpoint.", "imports",
                      "data.cache_dir", "data.device_cache")
 
 
@@ -414,8 +416,11 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def experiment_differences(saved: dict, current: dict) -> list[str]:
-    """Keys whose values differ and that change the experiment (so a resume must refuse)."""
-    a, b = flatten(saved), flatten(current)
+    """Keys whose values differ and that change the experiment (so a resume must refuse).
+
+    A key that ``saved`` lacks (a checkpoint older than the key) counts as its default.
+    """
+    a, b = {**flatten(to_dict(Config())), **flatten(saved)}, flatten(current)
     keys = sorted(set(a) | set(b))
     return [k for k in keys if a.get(k) != b.get(k) and not k.startswith(RESUMABLE_CHANGES)]
 

@@ -24,7 +24,8 @@ from .config import from_dict, import_plugins, parse_override, set_dotted
 from .engine.builder import build_data, build_model_from_config, build_split
 from .engine.checkpoint import load_checkpoint
 from .engine.history import History
-from .engine.trainer import autocast_dtype, evaluate_model, resolve_device
+from .engine.device import eval_autocast_dtype, resolve_device
+from .engine.trainer import evaluate_model
 from .errors import ReidError
 from .evaluation import format_results
 from .io import atomic_write_text
@@ -53,7 +54,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str | Path | None = None, over
     model.load_state_dict(state["model"])
     model.to(dev)
     data = build_data(cfg, dataset, split, progress=progress)
-    results = evaluate_model(model, data, cfg, dev, autocast_dtype(cfg.train.precision, dev),
+    results = evaluate_model(model, data, cfg, dev, eval_autocast_dtype(cfg.train.precision, dev),
                              channels_last=dev.type == "cuda", features_path=run_dir / "features.mat")
     results["epoch"] = int(state["epoch"])
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2) + "\n")

@@ -26,6 +26,41 @@ def market_root() -> Path:
     return Path(root).resolve()
 
 
+@pytest.fixture(scope="session")
+def full_market_layout(tmp_path_factory) -> Path:
+    """Empty files named like the full Market-1501 release, quirks included (made once per session).
+
+    751 train ids / 12,936 images; 3,368 queries of 750 ids; 19,732 gallery images of which 3,819
+    junk (-1) and 2,798 distractors (0000); the release's 24 double extensions and stray files.
+    Returns the ``Market-1501-v15.09.15`` folder.
+    """
+    root = tmp_path_factory.mktemp("full") / "Market-1501-v15.09.15"
+    folders = {k: root / k for k in ("bounding_box_train", "query", "bounding_box_test")}
+    for f in folders.values():
+        f.mkdir(parents=True)
+
+    def write(folder, names):
+        for n in names:
+            (folder / n).write_bytes(b"")
+
+    train_pids = list(range(2, 1504, 2))                          # 751 training identities
+    test_pids = list(range(1, 1501, 2))                           # 750 others
+    train = [f"{train_pids[i % 751]:04d}_c{1 + i % 6}s1_{i:06d}_01.jpg" for i in range(12936)]
+    query = [f"{test_pids[i % 750]:04d}_c{1 + i % 6}s2_{i:06d}_00.jpg" for i in range(3368)]
+    real = 19732 - 3819 - 2798
+    gallery = ([f"{test_pids[i % 750]:04d}_c{1 + (i + 1) % 6}s3_{i:06d}_01.jpg" for i in range(real)]
+               + [f"-1_c{1 + i % 6}s4_{i:06d}_02.jpg" for i in range(3819)]
+               + [f"0000_c{1 + i % 6}s5_{i:06d}_03.jpg" for i in range(2798)])
+    # the 24 double extensions of the real release, in query and bounding_box_test
+    query[:12] = [n + ".jpg" for n in query[:12]]
+    gallery[:6] = [n + ".jpg" for n in gallery[:6]]
+    gallery[real:real + 6] = [n + ".jpg" for n in gallery[real:real + 6]]  # junk ones too
+    write(folders["bounding_box_train"], train + ["Thumbs.db"])
+    write(folders["query"], query + ["Thumbs.db", "readme.txt"])
+    write(folders["bounding_box_test"], gallery + ["Thumbs.db"])
+    return root
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 

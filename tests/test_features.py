@@ -20,9 +20,10 @@ MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
-def simple_transform(images_uint8, size):
+def simple_transform(images_uint8, size, channels_last=False):
     x = F.interpolate(images_uint8.float() / 255, size=tuple(size), mode="bilinear", align_corners=False)
-    return (x - MEAN.to(x.device)) / STD.to(x.device)
+    x = (x - MEAN.to(x.device)) / STD.to(x.device)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 class TinyNet(torch.nn.Module):

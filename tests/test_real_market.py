@@ -35,39 +35,14 @@ def test_every_real_image_decodes(market_root, tmp_path):
         assert int(images.flatten(1).amax(1).min()) > 0  # no all-black (undecoded) image
 
 
-def test_full_dataset_counts_on_a_fake_layout(tmp_path):
+def test_full_dataset_counts_on_a_fake_layout(full_market_layout):
     """Empty files named like the full release, quirks included: the loader reproduces its published counts."""
-    root = tmp_path / "Market-1501-v15.09.15"
-    folders = {k: root / k for k in ("bounding_box_train", "query", "bounding_box_test")}
-    for f in folders.values():
-        f.mkdir(parents=True)
-
-    def write(folder, names):
-        for n in names:
-            (folder / n).write_bytes(b"")
-
-    train_pids = list(range(2, 1504, 2))                          # 751 training identities
-    test_pids = list(range(1, 1501, 2))                           # 750 others
-    train = [f"{train_pids[i % 751]:04d}_c{1 + i % 6}s1_{i:06d}_01.jpg" for i in range(12936)]
-    query = [f"{test_pids[i % 750]:04d}_c{1 + i % 6}s2_{i:06d}_00.jpg" for i in range(3368)]
-    real = 19732 - 3819 - 2798
-    gallery = ([f"{test_pids[i % 750]:04d}_c{1 + (i + 1) % 6}s3_{i:06d}_01.jpg" for i in range(real)]
-               + [f"-1_c{1 + i % 6}s4_{i:06d}_02.jpg" for i in range(3819)]
-               + [f"0000_c{1 + i % 6}s5_{i:06d}_03.jpg" for i in range(2798)])
-    # the 24 double extensions of the real release, in query and bounding_box_test
-    query[:12] = [n + ".jpg" for n in query[:12]]
-    gallery[:6] = [n + ".jpg" for n in gallery[:6]]
-    gallery[real:real + 6] = [n + ".jpg" for n in gallery[real:real + 6]]  # junk ones too
-    write(folders["bounding_box_train"], train + ["Thumbs.db"])
-    write(folders["query"], query + ["Thumbs.db", "readme.txt"])
-    write(folders["bounding_box_test"], gallery + ["Thumbs.db"])
-
-    s = Market1501(tmp_path).summary()
+    s = Market1501(full_market_layout.parent).summary()
     assert (s["train"]["images"], s["train"]["ids"]) == (12936, 751)
     assert (s["query"]["images"], s["query"]["ids"]) == (3368, 750)
     assert (s["gallery"]["images"], s["gallery"]["junk"], s["gallery"]["distractors"]) == (19732, 3819, 2798)
     assert s["gallery"]["ids"] == 750 and s["train"]["junk"] == s["train"]["distractors"] == 0
-    ds = Market1501(root)
+    ds = Market1501(full_market_layout)
     assert sum(s.path.endswith(".jpg.jpg") for s in ds.query + ds.gallery) == 24
 
 

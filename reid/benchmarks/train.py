@@ -25,7 +25,9 @@ import torch
 from ..config import from_dict
 from ..engine import distributed
 from ..engine.builder import RetrievalSet, RunData
-from ..engine.trainer import Trainer, autocast_dtype, resolve_device
+from ..engine.device import autocast_dtype, configure_backends, precision_name, resolve_device
+from ..engine.optim import build_optimizer
+from ..engine.trainer import Trainer
 from ..losses import build_criterion
 from ..models import build_model
 
@@ -43,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", type=int, default=751)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model in both loops")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="train.precision")
+    p.add_argument("--deterministic", action="store_true", help="train.deterministic: true (to measure its cost)")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -53,15 +57,15 @@ def run(args: argparse.Namespace) -> dict:
     steps, warmup = args.steps or (50 if cuda else 12), args.warmup if args.warmup is not None else (10 if cuda else 3)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if cuda:
-        torch.backends.cudnn.benchmark = True
     cfg = from_dict({
         "criterion": "cross_entropy",
         "data": {"size": [height, width], "device_cache": "auto"},
         "model": {"name": args.model, "pretrained": "none", "last_stride": args.last_stride},
-        "train": {"batch_size": batch, "epochs": 1, "compile": args.compile},
+        "train": {"batch_size": batch, "epochs": 1, "compile": args.compile, "precision": args.precision,
+                  "deterministic": args.deterministic},
         "eval": {"every_epochs": 0},
     })
+    configure_backends(cfg.train.deterministic, cfg.train.tf32)
     amp = autocast_dtype(cfg.train.precision, device)
 
     bare = bare_loop_speed(cfg, device, amp, batch, steps, warmup, args.classes)
@@ -69,11 +73,12 @@ def run(args: argparse.Namespace) -> dict:
     result = {
         "device": torch.cuda.get_device_name(device) if cuda else f"CPU ({torch.get_num_threads()} threads)",
         "model": args.model, "last_stride": args.last_stride, "batch": batch, "size": f"{height}x{width}",
-        "precision": str(amp).replace("torch.", "") if amp else "fp32", "channels_last": cuda,
+        "precision": precision_name(amp), "channels_last": cuda, "compile": args.compile,
+        "deterministic": args.deterministic,
         "bare_images_per_s": bare["images_per_s"], "trainer_images_per_s": full["images_per_s"],
         "ratio": full["images_per_s"] / bare["images_per_s"],
         "market_epoch_s": MARKET_TRAIN_IMAGES / full["images_per_s"],
-        "peak_memory_mib": peak_memory_mib(device),
+        "bare_peak_memory_mib": bare["peak_memory_mib"], "trainer_peak_memory_mib": full["peak_memory_mib"],
     }
     print_table(result)
     return result
@@ -95,8 +100,7 @@ def bare_loop_speed(cfg, device, amp, batch, steps, warmup, classes) -> dict:
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if cfg.train.compile else model
     criterion = build_criterion("cross_entropy", classes)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4,
-                                foreach=True)
+    optimizer = build_optimizer(cfg.optim, model.param_groups())  # the trainer's optimiser (fused on CUDA)
     images, labels = synthetic_batch(batch, *cfg.data.size, classes, device)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -148,6 +152,9 @@ class _FixedBatches:
 
 
 def timed(fn, repeats: int, warmup: int, images_per_call: int, device: torch.device) -> dict:
+    """Seconds and images/s of ``repeats`` calls after ``warmup`` ones, and the peak memory of this loop alone."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     for _ in range(warmup):
         fn()
     sync(device)
@@ -156,7 +163,8 @@ def timed(fn, repeats: int, warmup: int, images_per_call: int, device: torch.dev
         fn()
     sync(device)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "images_per_s": images_per_call * repeats / seconds}
+    return {"seconds": seconds, "images_per_s": images_per_call * repeats / seconds,
+            "peak_memory_mib": peak_memory_mib(device)}
 
 
 def sync(device: torch.device) -> None:
@@ -165,6 +173,7 @@ def sync(device: torch.device) -> None:
 
 
 def peak_memory_mib(device: torch.device) -> float:
+    """CUDA: the peak allocated since the last reset; CPU: the process's peak resident size (never reset)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
@@ -172,10 +181,11 @@ def peak_memory_mib(device: torch.device) -> float:
 
 def print_table(r: dict) -> None:
     print(f"train benchmark on {r['device']}: {r['model']} (last stride {r['last_stride']}), batch {r['batch']}, "
-          f"{r['size']}, {r['precision']}, channels_last {r['channels_last']}")
-    print(f"| {'loop':<44} | {'images/s':>9} |")
-    print(f"|{'-' * 46}|{'-' * 11}|")
-    print(f"| {'(a) bare forward/backward/step (ceiling)':<44} | {r['bare_images_per_s']:>9.1f} |")
-    print(f"| {'(b) full trainer step':<44} | {r['trainer_images_per_s']:>9.1f} |")
-    print(f"(b)/(a) = {r['ratio']:.3f}; projected Market-1501 epoch (12,936 images): {r['market_epoch_s']:.1f} s; "
-          f"peak memory {r['peak_memory_mib']:.0f} MiB")
+          f"{r['size']}, {r['precision']}, channels_last {r['channels_last']}, compile {r['compile']}, "
+          f"deterministic {r['deterministic']}")
+    print(f"| {'loop':<44} | {'images/s':>9} | {'peak MiB':>9} |")
+    print(f"|{'-' * 46}|{'-' * 11}|{'-' * 11}|")
+    print(f"| {'(a) bare forward/backward/step (ceiling)':<44} | {r['bare_images_per_s']:>9.1f} | "
+          f"{r['bare_peak_memory_mib']:>9.0f} |")
+    print(f"| {'(b) full trainer step':<44} | {r['trainer_images_per_s']:>9.1f} | {r['trainer_peak_memory_mib']:>9.0f} |")
+    print(f"(b)/(a) = {r['ratio']:.3f}; projected Market-1501 epoch (12,936 images): {r['market_epoch_s']:.1f} s")

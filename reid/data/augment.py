@@ -1,9 +1,8 @@
 """Batched augmentation of uint8 image tensors on the training device.
 
-The classic re-ID pipeline (BoT, torchreid) transforms one PIL image at a time:
-Resize -> RandomHorizontalFlip -> Pad -> RandomCrop -> ToTensor -> Normalize ->
-RandomErasing. :class:`BatchAugment` does the same to a whole batch of the cached
-uint8 images at once, on whatever device they live on (the GPU during training).
+The classic re-ID pipeline (BoT, torchreid) transforms one PIL image at a time: Resize ->
+RandomHorizontalFlip -> Pad -> RandomCrop -> ToTensor -> Normalize -> RandomErasing.
+:class:`BatchAugment` does the same to a whole batch of cached uint8 images on their device.
 
 Randomness: every random parameter of a batch is drawn from the CPU generator that
 is passed in, normally ``batch_generator(seed, epoch, step)``, in a fixed order and
@@ -14,15 +13,13 @@ options are on. A resumed run therefore replays exactly the same augmentation.
 Example::
 
     >>> aug = BatchAugment(size=(256, 128), flip_p=0.5, pad=10, erasing_p=0.5)
-    >>> images = cache[batch_indices].to("cuda", non_blocking=True)    # uint8 (B, 3, 128, 64)
-    >>> x = aug(images, batch_generator(seed, epoch, step))              # float32 (B, 3, 256, 128)
-    >>> q = eval_transform(query_images, (256, 128))                     # resize + normalise only
+    >>> x = aug(cache[batch_indices].cuda(), batch_generator(seed, epoch, step))  # float32 (B, 3, 256, 128)
+    >>> q = eval_transform(query_images, (256, 128))                               # resize + normalise only
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -32,6 +29,7 @@ import torch.nn.functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+ERASING_TRIES = 100  # BoT's RandomErasing redraws a box that does not fit up to 100 times
 
 
 def batch_generator(seed: int, epoch: int, step: int) -> torch.Generator:
@@ -67,13 +65,16 @@ def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
+def normalize(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> float32 ``(x / 255 - mean) / std`` with the ImageNet statistics.
 
-    Computed as ``float32(x) * scale + bias`` in float32: two roundings, the same bits on every device.
+    Computed as ``float32(x) * scale + bias`` in float32: two roundings, the same bits on every
+    device. The result is laid out channels-last when asked (any input layout; the layout
+    change happens in the same pass as the conversion).
     """
     scale, bias = _norm_tensors(images.device)
-    out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    out = torch.empty(images.shape, dtype=torch.float32, device=images.device, memory_format=layout)
     return out.copy_(images).mul_(scale).add_(bias)
 
 
@@ -85,14 +86,15 @@ def _norm_tensors(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return (1 / (255 * std)).float().to(device), (-mean / std).float().to(device)
 
 
-def eval_transform(images: torch.Tensor, size: tuple[int, int] = (256, 128)) -> torch.Tensor:
+def eval_transform(images: torch.Tensor, size: tuple[int, int] = (256, 128),
+                   channels_last: bool = False) -> torch.Tensor:
     """What evaluation and the val curves see: resize + normalise, no randomness.
 
     Example::
 
         >>> x = eval_transform(cache[:64], (256, 128))   # float32 (64, 3, 256, 128)
     """
-    return normalize(resize_images(images, size))
+    return normalize(resize_images(images, size), channels_last)
 
 
 @dataclass
@@ -150,12 +152,16 @@ class BatchAugment:
     of the flipped, shifted pixels, one normalising pass, and the erased boxes as one
     masked write; no host synchronisation, so it runs ahead of the GPU.
 
-    Random erasing (probability ``erasing_p``): area fraction uniform in
-    ``erasing_area``, aspect ratio log-uniform in ``erasing_ratio``, one draw per
-    sample, the box clipped to the image (torchvision retries up to 10 times instead).
-    The box is filled with 0 after normalisation, i.e. the ImageNet mean colour;
-    this is torchvision's ``RandomErasing`` default (BoT fills the already
-    normalised tensor with the mean, a colour close to black, instead).
+    Random erasing (probability ``erasing_p``), sampled as BoT's ``RandomErasing``: area
+    fraction uniform in ``erasing_area``, aspect ratio (height / width) uniform in
+    ``erasing_ratio``, sides rounded, redrawn up to 100 times until the box fits strictly
+    inside the image (else nothing is erased), then a uniform position. The box is filled
+    with 0 after normalisation, i.e. the ImageNet mean colour; this is torchvision's
+    ``RandomErasing`` default (BoT fills the already normalised tensor with the mean, a
+    colour close to black, instead).
+
+    Layout: the result is channels-last in memory with ``channels_last=True`` (what a
+    channels-last model reads, produced in the normalising pass), else contiguous.
 
     Sharding (torchrun): ``aug(images, g)`` is ``aug.apply(images, aug.sample_params(len(images), g))``;
     each rank draws the params of the *global* batch and applies ``params.slice(lo, hi)`` to its
@@ -170,7 +176,7 @@ class BatchAugment:
 
     def __init__(self, size: tuple[int, int] = (256, 128), flip_p: float = 0.5, pad: int = 10,
                  erasing_p: float = 0.0, erasing_area: tuple[float, float] = (0.02, 0.4),
-                 erasing_ratio: tuple[float, float] = (0.3, 3.3)) -> None:
+                 erasing_ratio: tuple[float, float] = (0.3, 3.33), channels_last: bool = False) -> None:
         if not (0 <= flip_p <= 1 and 0 <= erasing_p <= 1):
             raise ValueError(f"flip_p={flip_p} and erasing_p={erasing_p} must be probabilities in [0, 1]")
         if pad < 0:
@@ -184,10 +190,11 @@ class BatchAugment:
         self.erasing_p = float(erasing_p)
         self.erasing_area = (float(erasing_area[0]), float(erasing_area[1]))
         self.erasing_ratio = (float(erasing_ratio[0]), float(erasing_ratio[1]))
+        self.channels_last = bool(channels_last)
 
     def __repr__(self) -> str:
         return (f"BatchAugment(size={self.size}, flip_p={self.flip_p}, pad={self.pad}, erasing_p={self.erasing_p}, "
-                f"erasing_area={self.erasing_area}, erasing_ratio={self.erasing_ratio})")
+                f"erasing_area={self.erasing_area}, erasing_ratio={self.erasing_ratio}, channels_last={self.channels_last})")
 
     def sample_params(self, batch_size: int, generator: torch.Generator) -> AugmentParams:
         """Draw every random choice for a batch, in a fixed order, on the CPU."""
@@ -196,15 +203,19 @@ class BatchAugment:
         oy = torch.randint(0, 2 * self.pad + 1, (B,), generator=g)
         ox = torch.randint(0, 2 * self.pad + 1, (B,), generator=g)
         u_erase = torch.rand(B, generator=g, dtype=torch.float64)
-        u_area, u_ratio, u_y, u_x = torch.rand(4, B, generator=g, dtype=torch.float64)
-        area = (self.erasing_area[0] + u_area * (self.erasing_area[1] - self.erasing_area[0])) * (H * W)
-        lo, hi = math.log(self.erasing_ratio[0]), math.log(self.erasing_ratio[1])
-        ratio = torch.exp(lo + u_ratio * (hi - lo))  # height / width
-        eh = torch.sqrt(area * ratio).round().clamp(1, H).long()
-        ew = torch.sqrt(area / ratio).round().clamp(1, W).long()
-        ey = (u_y * (H - eh + 1)).floor().long().clamp(max=H - 1)
-        ex = (u_x * (W - ew + 1)).floor().long().clamp(max=W - 1)
-        return AugmentParams(u_flip < self.flip_p, oy, ox, u_erase < self.erasing_p, ey, ex, eh, ew)
+        u_area, u_ratio = torch.rand(2, B, ERASING_TRIES, generator=g, dtype=torch.float64)
+        u_y, u_x = torch.rand(2, B, generator=g, dtype=torch.float64)
+        (a0, a1), (r0, r1) = self.erasing_area, self.erasing_ratio
+        area = (a0 + (a1 - a0) * u_area) * (H * W)
+        ratio = r0 + (r1 - r0) * u_ratio
+        h, w = torch.sqrt(area * ratio).round().long(), torch.sqrt(area / ratio).round().long()  # half to even
+        fits = (h < H) & (w < W)
+        first = fits.long().argmax(1, keepdim=True)  # the first try that fits
+        eh, ew = h.gather(1, first).squeeze(1), w.gather(1, first).squeeze(1)
+        ey = (u_y * (H - eh + 1)).floor().long()
+        ex = (u_x * (W - ew + 1)).floor().long()
+        erase = (u_erase < self.erasing_p) & fits.any(1)
+        return AugmentParams(u_flip < self.flip_p, oy, ox, erase, ey, ex, eh, ew)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """``self.apply(images, self.sample_params(len(images), generator))``."""
@@ -238,7 +249,7 @@ class BatchAugment:
             images = resize_images(images if index is None else images[index], self.size)
             index = None
         p = params.to(images.device)
-        out = normalize(_flip_pad_crop(images, p, self.pad, index).permute(0, 3, 1, 2))
+        out = normalize(_flip_pad_crop(images, p, self.pad, index).permute(0, 3, 1, 2), self.channels_last)
         _erase(out, p)
         return out
 

@@ -20,11 +20,11 @@ from torch import nn
 from ..config import OptimConfig, ScheduleConfig
 
 
-def build_optimizer(cfg: OptimConfig, groups: dict[str, list[nn.Parameter]], fused: bool = False) -> torch.optim.Optimizer:
+def build_optimizer(cfg: OptimConfig, groups: dict[str, list[nn.Parameter]]) -> torch.optim.Optimizer:
     """One param group per entry of ``groups``; ``backbone`` gets ``backbone_lr``, the rest ``lr``.
 
-    ``fused`` (on CUDA) uses PyTorch's fused kernels where this PyTorch has them for the
-    optimiser, else the multi-tensor ``foreach`` implementation.
+    The implementation follows the parameters (:func:`fused_for`): PyTorch's fused kernels
+    where every parameter is a floating-point CUDA tensor, else the multi-tensor ``foreach`` one.
     """
     param_groups = []
     for name, params in groups.items():
@@ -37,12 +37,20 @@ def build_optimizer(cfg: OptimConfig, groups: dict[str, list[nn.Parameter]], fus
         cls, kwargs = torch.optim.SGD, dict(momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
     else:
         cls, kwargs = (torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW), dict(betas=tuple(cfg.betas))
-    if fused:
-        try:
-            return cls(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True, **kwargs)
-        except (TypeError, RuntimeError):  # this PyTorch has no fused kernel for it
-            pass
-    return cls(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True, **kwargs)
+    implementation = {"fused": True} if fused_for([p for g in param_groups for p in g["params"]]) else {"foreach": True}
+    return cls(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **implementation, **kwargs)
+
+
+FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def fused_for(params: list[nn.Parameter]) -> bool:
+    """Whether PyTorch's fused SGD/Adam/AdamW kernels take ``params``: all on CUDA, all floating point.
+
+    Decided before the optimiser is built: PyTorch checks ``fused=True`` only at the first
+    ``step()``, too late to choose another implementation.
+    """
+    return bool(params) and all(p.device.type == "cuda" and p.dtype in FUSED_DTYPES for p in params)
 
 
 class EpochSchedule:

@@ -39,34 +39,13 @@ from . import distributed
 from .builder import (RunData, build_criterion_from_config, build_data, build_model_from_config, build_split,
                       check_names)
 from .checkpoint import CheckpointStore, RunLock, load_checkpoint
+from .device import autocast_dtype, configure_backends, precision_name, resolve_device
 from .history import History
 from .optim import EpochSchedule, build_optimizer
 from .records import PhaseBar, StepRecords
 
 
-# ----------------------------------------------------------------------------- devices and precision
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else the CPU; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {name!r}: choose cpu, cuda or auto")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is visible; use --device cpu or auto")
-    return torch.device(name)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype for ``train.precision`` on ``device`` (None = float32)."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("train.precision = fp16 needs CUDA; use bf16 or fp32 on the CPU")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
-
+# ----------------------------------------------------------------------------- randomness
 
 def step_seed(seed: int, epoch: int, step: int) -> int:
     """Seed of the global RNG (dropout) for one training step."""
@@ -95,8 +74,6 @@ class Trainer:
         self.cfg, self.run_dir, self.device, self.data, self.dist = cfg, run_dir, device, data, dist
         self.progress = progress and dist.is_main
         self.model = model.to(device)
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed input size: autotune the convolutions once
         self.channels_last = cfg.train.channels_last == "on" or (cfg.train.channels_last == "auto" and device.type == "cuda")
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -104,13 +81,13 @@ class Trainer:
         self.val_criterion = classification_terms(criterion)
         self.amp_dtype = autocast_dtype(cfg.train.precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
-        self.optimizer = build_optimizer(cfg.optim, model.param_groups(), fused=device.type == "cuda")
+        self.optimizer = build_optimizer(cfg.optim, model.param_groups())
         self.extra_optimizer = criterion.extra_optimizer()
         self.schedule = EpochSchedule(cfg.schedule, cfg.train.epochs)
         self.net = self._wrap_for_training(self.model)
         self.augment = BatchAugment(size=tuple(cfg.data.size), flip_p=cfg.augment.flip, pad=cfg.augment.pad,
                                     erasing_p=cfg.augment.erasing, erasing_area=tuple(cfg.augment.erasing_area),
-                                    erasing_ratio=tuple(cfg.augment.erasing_ratio))
+                                    erasing_ratio=tuple(cfg.augment.erasing_ratio), channels_last=self.channels_last)
         self.sampler = build_sampler(cfg, data, dist.world_size)
         # Resident: the uint8 cache lives on the training device and batches are gathered there.
         # Off: it stays in host memory and each batch is gathered, then copied (GPUs short of memory).
@@ -134,7 +111,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
         if self.cfg.train.compile:
-            net = compile_or_explain(net)
+            net = CompiledWithFallback(net)
         return net
 
     # -- state ---------------------------------------------------------------------------
@@ -145,6 +122,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "extra_optimizer": self.extra_optimizer.state_dict() if self.extra_optimizer else None,
             "scheduler": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
+            "precision": precision_name(self.amp_dtype),
             "history": self.history.state_dict(), "log": list(self.log_lines),
             "config": to_dict(self.cfg), "config_yaml": to_yaml(self.cfg),
         }
@@ -155,11 +133,20 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.extra_optimizer and state.get("extra_optimizer"):
             self.extra_optimizer.load_state_dict(state["extra_optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
         self.history = History.from_state_dict(state["history"])
         self.history.config_text = to_yaml(self.cfg)
         self.log_lines = list(state.get("log", []))
+        self.load_scaler_state(state)
         return Position(state["epoch"], state["step"], state["epoch_done"])
+
+    def load_scaler_state(self, state: dict) -> None:
+        """The GradScaler's state where it carries over; a run may resume in another effective precision
+        (``precision: auto`` on another device): fp16 then starts a fresh scaler, and the change is logged."""
+        saved, now = state.get("precision"), precision_name(self.amp_dtype)
+        if saved is not None and saved != now:
+            self.log(f"warning: the checkpoint was trained in {saved} and continues in {now} on {self.device}")
+        if state["scaler"] and self.scaler.is_enabled():  # a disabled scaler saves {}
+            self.scaler.load_state_dict(state["scaler"])
 
     def save(self, position: Position, finished: bool = False) -> None:
         """Checkpoint, then the .mat and log: all atomic, rank 0 only."""
@@ -258,8 +245,6 @@ class Trainer:
             out = self.augment.apply(self.train_images, params.slice(lo, hi), index=on_images)
         else:
             out = self.augment.apply(async_to(self.train_images[on_images], self.device), params.slice(lo, hi))
-        if self.channels_last:
-            out = out.contiguous(memory_format=torch.channels_last)
         return out, self.train_labels[on_device]
 
     def rows(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -277,8 +262,10 @@ class Trainer:
         if not bad:
             return
         step = first_step + bad[0] + 1
-        self.write_history()
-        last = self.store.last if self.store.last.exists() else None
+        last = None
+        if self.store is not None:  # a benchmark's trainer has no run directory
+            self.write_history()
+            last = self.store.last if self.store.last.exists() else None
         where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
         raise TrainingDivergedError(
             f"the loss became {losses[bad[0]]} at epoch {epoch}, step {step}; {where}; "
@@ -296,9 +283,8 @@ class Trainer:
         with self.progress_bar(epoch, "val", batches) as bar:
             for step, global_idx in enumerate(batches):
                 on_images, on_device = self.rows(shard(global_idx, self.dist.rank, self.dist.world_size))
-                images = eval_transform(async_to(self.val_images[on_images], self.device), tuple(self.cfg.data.size))
-                if self.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
+                images = eval_transform(async_to(self.val_images[on_images], self.device), tuple(self.cfg.data.size),
+                                        channels_last=self.channels_last)
                 labels = self.val_labels[on_device]
                 with self.autocast():  # eval mode: the retrieval feature, then the classifier
                     logits = self.model.classifier(self.model(images))
@@ -325,8 +311,10 @@ class Trainer:
     def epoch_line(self, epoch: int, seconds: float) -> str:
         h, c = self.history, self.history.columns
         line = (f"epoch {epoch}/{self.cfg.train.epochs} train_loss {h.epoch_mean('train', 'loss', epoch):.4f} "
-                f"train_acc {h.epoch_mean('train', 'acc', epoch):.4f} val_loss {h.epoch_mean('val', 'loss', epoch):.4f} "
-                f"val_acc {h.epoch_mean('val', 'acc', epoch):.4f} lr {c['train_lr'][-1]:.2e} time {seconds:.1f}s")
+                f"train_acc {h.epoch_mean('train', 'acc', epoch):.4f} ")
+        if len(self.val_labels):  # data.val_per_id: 0 has no val phase
+            line += f"val_loss {h.epoch_mean('val', 'loss', epoch):.4f} val_acc {h.epoch_mean('val', 'acc', epoch):.4f} "
+        line += f"lr {c['train_lr'][-1]:.2e} time {seconds:.1f}s"
         if c["eval_epoch"] and c["eval_epoch"][-1] == epoch:
             line += f" rank1 {c['eval_rank1'][-1]:.4f} mAP {c['eval_mAP'][-1]:.4f}"
         return line
@@ -357,23 +345,39 @@ def build_sampler(cfg: Config, data: RunData, world_size: int = 1) -> Any:
     return RandomBatchSampler(n, b, cfg.seed, min_batch=2 * world_size)
 
 
-def compile_or_explain(net: nn.Module) -> nn.Module:
-    try:
-        return torch.compile(net)
-    except Exception as e:  # platform without a working compiler: say so, train uncompiled
-        tqdm.write(f"note: train.compile is on but torch.compile is unavailable here ({type(e).__name__}: {e}); "
-                   "training without it")
-        return net
+class CompiledWithFallback(nn.Module):
+    """``torch.compile(net)`` that trains on uncompiled where the compiler fails.
+
+    ``torch.compile`` is lazy: a missing C compiler or an unsupported platform shows only when a
+    batch is first run (or a new shape is compiled). Such a failure prints one warning and the
+    batch runs again eagerly, as does the rest of the run; an error of the model itself then
+    surfaces from the eager call, as without compile.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.compiled: Optional[Any] = torch.compile(net)
+
+    def forward(self, *args: Any) -> Any:
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except Exception as e:  # noqa: BLE001 - any compiler failure; the eager call below re-raises real errors
+                tqdm.write(f"warning: train.compile is on but torch.compile failed ({type(e).__name__}: "
+                           f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); training without it")
+                self.compiled = None
+        return self.net(*args)
 
 
 def evaluate_model(model: nn.Module, data: RunData, cfg: Config, device: torch.device,
                    amp_dtype: Optional[torch.dtype], channels_last: bool,
                    features_path: Optional[Path] = None) -> dict:
-    """Extract query/gallery features on ``device`` and score them (optionally writing features.mat)."""
+    """Extract query/gallery features on ``device`` and score them there (optionally writing features.mat)."""
     was_training = model.training
     model.eval()
     kw = dict(size=tuple(cfg.data.size), batch_size=cfg.eval.batch_size, device=device, flip=cfg.eval.flip,
-              amp_dtype=amp_dtype, channels_last=channels_last)
+              amp_dtype=amp_dtype, channels_last=channels_last, keep_on_device=True)
     qf = extract_features(model, data.query.images, **kw)
     gf = extract_features(model, data.gallery.images, **kw)
     model.train(was_training)
@@ -420,6 +424,7 @@ def check_same_experiment(state: dict, cfg: Config, path: Path) -> None:
 def train(cfg: Config, device: str = "auto", resume: Optional[str] = None, progress: bool = True) -> Path:
     """Train (or resume) the run described by ``cfg``; returns its run directory."""
     dev = resolve_device(device)
+    configure_backends(cfg.train.deterministic, cfg.train.tf32)  # before CUDA starts (cuBLAS workspace)
     dist = distributed.init_distributed(dev.type)
     if dist.enabled and dev.type == "cuda":
         dev = torch.device("cuda", dist.local_rank)

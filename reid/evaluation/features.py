@@ -26,11 +26,17 @@ from .ranking import AP_RULES, rank_metrics
 DISTANCES = ("cosine", "euclidean")
 
 
-def _eval_transform(images_uint8: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+def _eval_transform(images_uint8: torch.Tensor, size: Sequence[int], channels_last: bool) -> torch.Tensor:
     # Imported at call time: reid.data is another module's, and tests may patch this.
     from ..data import eval_transform
 
-    return eval_transform(images_uint8, size)
+    return eval_transform(images_uint8, size, channels_last=channels_last)
+
+
+def _to_device(images_uint8: torch.Tensor, device: torch.device) -> torch.Tensor:
+    from ..data.augment import async_to
+
+    return async_to(images_uint8, device)
 
 
 @torch.no_grad()
@@ -45,13 +51,16 @@ def extract_features(
     channels_last: bool = False,
     progress: bool | None = None,
     desc: str = "features",
+    keep_on_device: bool = False,
 ) -> torch.Tensor:
-    """Retrieval features of uint8 images, (N, D) float32, L2-normalised, on the CPU.
+    """Retrieval features of uint8 images, (N, D) float32, L2-normalised, on the CPU
+    (on ``device`` with ``keep_on_device``, e.g. to rank them there).
 
-    Batches are moved to ``device`` and transformed with ``reid.data.eval_transform``
-    (resize + normalise). With ``flip`` the feature is f(x) + f(hflip(x)) before
-    normalisation. The caller puts the model in eval mode (and on ``device``).
-    Features stay on the device until the end: one copy to the host, no per-batch sync.
+    Batches are copied to ``device`` through pinned memory without waiting, and transformed
+    with ``reid.data.eval_transform`` (resize + normalise, in ``channels_last`` memory when
+    asked). With ``flip`` the feature is f(x) + f(hflip(x)) before normalisation. The caller
+    puts the model in eval mode (and on ``device``). Features stay on the device until the
+    end: at most one copy to the host, no per-batch sync.
 
     Example::
 
@@ -70,18 +79,16 @@ def extract_features(
         starts = tqdm(starts, desc=desc, unit="batch", leave=False)
     use_amp = amp_dtype is not None
     for s in starts:
-        x = images_uint8[s : s + batch_size].to(device, non_blocking=True)
-        x = _eval_transform(x, size)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = _eval_transform(_to_device(images_uint8[s : s + batch_size], device), size, channels_last)
         with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
             f = model(x).float()
             if flip:
                 f = f + model(x.flip(3)).float()
         chunks.append(F.normalize(f.reshape(f.shape[0], -1), dim=1))
     if not chunks:
-        return torch.zeros(0, int(getattr(model, "feature_dim", 0)))
-    return torch.cat(chunks).cpu()
+        return torch.zeros(0, int(getattr(model, "feature_dim", 0)), device=device if keep_on_device else "cpu")
+    features = torch.cat(chunks)
+    return features if keep_on_device else features.cpu()
 
 
 def compute_distance(qf: Any, gf: Any, metric: str = "cosine") -> torch.Tensor:

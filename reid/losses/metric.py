@@ -172,7 +172,7 @@ class CenterLoss(nn.Module):
         centers = self.centers
         if self.grad_scale != 1.0:
             centers = _ScaleGrad.apply(centers, self.grad_scale)
-        own = centers.to(feats.dtype)[targets]
+        own = torch.index_select(centers.to(feats.dtype), 0, targets)  # deterministic backward on CUDA
         sq = (feats - own).pow(2).sum(1).clamp(max=1e12)
         return sq.mean()
 

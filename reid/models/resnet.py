@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 from torchvision.models import ResNet18_Weights, ResNet34_Weights, ResNet50_Weights
@@ -236,7 +235,7 @@ class ReIDResNet(nn.Module):
         t = self.backbone
         x = t.maxpool(t.relu(t.bn1(t.conv1(x))))
         x = t.layer4(t.layer3(t.layer2(t.layer1(x))))
-        pooled = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        pooled = x.mean((2, 3))  # global average pooling; unlike adaptive pooling, deterministic on CUDA
         if self.neck_name == "bnneck":
             after = self.neck(pooled)
             if not self.training:
