@@ -3,6 +3,11 @@
 
     scripts/compare.py outputs/standard outputs/soft --metrics train_acc --range 0:0.1 --smooth 10
     scripts/compare.py a/mini_batch_data.mat b/ --x epoch --out cmp.png   # also writes cmp.md
+    scripts/compare.py outputs/standard_s* outputs/soft_s* --band std      # a study over seeds
+
+Runs named <config>_s<seed> (or runs of one name in several folders, e.g. seed0/soft and
+seed1/soft) are a study: mean curves over seeds with a band, mean ± std per config and
+paired differences with a 95% t interval (reid/analysis/study.py).
 
 Logic and conventions live in reid/analysis/compare.py.
 """
@@ -31,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x", choices=("batch", "epoch"), default="batch", help="x axis (default batch)")
     p.add_argument("--range", dest="range_", default=None, metavar="A:B",
                    help="fraction of the longest run's mini-batches to show, e.g. 0:0.1 (default all)")
+    p.add_argument("--band", choices=("minmax", "std"), default="minmax",
+                   help="a study's band around the mean curve: min-max over seeds or ±1 std (default minmax)")
     p.add_argument("--out", default=None, metavar="FILE.png",
                    help="figure path (default compare.png in the runs' common parent); FILE.md is written beside it")
     p.add_argument("--debug", action="store_true", help="show the traceback on errors")
@@ -43,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         from reid.analysis import compare
 
         png, table = compare(args.runs, out=args.out, metrics=args.metrics, smooth=args.smooth,
-                             x=args.x, range_=args.range_)
+                             x=args.x, range_=args.range_, band=args.band)
     except ReidError as e:
         if args.debug:
             raise

@@ -23,9 +23,12 @@ from reid.analysis import (
     epoch_positions,
     load_run,
     moving_average,
+    paired_difference,
     parse_range,
     plot_runs,
     range_indices,
+    study_figure,
+    study_groups,
     summarize,
     summary_table,
 )
@@ -303,3 +306,60 @@ def test_cli_prints_table_and_error_without_traceback(tmp_path):
     assert png_size(tmp_path / "c.png") == (1200, 400)
     with pytest.raises(ReidError):
         compare_cli.main([str(tmp_path / "missing"), "--debug"])
+
+
+# --------------------------------------------------------------------------- studies over seeds
+
+
+def write_seed_run(run_dir: Path, seed: int, **kw) -> Path:
+    arrays = make_arrays(seed=seed, evals=1, **kw)
+    arrays["config"] = f"seed: {seed}\n"
+    return write_run(run_dir, arrays)
+
+
+def test_paired_difference_hand_computed():
+    d = paired_difference({0: 50.0, 1: 52.0, 2: 51.0, 3: 40.0}, {0: 51.0, 1: 52.5, 2: 50.0})
+    assert d.seeds == [0, 1, 2] and d.diffs == [1.0, 0.5, -1.0]  # seed 3 has no partner: left out
+    assert d.mean == pytest.approx(1 / 6) and (d.wins, d.losses) == (2, 1)
+    # sd = sqrt(((5/6)^2 + (1/3)^2 + (7/6)^2) / 2) = sqrt(13/12); t(0.975, 2) = 4.302652729911275
+    half = 4.302652729911275 * np.sqrt(13 / 12) / np.sqrt(3)
+    assert d.ci == pytest.approx((1 / 6 - half, 1 / 6 + half))
+    one = paired_difference({0: 1.0}, {0: 3.0})
+    assert one.mean == 2.0 and one.ci is None and one.wins == 1
+
+
+def test_study_groups_by_name_suffix_or_folder_and_seed_from_config(tmp_path):
+    runs = [load_run(write_seed_run(tmp_path / f"{name}_s{s}", s)) for s in (2, 0) for name in ("std", "soft")]
+    groups = study_groups(runs)
+    assert [(g.name, list(g.runs)) for g in groups] == [("std", [0, 2]), ("soft", [0, 2])]
+
+    # paired.sh runs of several seeds in one folder each: grouped by name, seed from the config
+    runs = [load_run(write_seed_run(tmp_path / f"seed{s}" / "soft", s)) for s in (0, 1)]
+    assert [(g.name, list(g.runs)) for g in study_groups(runs)] == [("soft", [0, 1])]
+    # one seed per name: an ordinary comparison, not a study
+    assert study_groups([load_run(write_seed_run(tmp_path / n, 0)) for n in ("a", "b")]) is None
+
+    twin = load_run(write_seed_run(tmp_path / "again" / "soft", 1))
+    with pytest.raises(ReidError, match=r"of soft both have seed 1.*pass only one"):
+        study_groups([*runs, twin])
+
+
+def test_compare_on_a_study_writes_bands_and_the_table_over_seeds(tmp_path):
+    dirs = [write_seed_run(tmp_path / f"{name}_s{s}", s, speed=speed)
+            for s in (0, 1, 2) for name, speed in (("std", 1.0), ("soft", 1.3))]
+    png, table = compare(dirs, out=tmp_path / "study.png", metrics="train_acc", band="std")
+    assert png_size(png) == (600, 400)
+    md = png.with_suffix(".md").read_text()
+    assert table in md and "band = ±1 std" in md and "| soft − std | rank-1 |" in table
+    assert "| std | 0, 1, 2 |" in table and "| soft | 0, 1, 2 |" in table
+
+    fig = study_figure(study_groups([load_run(d) for d in dirs]), metrics=["train_acc"], band="std")
+    (ax,) = fig.axes
+    for name, band in zip(("std", "soft"), ax.collections):
+        curves = np.stack([100 * loadmat(tmp_path / f"{name}_s{s}" / "mini_batch_data.mat")["train_acc"][0]
+                           for s in (0, 1, 2)])
+        lo, hi = curves.mean(0) - curves.std(0, ddof=1), curves.mean(0) + curves.std(0, ddof=1)
+        ys = band.get_paths()[0].vertices[:, 1]
+        assert ys.min() == pytest.approx(lo.min()) and ys.max() == pytest.approx(hi.max())
+    with pytest.raises(ReidError, match="band 'iqr' is not one of minmax, std"):
+        study_figure(study_groups([load_run(d) for d in dirs]), band="iqr")

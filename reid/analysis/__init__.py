@@ -6,18 +6,21 @@ Example::
     png, table = compare(["outputs/standard", "outputs/soft"], metrics="train_acc", range_="0:0.1")
 
 Modules: ``runs`` (reading a .mat), ``curves`` (smoothing, range, x axis), ``summary`` (the
-table), ``plot`` (the figure), ``compare`` (all of it, and the conventions in its docstring:
-weighting, smoothing, range, x axis).
+table), ``study`` (runs over seeds: groups, mean ± std, paired differences), ``plot`` (the
+figures), ``compare`` (all of it, and the conventions in its docstring: weighting,
+smoothing, range, x axis).
 """
 
 from .compare import compare, default_out
 from .curves import curve, epoch_positions, moving_average, parse_range, range_indices
-from .plot import DEFAULT_METRICS, figure_size_px, plot_runs
+from .plot import BANDS, DEFAULT_METRICS, figure_size_px, plot_runs, plot_study, study_figure
 from .runs import Run, available_metrics, load_run
+from .study import Group, PairedDifference, paired_difference, study_groups, study_table
 from .summary import summarize, summary_table
 
 __all__ = [
-    "DEFAULT_METRICS", "Run", "available_metrics", "compare", "curve", "default_out", "epoch_positions",
-    "figure_size_px", "load_run", "moving_average", "parse_range", "plot_runs", "range_indices",
+    "BANDS", "DEFAULT_METRICS", "Group", "PairedDifference", "Run", "available_metrics", "compare", "curve",
+    "default_out", "epoch_positions", "figure_size_px", "load_run", "moving_average", "paired_difference",
+    "parse_range", "plot_runs", "plot_study", "range_indices", "study_figure", "study_groups", "study_table",
     "summarize", "summary_table",
 ]

@@ -59,8 +59,9 @@ from typing import Iterable, Sequence
 from ..errors import ReidError
 from ..io import atomic_write_text
 from .curves import parse_range
-from .plot import DEFAULT_METRICS, plot_runs
+from .plot import BANDS, DEFAULT_METRICS, plot_runs, plot_study
 from .runs import Run, unique_names, load_run
+from .study import Group, study_groups, study_table
 from .summary import summary_table
 
 
@@ -83,12 +84,15 @@ def _parse_metrics(metrics: str | Iterable[str] | None) -> list[str]:
 
 def compare(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = None,
             metrics: str | Sequence[str] | None = None, smooth: int = 1, x: str = "batch",
-            range_: str | Sequence[float] | None = None) -> tuple[Path, str]:
+            range_: str | Sequence[float] | None = None, band: str = "minmax") -> tuple[Path, str]:
     """Load the runs, write the figure to ``out`` and the summary table to ``out`` with ``.md``.
 
     Returns (figure path, Markdown table). ``out`` defaults to :func:`default_out`;
     ``metrics`` is a list or a comma-separated string (default train/val loss and
     accuracy); ``range_`` is ``"a:b"`` or ``(a, b)`` (fractions, see the module docstring).
+    When the runs form a study over seeds (:func:`reid.analysis.study_groups`), the figure
+    shows each config's mean curve with a ``band`` (``"minmax"`` or ``"std"``) and the table
+    is :func:`reid.analysis.study_table`.
 
     Example::
 
@@ -102,9 +106,15 @@ def compare(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = 
     out_path = Path(out) if out is not None else default_out(runs)
     if not out_path.suffix:
         out_path = out_path.with_suffix(".png")
-    plot_runs(runs, out_path, metrics=metric_list, smooth=smooth, x=x, fraction=fraction)
-    table = summary_table(runs)
-    md = _markdown_report(runs, out_path, table, metric_list, smooth, x, fraction)
+    groups = study_groups(runs)
+    if groups:
+        plot_study(groups, out_path, metrics=metric_list, smooth=smooth, x=x, fraction=fraction, band=band)
+        table = study_table(groups)
+        md = _study_report(groups, out_path, table, metric_list, smooth, x, fraction, band)
+    else:
+        plot_runs(runs, out_path, metrics=metric_list, smooth=smooth, x=x, fraction=fraction)
+        table = summary_table(runs)
+        md = _markdown_report(runs, out_path, table, metric_list, smooth, x, fraction)
     atomic_write_text(out_path.with_suffix(".md"), md)
     return out_path, table
 
@@ -124,4 +134,28 @@ def _markdown_report(runs: Sequence[Run], out_path: Path, table: str, metrics: S
     buf.write("Runs:\n\n")
     for name, run in zip(names, runs):
         buf.write(f"- {name}: `{run.mat_path}`\n")
+    return buf.getvalue()
+
+
+def _study_report(groups: Sequence[Group], out_path: Path, table: str, metrics: Sequence[str], smooth: int,
+                  x: str, fraction: tuple[float, float], band: str) -> str:
+    buf = io.StringIO()
+    buf.write(f"# Study over seeds: {' vs '.join(g.name for g in groups)}\n\n")
+    buf.write(f"![curves]({out_path.name})\n\n")
+    buf.write(table)
+    buf.write("\nPer config: mean ± sample standard deviation (n-1) over its seeds, in %. final val acc = "
+              "validation accuracy of the last complete epoch (val mini-batches weighted by val_batch_size); "
+              "rank-1/mAP = last evaluation in the .mat (eval_*), else results.json.")
+    if len(groups) > 1:
+        buf.write(" A pair's difference is taken seed by seed: runs of one seed see the same images in the same "
+                  "order with the same augmentation, so what the seed does to both configs cancels out of the "
+                  "difference.")
+    buf.write("\n\n")
+    buf.write(f"Plot: metrics {', '.join(metrics)}; line = mean over seeds, band = {BANDS[band]} over seeds; "
+              f"x = {x}; smoothing = {smooth} (trailing moving average, per run before averaging); "
+              f"range = {fraction[0]:g}:{fraction[1]:g} of the longest run.\n\n")
+    buf.write("Runs:\n\n")
+    for g in groups:
+        for seed, run in g.runs.items():
+            buf.write(f"- {g.name}, seed {seed}: `{run.mat_path}`\n")
     return buf.getvalue()

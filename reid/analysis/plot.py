@@ -14,10 +14,13 @@ import textwrap
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from ..errors import ReidError
 from ..io import atomic_write_with
 from .curves import curve, parse_range, range_indices
 from .runs import Run, check_metric, metric_group, unique_names
+from .study import Group
 
 
 DEFAULT_METRICS: tuple[str, ...] = ("train_loss", "train_acc", "val_loss", "val_acc")
@@ -71,11 +74,106 @@ def plot_runs(runs: Sequence[Run], out_path: str | os.PathLike,
 
         plot_runs([run_a, run_b], "cmp.png", metrics=["train_acc"], smooth=20, fraction=(0, 0.1))
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    fmt = _format(out_path)
+    runs, metrics, fraction = _checked(runs, metrics, smooth, x, fraction)
+    names = unique_names(runs)
+    fig, panels = _figure(metrics, runs, fraction)
+    for (ax, metric, window) in panels:
+        drawn = 0
+        for i, (run, name) in enumerate(zip(runs, names)):
+            xs, ys = curve(run, metric, smooth=int(smooth), x=x, window=window)
+            label = name if run.criterion in ("?", name) else f"{name} ({run.criterion})"
+            if not ys.size:
+                label += " (no data)"
+            style = _LINESTYLES[i % len(_LINESTYLES)]
+            # Very short curves would be invisible as lines: mark the points too.
+            marker = "o" if 0 < ys.size <= 30 else None
+            ax.plot(xs, ys, color=f"C{i % 10}", linestyle=style, linewidth=1.2, marker=marker,
+                    markersize=3, label=label)
+            drawn += ys.size
+        _label_panel(ax, metric, x, drawn)
+    fig.suptitle(_title(names, int(smooth), fraction, figure_size_px(len(metrics))[0]), fontsize=11)
+    return _save(fig, out_path, fmt)
 
-    runs = list(runs)
-    metrics = list(metrics)
+
+BANDS = {"minmax": "min-max", "std": "±1 std"}
+
+
+def study_figure(groups: Sequence[Group], metrics: Sequence[str] = DEFAULT_METRICS, smooth: int = 1,
+                 x: str = "batch", fraction: tuple[float, float] = (0.0, 1.0), band: str = "minmax"):
+    """The study figure: one panel per metric, per config the mean curve over its seeds and a band.
+
+    Each run's curve is made as in :func:`plot_runs` (smoothing, window, x axis); at each
+    mini-batch the line is the mean over the seeds that reached it and the band spans their
+    min to max (``band="minmax"``) or mean ± 1 sample std (``band="std"``), as the legend says.
+    One colour per config. Returns the matplotlib Figure (see :func:`plot_study` to write it).
+    """
+    if band not in BANDS:
+        raise ReidError(f"band {band!r} is not one of {', '.join(BANDS)}")
+    runs = [run for g in groups for run in g.runs.values()]
+    runs, metrics, fraction = _checked(runs, metrics, smooth, x, fraction)
+    fig, panels = _figure(metrics, runs, fraction)
+    for (ax, metric, window) in panels:
+        drawn = 0
+        for i, g in enumerate(groups):
+            curves = [curve(run, metric, smooth=int(smooth), x=x, window=window) for run in g.runs.values()]
+            xs = max((c[0] for c in curves), key=len)
+            stack = np.full((len(curves), xs.size), np.nan)
+            for row, (_, ys) in zip(stack, curves):
+                row[:ys.size] = ys
+            drawn += xs.size
+            if not xs.size:
+                ax.plot([], [], color=f"C{i % 10}", label=f"{g.name} (no data)")
+                continue
+            mean = np.nanmean(stack, axis=0)
+            seeds = len(curves)
+            label = f"{g.name} (1 seed)" if seeds == 1 else f"{g.name} (mean of {seeds} seeds, band {BANDS[band]})"
+            ax.plot(xs, mean, color=f"C{i % 10}", linewidth=1.2, label=label)
+            if seeds > 1:
+                lo, hi = _band(stack, mean, band)
+                ax.fill_between(xs, lo, hi, color=f"C{i % 10}", alpha=0.25, linewidth=0)
+        _label_panel(ax, metric, x, drawn)
+    fig.suptitle(_title([g.name for g in groups], int(smooth), fraction, figure_size_px(len(metrics))[0]),
+                 fontsize=11)
+    return fig
+
+
+def plot_study(groups: Sequence[Group], out_path: str | os.PathLike, metrics: Sequence[str] = DEFAULT_METRICS,
+               smooth: int = 1, x: str = "batch", fraction: tuple[float, float] = (0.0, 1.0),
+               band: str = "minmax") -> Path:
+    """Write :func:`study_figure` atomically to ``out_path`` (PNG/PDF/SVG); same size as :func:`plot_runs`'.
+
+    Example::
+
+        plot_study(study_groups(runs), "study.png", metrics=["train_acc", "val_acc"], band="std")
+    """
+    fmt = _format(out_path)
+    fig = study_figure(groups, metrics, smooth, x, fraction, band)
+    return _save(fig, out_path, fmt)
+
+
+def _band(stack: np.ndarray, mean: np.ndarray, band: str) -> tuple[np.ndarray, np.ndarray]:
+    if band == "minmax":
+        return np.nanmin(stack, axis=0), np.nanmax(stack, axis=0)
+    counts = np.sum(~np.isnan(stack), axis=0)
+    std = np.zeros_like(mean)
+    many = counts > 1
+    std[many] = np.nanstd(stack[:, many], axis=0, ddof=1)
+    return mean - std, mean + std
+
+
+def _format(out_path: str | os.PathLike) -> str:
+    out_path = Path(out_path)
+    fmt = out_path.suffix.lower().lstrip(".")
+    if fmt not in ("png", "pdf", "svg"):
+        raise ReidError(f"{out_path}: the output must end in .png (or .pdf/.svg)")
+    return fmt
+
+
+def _checked(runs: Sequence[Run], metrics: Sequence[str], smooth: int, x: str,
+             fraction) -> tuple[list[Run], list[str], tuple[float, float]]:
+    """The arguments checked: (runs, metrics, fraction); ReidError naming the bad one."""
+    runs, metrics = list(runs), list(metrics)
     if not runs:
         raise ReidError("no runs to compare; pass at least one run directory or .mat file")
     if not metrics:
@@ -88,48 +186,40 @@ def plot_runs(runs: Sequence[Run], out_path: str | os.PathLike,
     for run in runs:
         for m in metrics:
             check_metric(run, m)
-    out_path = Path(out_path)
-    fmt = out_path.suffix.lower().lstrip(".")
-    if fmt not in ("png", "pdf", "svg"):
-        raise ReidError(f"{out_path}: the output must end in .png (or .pdf/.svg)")
+    return runs, metrics, fraction
 
-    names = unique_names(runs)
+
+def _figure(metrics: Sequence[str], runs: Sequence[Run], fraction: tuple[float, float]):
+    """(figure, [(axes, metric, mini-batch window)]): the panels, windows cut from the longest run."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     w_px, h_px = figure_size_px(len(metrics))
     fig = Figure(figsize=(w_px / DPI, h_px / DPI), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     cols = min(MAX_COLUMNS, len(metrics))
     rows = math.ceil(len(metrics) / cols)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    colors = [f"C{i % 10}" for i in range(len(runs))]
-    for ax, metric in zip(axes, metrics):
-        longest = max(run.arrays[metric].size for run in runs)
-        window = range_indices(longest, fraction)
-        drawn = 0
-        for i, (run, name) in enumerate(zip(runs, names)):
-            xs, ys = curve(run, metric, smooth=int(smooth), x=x, window=window)
-            label = name if run.criterion in ("?", name) else f"{name} ({run.criterion})"
-            if not ys.size:
-                label += " (no data)"
-            style = _LINESTYLES[i % len(_LINESTYLES)]
-            # Very short curves would be invisible as lines: mark the points too.
-            marker = "o" if 0 < ys.size <= 30 else None
-            ax.plot(xs, ys, color=colors[i], linestyle=style, linewidth=1.2, marker=marker,
-                    markersize=3, label=label)
-            drawn += ys.size
-        if not drawn:
-            ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes, color="0.4")
-        group = metric_group(metric)
-        if x == "epoch":
-            ax.set_xlabel("epoch")
-        else:
-            ax.set_xlabel("mini-batch" if group == "train" else "validation mini-batch")
-        ax.set_ylabel(_LABELS.get(metric, metric))
-        ax.set_title(metric, fontsize=10)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
-    fig.suptitle(_title(names, int(smooth), fraction, w_px), fontsize=11)
+    windows = [range_indices(max(run.arrays[m].size for run in runs), fraction) for m in metrics]
+    return fig, list(zip(axes, metrics, windows))
 
+
+def _label_panel(ax, metric: str, x: str, drawn: int) -> None:
+    if not drawn:
+        ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes, color="0.4")
+    if x == "epoch":
+        ax.set_xlabel("epoch")
+    else:
+        ax.set_xlabel("mini-batch" if metric_group(metric) == "train" else "validation mini-batch")
+    ax.set_ylabel(_LABELS.get(metric, metric))
+    ax.set_title(metric, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+
+
+def _save(fig, out_path: str | os.PathLike, fmt: str) -> Path:
+    out_path = Path(out_path)
     atomic_write_with(out_path, lambda f: fig.savefig(f, format=fmt, dpi=DPI))
     return out_path

@@ -81,10 +81,15 @@ def _as_float(v) -> float | None:
         return None
 
 
+def as_percent(v: float) -> float:
+    """A fraction as %; a value above 1 is taken as already in %."""
+    return v if v > 1.0 else 100.0 * v
+
+
 def _pct(v: float | None) -> str:
     if v is None or not math.isfinite(v):
         return "-"
-    return f"{v:.2f}%" if v > 1.0 else f"{100 * v:.2f}%"  # > 1: already in %
+    return f"{as_percent(v):.2f}%"
 
 
 def _num(v: float | None) -> str:

@@ -1,0 +1,199 @@
+"""Studies over seeds: runs grouped by config, mean ± std over seeds, paired differences.
+
+Example::
+
+    from reid.analysis import load_run, study_groups, study_table
+    runs = [load_run(d) for d in ["outputs/standard_s0", "outputs/standard_s1", "outputs/soft_s0", "outputs/soft_s1"]]
+    groups = study_groups(runs)          # [Group("standard", {0: ..., 1: ...}), Group("soft", {...})]
+    print(study_table(groups))
+
+Conventions (relied on by the tests):
+
+* **Groups**: a run belongs to the group named after its directory with a trailing
+  ``_s<digits>`` removed (``soft_s3`` -> ``soft``; ``seed3/soft`` -> ``soft``), groups in the
+  order their first run was given. Its **seed** is ``seed`` of the run's resolved config
+  (the ``.mat``'s ``config``), else the ``_s<digits>`` of its name. The runs form a study
+  when some group holds runs of two or more seeds; two runs of one group with the same
+  seed are then an error.
+* **Numbers** per run are :func:`reid.analysis.summarize`'s ``val_acc_final``, ``rank1``
+  and ``mAP``, in %. Per group: the mean and the sample standard deviation (n - 1) over
+  its seeds.
+* **Paired differences**: for groups A before B, ``d_s = B_s - A_s`` over the seeds both
+  have (same seed = same images in the same order), in percentage points; the mean, a
+  95% confidence interval ``mean ± t(0.975, n-1) * sd(d) / sqrt(n)`` (Student t, n - 1
+  degrees of freedom; none for one seed) and the count of seeds where B > A.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import yaml
+
+from ..errors import ReidError
+from .runs import Run
+from .summary import as_percent, summarize
+
+SEED_SUFFIX = re.compile(r"^(?P<name>.+)_s(?P<seed>\d+)$")
+# (summarize key, column title) of the numbers compared over seeds.
+STUDY_METRICS: tuple[tuple[str, str], ...] = (("val_acc_final", "final val acc"), ("rank1", "rank-1"),
+                                              ("mAP", "mAP"))
+CONFIDENCE = 0.95
+
+
+@dataclass
+class Group:
+    """The runs of one config, by seed (ascending)."""
+
+    name: str
+    runs: dict[int, Run]
+
+
+@dataclass
+class PairedDifference:
+    """``b - a`` per common seed (percentage points), its mean, 95% t interval and win count."""
+
+    seeds: list[int]
+    diffs: list[float]
+    mean: float | None
+    ci: tuple[float, float] | None
+    wins: int    # seeds where b > a
+    losses: int  # seeds where b < a
+
+
+def group_name(run: Run) -> str:
+    """The run directory's name without a trailing ``_s<seed>``."""
+    m = SEED_SUFFIX.match(run.name)
+    return m.group("name") if m else run.name
+
+
+def run_seed(run: Run) -> int | None:
+    """``seed`` of the run's resolved config, else the ``_s<seed>`` of its name, else None."""
+    try:
+        config = yaml.safe_load(run.config_text) if run.config_text else None
+    except yaml.YAMLError:
+        config = None
+    if isinstance(config, dict) and isinstance(config.get("seed"), int):
+        return config["seed"]
+    m = SEED_SUFFIX.match(run.name)
+    return int(m.group("seed")) if m else None
+
+
+def study_groups(runs: Sequence[Run]) -> list[Group] | None:
+    """The runs grouped by config when they form a study (see the module docstring), else None.
+
+    Example::
+
+        groups = study_groups([load_run(d) for d in dirs])
+        [(g.name, sorted(g.runs)) for g in groups]   # [("standard", [0, 1, 2]), ("soft", [0, 1, 2])]
+    """
+    members: dict[str, list[tuple[int | None, Run]]] = {}
+    for run in runs:
+        members.setdefault(group_name(run), []).append((run_seed(run), run))
+    if not any(len({s for s, _ in m if s is not None}) > 1 for m in members.values()):
+        return None
+    groups = []
+    for name, m in members.items():
+        by_seed: dict[int, Run] = {}
+        for seed, run in m:
+            if seed is None:
+                raise ReidError(f"{run.mat_path}: cannot tell the seed of this run (no seed in its config, no _s<seed> "
+                                "in its name); pass runs written by train.py")
+            if seed in by_seed:
+                raise ReidError(f"runs {by_seed[seed].path} and {run.path} of {name} both have seed {seed}; a study "
+                                "needs one run per config and seed, so pass only one of them")
+            by_seed[seed] = run
+        groups.append(Group(name, dict(sorted(by_seed.items()))))
+    return groups
+
+
+def seed_values(group: Group, key: str) -> dict[int, float]:
+    """``summarize(run)[key]`` in % for each seed of ``group`` that has it."""
+    out = {}
+    for seed, run in group.runs.items():
+        v = summarize(run)[key]
+        if v is not None and math.isfinite(v):
+            out[seed] = as_percent(v)
+    return out
+
+
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """(mean, sample standard deviation with n - 1); None where undefined (no value / one value)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return None, None
+    return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else None)
+
+
+def t_quantile(n: int) -> float:
+    """The two-sided ``CONFIDENCE`` quantile of Student's t with n - 1 degrees of freedom."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + CONFIDENCE / 2, n - 1))
+
+
+def paired_difference(a: dict[int, float], b: dict[int, float]) -> PairedDifference:
+    """``b[s] - a[s]`` over the seeds both have, with mean, 95% t interval and win count.
+
+    Example::
+
+        d = paired_difference({0: 50.0, 1: 52.0}, {0: 51.0, 1: 52.5})
+        d.diffs, d.mean, d.wins    # [1.0, 0.5], 0.75, 2
+    """
+    seeds = sorted(set(a) & set(b))
+    diffs = [b[s] - a[s] for s in seeds]
+    mean, sd = mean_std(diffs)
+    ci = None
+    if sd is not None:
+        half = t_quantile(len(diffs)) * sd / math.sqrt(len(diffs))
+        ci = (mean - half, mean + half)
+    return PairedDifference(seeds, diffs, mean, ci, sum(d > 0 for d in diffs), sum(d < 0 for d in diffs))
+
+
+def _fmt(v: float | None, signed: bool = False) -> str:
+    return "-" if v is None else (f"{v:+.2f}" if signed else f"{v:.2f}")
+
+
+def _mean_std_cell(values: dict[int, float], seeds: int) -> str:
+    mean, std = mean_std(list(values.values()))
+    if mean is None:
+        return "-"
+    cell = f"{_fmt(mean)} ± {_fmt(std)}%"
+    return cell if len(values) == seeds else f"{cell} (n={len(values)})"
+
+
+def study_table(groups: Sequence[Group]) -> str:
+    """Markdown: mean ± std per config, then each pair's per-seed differences, interval and wins.
+
+    Example::
+
+        print(study_table(study_groups(runs)))
+    """
+    header = ["config", "seeds"] + [title for _, title in STUDY_METRICS]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * len(STUDY_METRICS)]
+    for g in groups:
+        cells = [_mean_std_cell(seed_values(g, key), len(g.runs)) for key, _ in STUDY_METRICS]
+        lines.append(f"| {g.name} | {', '.join(map(str, g.runs))} | " + " | ".join(cells) + " |")
+    if len(groups) > 1:
+        lines += ["", f"Paired differences (same seed = same data order), in percentage points; "
+                      f"{CONFIDENCE:.0%} CI = mean ± t(0.975, n-1) · sd / √n (Student t):", "",
+                  "| pair | metric | per seed | mean | 95% CI (t) | wins |", "|---|---|---|---:|---|---|"]
+        for i, a in enumerate(groups):
+            for b in groups[i + 1:]:
+                for key, title in STUDY_METRICS:
+                    lines.append(_difference_row(a, b, key, title))
+    return "\n".join(lines) + "\n"
+
+
+def _difference_row(a: Group, b: Group, key: str, title: str) -> str:
+    d = paired_difference(seed_values(a, key), seed_values(b, key))
+    per_seed = ", ".join(f"s{s} {v:+.2f}" for s, v in zip(d.seeds, d.diffs)) or "-"
+    ci = "-" if d.ci is None else f"[{d.ci[0]:+.2f}, {d.ci[1]:+.2f}]"
+    ties = len(d.diffs) - d.wins - d.losses
+    wins = "-" if not d.diffs else f"{b.name} > {a.name} in {d.wins} of {len(d.diffs)} seeds" + (
+        f" ({ties} tied)" if ties else "")
+    return f"| {b.name} − {a.name} | {title} | {per_seed} | {_fmt(d.mean, signed=True)} | {ci} | {wins} |"
