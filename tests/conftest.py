@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,27 @@ def tiny_overrides(tmp_path, synthetic_root) -> list[str]:
     return [f"data.root={synthetic_root}", "data.synthetic=null", f"data.cache_dir={tmp_path / 'cache'}",
             "data.size=[32,16]", "data.val_per_id=1", "model.name=resnet18", "model.pretrained=none",
             "train.batch_size=6", "train.epochs=2", "eval.every_epochs=1", f"output.root={tmp_path / 'outputs'}"]
+
+
+@pytest.fixture
+def stub_env(tmp_path):
+    """A stub trainer (tests/stub_trainer.py) as PYTHON, configs standard.yaml and soft.yaml.
+
+    Returns (tmp_path, env, standard config, soft config); the stub's calls are logged in
+    ``tmp_path / "calls.jsonl"`` and its runs go under ``tmp_path / "outputs"``.
+    """
+    stub = tmp_path / "bin" / "python"
+    stub.parent.mkdir()
+    stub.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{REPO / "tests" / "stub_trainer.py"}" "$@"\n')
+    stub.chmod(0o755)
+    cfg = tmp_path / "configs"
+    cfg.mkdir()
+    for name in ("standard", "soft"):
+        (cfg / f"{name}.yaml").write_text(f"# {name}\n")
+    fake_train = tmp_path / "train.py"  # only its name matters: the stub never runs it
+    fake_train.write_text("raise SystemExit('not to be run')\n")
+    env = dict(os.environ, PYTHON=str(stub), REID_TRAIN_PY=str(fake_train), STUB_ROOT=str(tmp_path / "outputs"),
+               STUB_LOG=str(tmp_path / "calls.jsonl"))
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return tmp_path, env, cfg / "standard.yaml", cfg / "soft.yaml"
+

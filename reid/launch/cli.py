@@ -1,0 +1,84 @@
+"""What the launch commands (``paired.sh``, ``study.sh``) share on the command line.
+
+Example::
+
+    parser = Parser(prog="study.sh", description="...")
+    add_run_arguments(parser, "the configs to compare")   # CONFIG..., --set, --gpus, --device
+    args = parser.parse_intermixed_args(argv)
+    return run_launch(lambda: body(args))   # error: ... / exit codes, Ctrl-C
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, NoReturn, Sequence
+
+from ..cli import EXIT_INTERRUPTED, run_main
+from ..errors import ReidError
+from .runner import LaunchError
+
+EXIT_RUN_FAILED = 1
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line ``error: ...`` and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+
+def add_run_arguments(p: argparse.ArgumentParser, configs_help: str) -> None:
+    """The configs, and ``--set``, ``--gpus``, ``--device``: how every run of the command is trained."""
+    p.add_argument("configs", nargs="*", metavar="CONFIG", help=configs_help)
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override forwarded to every run (repeatable)")
+    p.add_argument("--gpus", default="", metavar="IDS", help="GPU ids, e.g. 0,1: each run pinned to one "
+                   "(CUDA_VISIBLE_DEVICES)")
+    p.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"], help="forwarded to train.py")
+
+
+def check_configs(configs: Sequence[str]) -> list[Path]:
+    """The config paths, each checked to exist."""
+    for c in configs:
+        if not Path(c).is_file():
+            raise LaunchError(f"config {c} not found; pass existing config files (see configs/)")
+    return [Path(c) for c in configs]
+
+
+def check_sets(sets: Sequence[str], reserved: dict[str, str] | None = None) -> None:
+    """Every ``--set`` is ``key=value``; ``reserved`` keys (the command sets them) are refused with why."""
+    for s in sets:
+        if "=" not in s:
+            raise LaunchError(f"--set {s} is not key=value, e.g. --set train.epochs=5")
+        key = s.split("=", 1)[0].strip()
+        if reserved and key in reserved:
+            raise LaunchError(f"--set {s}: {reserved[key]}")
+
+
+def write_comparison(run_dirs: Sequence[Path], out: Path) -> bool:
+    """Compare the runs into ``out`` (PNG) and ``out`` with ``.md``; print the table. False on failure."""
+    from ..analysis import compare
+
+    try:
+        png, table = compare(run_dirs, out=out)
+    except ReidError as e:
+        print(f"error: the comparison of {', '.join(map(str, run_dirs))} failed: {e}", file=sys.stderr)
+        return False
+    print(table, end="")
+    print(f"wrote {png} and {png.with_suffix('.md')}")
+    return True
+
+
+def run_launch(body: Callable[[], int]) -> int:
+    """Run ``body`` as a command: ``error: ...`` and exit 2 for user mistakes, 130 after Ctrl-C/SIGTERM."""
+    def guarded() -> int:
+        try:
+            return body()
+        except KeyboardInterrupt:
+            print("interrupted: the runs stopped where they were; rerun the same command to resume them",
+                  file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+    return run_main(guarded)

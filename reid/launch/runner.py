@@ -1,0 +1,312 @@
+"""Launching trainer processes: run directories, device slots, runs at once, the final report.
+
+What ``scripts/paired.sh`` and ``scripts/study.sh`` share. A :class:`Job` is one
+``train.py --config C --resume auto --set ...`` process; :func:`run_jobs` runs a list of
+them on *slots* (:func:`device_slots`): each slot runs one job at a time, pinned to its GPU
+with ``CUDA_VISIBLE_DEVICES``; a job that fails does not stop the others.
+
+Example::
+
+    from reid.launch.runner import Job, TrainerCommand, device_slots, report, run_jobs
+
+    trainer = TrainerCommand.from_env(device="cuda")
+    jobs = [Job("soft_s0", Path("configs/soft.yaml"), ["seed=0", "output.name=soft_s0"])]
+    for job in jobs:
+        job.run_dir = trainer.run_dir(job.config, job.overrides)
+    outcomes = run_jobs(jobs, device_slots(["0", "1"], per_gpu=2), trainer)
+    all_finished = report(outcomes)
+
+Each job's output (stdout and stderr) goes to the terminal, prefixed ``[label]`` when
+several jobs run at once, and is appended to ``<run_dir>.log`` beside the run directory;
+its last line is what :func:`report` shows for a failed job.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Sequence
+
+from ..errors import ReidError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class LaunchError(ReidError):
+    """A command line or a config the launcher cannot start runs from."""
+
+
+@dataclass
+class Job:
+    """One training run: ``label`` names it in the output, ``overrides`` are its ``--set`` values.
+
+    ``run_dir`` is filled by :meth:`TrainerCommand.run_dir`; ``error`` says why the job
+    cannot start (its config does not load), in which case it is reported as failed.
+    """
+
+    label: str
+    config: Path
+    overrides: list[str]
+    run_dir: Path | None = None
+    error: str | None = None
+
+    @property
+    def log_path(self) -> Path | None:
+        """Where the job's output is appended: ``<run_dir>.log``, beside the run directory."""
+        return None if self.run_dir is None else self.run_dir.with_name(self.run_dir.name + ".log")
+
+
+@dataclass
+class Outcome:
+    """How a job ended: the trainer's exit code (0 = finished) and the last line it printed."""
+
+    job: Job
+    returncode: int
+    last_line: str = ""
+    slot: str | None = field(default=None)
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+@dataclass
+class TrainerCommand:
+    """How to call the trainer: ``python`` runs ``script`` with ``args`` (``--resume auto`` ...).
+
+    ``from_env`` honours ``PYTHON`` (the interpreter; default: this one) and ``REID_TRAIN_PY``
+    (the trainer script; default ``train.py`` of this checkout), as the shell scripts did.
+    """
+
+    python: str
+    script: Path
+    args: list[str]
+
+    @classmethod
+    def from_env(cls, device: str | None = None) -> "TrainerCommand":
+        script = Path(os.environ.get("REID_TRAIN_PY") or REPO / "train.py")
+        if not script.is_file():
+            raise LaunchError(f"{script} not found; run from a checkout of the project (or point REID_TRAIN_PY "
+                              "at the trainer script)")
+        args = ["--resume", "auto"] + (["--device", device] if device else [])
+        return cls(os.environ.get("PYTHON") or sys.executable, script, args)
+
+    def argv(self, job: Job) -> list[str]:
+        """The command line that trains ``job``."""
+        return [*self._config_argv(job.config, job.overrides), *self.args]
+
+    def run_dir(self, config: Path, overrides: Sequence[str]) -> Path:
+        """Ask the trainer where the run of ``config`` with ``overrides`` lives (``--print-run-dir``).
+
+        Raises :class:`LaunchError` with the trainer's last line when the config does not load.
+        """
+        try:
+            r = subprocess.run([*self._config_argv(config, overrides), "--print-run-dir"], capture_output=True,
+                               text=True)
+        except OSError as e:
+            raise LaunchError(f"cannot run {self.python}: {e.strerror or e}; set PYTHON to a Python interpreter "
+                              "with this project's requirements") from e
+        lines = [line for line in r.stdout.splitlines() if line.strip()]
+        if r.returncode != 0:
+            why = last_line(r.stderr + "\n" + r.stdout) or f"exit code {r.returncode}"
+            raise LaunchError(f"cannot resolve the run directory of {config} ({self.script.name} "
+                              f"--print-run-dir failed): {why}")
+        if not lines:
+            raise LaunchError(f"{self.script.name} --print-run-dir printed nothing for {config}")
+        return Path(lines[-1].strip())
+
+    def _config_argv(self, config: Path, overrides: Sequence[str]) -> list[str]:
+        return [self.python, str(self.script), "--config", str(config), *(a for s in overrides for a in ("--set", s))]
+
+
+def last_line(text: str) -> str:
+    """The last non-blank line of ``text`` (progress-bar carriage returns count as line ends)."""
+    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def parse_gpus(text: str | None) -> list[str]:
+    """``"0,1"`` -> ``["0", "1"]``; None or ``""`` -> ``[]`` (no pinning).
+
+    Example::
+
+        parse_gpus("0,1")   # -> ["0", "1"]
+    """
+    if not text:
+        return []
+    ids = [g.strip() for g in text.split(",")]
+    if any(not g or " " in g for g in ids):
+        raise LaunchError(f"--gpus {text}: give GPU ids separated by commas, e.g. --gpus 0,1")
+    if len(set(ids)) != len(ids):
+        raise LaunchError(f"--gpus {text}: a GPU is listed twice; list each once and use --per-gpu to pack runs")
+    return ids
+
+
+def device_slots(gpus: Sequence[str], per_gpu: int = 1, jobs: int = 1) -> list[str | None]:
+    """Where runs go: one entry per run that may train at once, its ``CUDA_VISIBLE_DEVICES`` or None.
+
+    With GPUs, ``per_gpu`` runs share each GPU, the GPUs taken in turn so that the first
+    runs spread over all of them; without, ``jobs`` runs at once, not pinned.
+
+    Example::
+
+        device_slots(["0", "1"], per_gpu=2)   # -> ["0", "1", "0", "1"]
+        device_slots([], jobs=1)              # -> [None]: one run at a time
+    """
+    if per_gpu < 1 or jobs < 1:
+        raise LaunchError(f"runs at once must be at least 1 (got --per-gpu {per_gpu}, --jobs {jobs})")
+    if gpus:
+        return [g for _ in range(per_gpu) for g in gpus]
+    return [None] * jobs
+
+
+def run_jobs(jobs: Sequence[Job], slots: Sequence[str | None], trainer: TrainerCommand,
+             out: IO[str] | None = None) -> list[Outcome]:
+    """Train ``jobs`` in order, each on the next free slot; return their outcomes in job order.
+
+    A job whose ``error`` is set is not started (its outcome carries the error, exit code 2).
+    Ctrl-C or SIGTERM stops every running trainer (each resumes later with ``--resume auto``)
+    and raises KeyboardInterrupt once they have exited.
+    """
+    out = out or sys.stdout
+    printer = _Printer(out, prefix=len(slots) > 1)
+    outcomes: dict[int, Outcome] = {i: Outcome(job, 2, job.error) for i, job in enumerate(jobs) if job.error}
+    pending = deque(i for i, job in enumerate(jobs) if not job.error)
+    free: deque[str | None] = deque(slots)
+    done: queue.Queue = queue.Queue()
+    running: dict[int, subprocess.Popen] = {}
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+    try:
+        while pending or running:
+            while pending and free:
+                i, slot = pending.popleft(), free.popleft()
+                running[i] = _start(jobs[i], slot, trainer, printer, done, i)
+            i, outcome = done.get()
+            running.pop(i)
+            outcomes[i] = outcome
+            free.append(outcome.slot)
+    except KeyboardInterrupt:
+        for proc in running.values():
+            _terminate(proc)
+        for proc in running.values():
+            proc.wait()
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return [outcomes[i] for i in range(len(jobs))]
+
+
+def report(outcomes: Sequence[Outcome], err: IO[str] | None = None, out: IO[str] | None = None) -> bool:
+    """Print one line per job (finished, or failed with why); True when every job finished."""
+    out, err = out or sys.stdout, err or sys.stderr
+    for o in outcomes:
+        job = o.job
+        if o.ok:
+            print(f"run {job.label} ({job.config}): finished: {job.run_dir}", file=out)
+        elif job.error:
+            print(f"error: run {job.label} ({job.config}) could not start: {job.error}; fix it and rerun this "
+                  "command", file=err)
+        else:
+            print(f"error: run {job.label} ({job.config}) failed with exit code {o.returncode}; last line of its "
+                  f"output: {o.last_line or '(none)'}; its run directory is {job.run_dir} (output in "
+                  f"{job.log_path}); fix it and rerun this command to resume", file=err)
+    out.flush()
+    err.flush()
+    return all(o.ok for o in outcomes)
+
+
+def check_distinct_run_dirs(jobs: Sequence[Job]) -> None:
+    """Raise :class:`LaunchError` when two jobs would train into the same run directory."""
+    seen: dict[Path, Job] = {}
+    for job in jobs:
+        if job.run_dir is None:
+            continue
+        other = seen.setdefault(job.run_dir, job)
+        if other is not job:
+            raise LaunchError(f"{other.config} and {job.config} both resolve to the run directory {job.run_dir}; "
+                              "give them different output.name (or config file names)")
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+class _Printer:
+    """Writes the jobs' output lines to ``out`` one whole line at a time."""
+
+    def __init__(self, out: IO[str], prefix: bool) -> None:
+        self.out, self.prefix, self.lock = out, prefix, threading.Lock()
+
+    def line(self, label: str, text: str) -> None:
+        with self.lock:
+            self.out.write((f"[{label}] " if self.prefix else "") + text.rstrip("\n") + "\n")
+            self.out.flush()
+
+    def note(self, text: str) -> None:
+        with self.lock:
+            self.out.write(text + "\n")
+            self.out.flush()
+
+
+def _start(job: Job, slot: str | None, trainer: TrainerCommand, printer: _Printer, done: queue.Queue,
+           index: int) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")  # lines reach the log as they are printed
+    if slot is not None:
+        env["CUDA_VISIBLE_DEVICES"] = slot
+    where = f" on CUDA_VISIBLE_DEVICES={slot}" if slot is not None else ""
+    printer.note(f"training {job.label} ({job.config}){where}")
+    log = _open_log(job, printer)
+    proc = subprocess.Popen(trainer.argv(job), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1)
+
+    def pump() -> None:
+        last = ""
+        for text in proc.stdout:
+            printer.line(job.label, text)
+            if log is not None:
+                log.write(text)
+                log.flush()
+            last = last_line(text) or last
+        if log is not None:
+            log.close()
+        done.put((index, Outcome(job, proc.wait(), last, slot)))
+
+    threading.Thread(target=pump, name=f"output of {job.label}", daemon=True).start()
+    return proc
+
+
+def _open_log(job: Job, printer: _Printer) -> IO[str] | None:
+    """The job's log opened for appending; None (after a warning) when it cannot be written:
+    the run still trains, and the trainer reports an unwritable output.root itself."""
+    path = job.log_path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(path, "a", encoding="utf-8")
+    except OSError as e:
+        printer.note(f"warning: cannot write {path} ({e.strerror or e}); {job.label}'s output is shown here only")
+        return None
+    log.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.label}: {job.config} {' '.join(job.overrides)}\n")
+    return log
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    try:
+        proc.send_signal(signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()

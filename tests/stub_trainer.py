@@ -1,0 +1,82 @@
+"""Stub interpreter for the launcher tests (paired.sh, study.sh): fakes train.py, runs anything else for real.
+
+Called as ``PYTHON SCRIPT ARGS``: when SCRIPT is not a ``train.py`` the real interpreter runs
+it (the launcher itself, scripts/compare.py). As ``train.py`` it answers ``--print-run-dir``
+(``output.root``/``output.name`` from the overrides, else ``$STUB_ROOT``/config stem), appends
+a JSON line per training call to ``$STUB_LOG`` (config, overrides, CUDA_VISIBLE_DEVICES, start
+and end times, how many stub runs shared its GPU at its start), and writes a contract-3
+``mini_batch_data.mat`` whose numbers depend on the seed. Environment knobs:
+
+* ``STUB_FAIL``: comma-separated config stems or run names that fail (exit 3, last line
+  ``error: stub failure of NAME``);
+* ``STUB_RENDEZVOUS`` (a folder) and ``STUB_WAVE`` (N): the first N runs to start each wait
+  until N have started (20 s at most, else exit 4): they must run at the same time;
+* ``STUB_SECONDS``: how long each run "trains" (default 0).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+if len(sys.argv) < 2 or not sys.argv[1].endswith("train.py"):
+    os.execv(sys.executable, [sys.executable] + sys.argv[1:])
+
+p = argparse.ArgumentParser()
+p.add_argument("--config", required=True)
+p.add_argument("--set", action="append", default=[])
+p.add_argument("--resume")
+p.add_argument("--device")
+p.add_argument("--print-run-dir", action="store_true")
+a = p.parse_args(sys.argv[2:])
+sets = dict(s.split("=", 1) for s in a.set)
+stem = Path(a.config).stem
+name = sets.get("output.name", stem)
+run_dir = Path(sets.get("output.root", os.environ["STUB_ROOT"])) / name
+if a.print_run_dir:
+    print("some log line the trainer might print")
+    print(run_dir)
+    sys.exit(0)
+
+cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
+started = time.time()
+rendezvous = os.environ.get("STUB_RENDEZVOUS")
+sharing = None
+if rendezvous:
+    folder = Path(rendezvous)
+    first_wave = len(list(folder.glob("started_*"))) < int(os.environ.get("STUB_WAVE", "2"))
+    (folder / f"started_{name}").touch()
+    (folder / f"running_{cuda}_{name}").touch()
+    sharing = len(list(folder.glob(f"running_{cuda}_*")))
+    deadline = time.time() + 20
+    while first_wave and len(list(folder.glob("started_*"))) < int(os.environ.get("STUB_WAVE", "2")):
+        if time.time() > deadline:
+            print("stub: the other runs never started", file=sys.stderr)
+            sys.exit(4)
+        time.sleep(0.05)
+time.sleep(float(os.environ.get("STUB_SECONDS", "0")))
+if rendezvous:
+    (Path(rendezvous) / f"running_{cuda}_{name}").unlink()
+with open(os.environ["STUB_LOG"], "a") as f:
+    f.write(json.dumps({"config": a.config, "name": name, "set": a.set, "resume": a.resume, "device": a.device,
+                        "cuda": cuda, "start": started, "end": time.time(), "sharing": sharing}) + "\n")
+if stem in os.environ.get("STUB_FAIL", "").split(",") or name in os.environ.get("STUB_FAIL", "").split(","):
+    print(f"stub: training {name}")
+    print(f"error: stub failure of {name}", file=sys.stderr)
+    sys.exit(3)
+
+import numpy as np  # noqa: E402
+from scipy.io import savemat  # noqa: E402
+
+seed = int(sets.get("seed", 0))
+n, v = 20, 6
+rows = dict(train_loss=np.linspace(5, 1, n) + seed, train_acc=np.linspace(0, 0.9, n), train_epoch=np.repeat([1., 2.], n // 2),
+            train_lr=np.full(n, 0.1), train_batch_size=np.full(n, 8.), val_loss=np.linspace(4, 2, v),
+            val_acc=np.linspace(0.2, 0.6, v) - 0.01 * seed, val_epoch=np.repeat([1., 2.], v // 2),
+            val_batch_size=np.full(v, 5.))
+run_dir.mkdir(parents=True, exist_ok=True)
+savemat(run_dir / "mini_batch_data.mat", {**{k: r.reshape(1, -1) for k, r in rows.items()}, "criterion": stem,
+                                          "config": f"seed: {seed}\n"})
+print("trained", stem)
