@@ -4,7 +4,8 @@
     data   images/s of the classic per-image pipeline vs the cached batched path (one thread)
     train  a bare forward/backward/step loop vs the full trainer step, images/s and their ratio
     eval   distance + ranking + CMC + mAP on a Market-1501-sized problem
-    all    the three, and a JSON of the results beside the printed tables (--json FILE)
+    pack   images/s of 1 run alone vs N runs packed on one GPU (study.sh --per-gpu N)
+    all    data, train and eval, and a JSON of the results beside the printed tables (--json FILE)
 """
 
 import argparse
@@ -18,14 +19,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from reid.cli import run_main  # noqa: E402
 from reid.io import atomic_write_text  # noqa: E402
 
-SUITES = ("data", "train", "eval")
+SUITES = ("data", "train", "eval")  # what `all` runs
+EXTRA = ("pack",)  # not in `all`: several processes for minutes, and only meaningful on a GPU
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true")
     sub = parser.add_subparsers(dest="suite", required=True)
-    for name in SUITES:
+    for name in SUITES + EXTRA:
         importlib.import_module(f"reid.benchmarks.{name}").add_arguments(sub.add_parser(name))
     every = sub.add_parser("all", help="data, train and eval with their defaults")
     every.add_argument("--json", default="outputs/bench.json", help="where to write the results")

@@ -33,3 +33,11 @@ def test_bench_eval_agrees_with_the_per_query_loop():
 def test_bench_data_compares_the_two_pipelines_on_the_same_images():
     out = bench("data", "--images", "64", "--batch-size", "21", "--size", "64", "32", "--repeats", "1").stdout
     assert "(a) classic" in out and "(b) cached" in out and "speedup" in out
+
+
+def test_bench_pack_measures_one_run_alone_and_runs_packed():
+    out = bench("pack", "--device", "cpu", "--model", "resnet18", "--batch", "4", "--size", "32x16", "--steps", "1",
+                "--warmup", "1", "--runs", "2", "--seconds", "0.2").stdout
+    rows = [line for line in out.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    assert [int(r.split("|")[1]) for r in rows] == [1, 2]  # one run alone is always the reference
+    assert rows[0].split("|")[4].strip() == "1.00x"

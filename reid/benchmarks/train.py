@@ -49,7 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--deterministic", action="store_true", help="train.deterministic: true (to measure its cost)")
 
 
-def run(args: argparse.Namespace) -> dict:
+def settings(args: argparse.Namespace) -> SimpleNamespace:
+    """The benchmark's device, config, batch, steps and warm-up from the options (defaults per device)."""
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     batch = args.batch or (64 if cuda else 16)
@@ -67,14 +68,23 @@ def run(args: argparse.Namespace) -> dict:
     })
     configure_backends(cfg.train.deterministic, cfg.train.tf32)
     amp = autocast_dtype(cfg.train.precision, device)
+    return SimpleNamespace(device=device, cfg=cfg, batch=batch, steps=steps, warmup=warmup, amp=amp,
+                           describe={"device": device_name(device), "model": args.model,
+                                     "last_stride": args.last_stride, "batch": batch, "size": f"{height}x{width}",
+                                     "precision": precision_name(amp), "channels_last": cuda,
+                                     "compile": args.compile, "deterministic": args.deterministic})
 
-    bare = bare_loop_speed(cfg, device, amp, batch, steps, warmup, args.classes)
-    full = trainer_speed(cfg, device, batch, steps, warmup, args.classes)
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+
+
+def run(args: argparse.Namespace) -> dict:
+    s = settings(args)
+    bare = bare_loop_speed(s.cfg, s.device, s.amp, s.batch, s.steps, s.warmup, args.classes)
+    full = trainer_speed(s.cfg, s.device, s.batch, s.steps, s.warmup, args.classes)
     result = {
-        "device": torch.cuda.get_device_name(device) if cuda else f"CPU ({torch.get_num_threads()} threads)",
-        "model": args.model, "last_stride": args.last_stride, "batch": batch, "size": f"{height}x{width}",
-        "precision": precision_name(amp), "channels_last": cuda, "compile": args.compile,
-        "deterministic": args.deterministic,
+        **s.describe,
         "bare_images_per_s": bare["images_per_s"], "trainer_images_per_s": full["images_per_s"],
         "ratio": full["images_per_s"] / bare["images_per_s"],
         "market_epoch_s": MARKET_TRAIN_IMAGES / full["images_per_s"],
@@ -120,6 +130,17 @@ def bare_loop_speed(cfg, device, amp, batch, steps, warmup, classes) -> dict:
 def trainer_speed(cfg, device, batch, steps, warmup, classes) -> dict:
     """The trainer's own train_epoch over a cache of random uint8 images (no files, no val)."""
     n = batch * (steps + warmup)
+    trainer = bench_trainer(cfg, device, n, classes)
+    # Warm up on the first `warmup` steps' worth of batches, then time whole epochs of `steps`.
+    trainer.sampler = FixedBatches(n, batch, warmup)
+    trainer.train_epoch(epoch=1, first_step=0)
+    trainer.sampler = FixedBatches(n, batch, steps)
+    return timed(lambda: trainer.train_epoch(epoch=2, first_step=0), 1, 0, batch * steps, device)
+
+
+def bench_trainer(cfg, device: torch.device, n: int, classes: int) -> Trainer:
+    """A Trainer over a cache of ``n`` random uint8 images (no files, no val, no run directory);
+    set its ``sampler`` to a :class:`FixedBatches` and call ``train_epoch``."""
     g = torch.Generator().manual_seed(0)
     h, w = cfg.data.cache_size
     images = torch.randint(0, 256, (n, 3, h, w), dtype=torch.uint8, generator=g)
@@ -131,16 +152,11 @@ def trainer_speed(cfg, device, batch, steps, warmup, classes) -> dict:
     torch.manual_seed(0)
     model = build_model(cfg.model.name, classes, pretrained="none", last_stride=cfg.model.last_stride)
     criterion = build_criterion(cfg.criterion, classes)
-    trainer = Trainer(cfg, run_dir=None, device=device, data=data, model=model, criterion=criterion,
-                      dist=distributed.DistInfo(), progress=False)
-    # Warm up on the first `warmup` steps' worth of batches, then time whole epochs of `steps`.
-    trainer.sampler = _FixedBatches(n, batch, warmup)
-    trainer.train_epoch(epoch=1, first_step=0)
-    trainer.sampler = _FixedBatches(n, batch, steps)
-    return timed(lambda: trainer.train_epoch(epoch=2, first_step=0), 1, 0, batch * steps, device)
+    return Trainer(cfg, run_dir=None, device=device, data=data, model=model, criterion=criterion,
+                   dist=distributed.DistInfo(), progress=False)
 
 
-class _FixedBatches:
+class FixedBatches:
     """``count`` consecutive batches of a random permutation (the trainer's sampler interface)."""
 
     def __init__(self, n: int, batch: int, count: int) -> None:
