@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Train every config with every seed, then compare the configs over the seeds.
+#
+#   scripts/study.sh configs/standard.yaml configs/soft.yaml --seeds 0,1,2,3,4 [--set key=value ...]
+#   scripts/study.sh A.yaml B.yaml C.yaml --seeds 0,1,2 --gpus 0,1 --per-gpu 3
+#
+# Options:
+#   --seeds S1,S2,... the seeds (required); run <stem>_s<seed> trains into output.root/<stem>_s<seed>
+#   --set key=value   forwarded to every run (repeatable; seed and output.name are the study's)
+#   --gpus G1,G2,...  spread the runs over these GPUs, each run pinned to one (CUDA_VISIBLE_DEVICES)
+#   --per-gpu N       with --gpus: N runs at once on each GPU (default 1)
+#   --jobs N          without --gpus: N runs at once (default 1)
+#   --device D        forwarded to train.py (cpu|cuda|auto)
+#   -h, --help
+# Environment: PYTHON (default: python) runs the launcher and train.py;
+#   REID_TRAIN_PY (default: train.py beside scripts/) is the trainer script.
+#
+# Every run uses --resume auto: the same command again after a crash leaves finished runs
+# untouched and continues the interrupted ones. A failed run does not stop the others; the
+# end names it with the last line of its output (all of it is in <run dir>.log). When every
+# run finished: output.root/study_<stem>_vs_<stem>.png and .md, the mean curves with bands
+# and the table over seeds (see README, "Studies over seeds").
+# Exit status: 0 every run and the comparison succeeded; 1 a run or the comparison failed;
+# 2 usage error; 130 interrupted. The logic is reid/launch/study.py.
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-python}"
+command -v "$PY" >/dev/null || { echo "error: $PY not found; set PYTHON to the project's Python, e.g. PYTHON=.venv/bin/python" >&2; exit 2; }
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+exec "$PY" -m reid.launch.study "$@"

@@ -1,0 +1,269 @@
+"""scripts/study.sh: configs x seeds, resumable, spread over GPUs, failures reported at the end.
+
+* Launcher logic with the stub trainer (tests/stub_trainer.py, fast): GPU assignment and
+  packing (each run's CUDA_VISIBLE_DEVICES and how many shared its GPU), one run at a time on
+  the CPU, a failing run that does not stop the others, usage errors.
+* The real train.py on synthetic data (tiny sizes): the study table checked against numbers
+  recomputed here with numpy from the .mat files, a killed study resumed, and a bad override
+  for one config.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import run_snapshot, stub_calls
+from PIL import Image
+from scipy.io import loadmat
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY = REPO / "scripts" / "study.sh"
+DEMO = [REPO / "configs" / "demo_standard.yaml", REPO / "configs" / "demo_soft.yaml"]
+T_975_DF2 = 4.302652729911275  # Student t, 0.975 quantile, 2 degrees of freedom (statistical tables)
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="study.sh needs bash")
+
+
+def run_study(args, env, timeout=120, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(STUDY), *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, **kw)
+
+
+def names(configs, seeds) -> list[str]:
+    return [f"{Path(c).stem}_s{s}" for s in seeds for c in configs]
+
+
+# --------------------------------------------------------------------------- stub trainer
+
+
+def test_study_spreads_and_packs_runs_over_the_gpus(stub_env):
+    tmp_path, env, a, b = stub_env
+    rv = tmp_path / "rendezvous"
+    rv.mkdir()
+    # The first four runs must all be running at once (the stub waits for them): 2 GPUs x 2 per GPU.
+    r = run_study([a, b, "--seeds", "0,1,2", "--gpus", "0,1", "--per-gpu", "2", "--set", "train.epochs=2"],
+                  dict(env, STUB_RENDEZVOUS=str(rv), STUB_WAVE="4", STUB_SECONDS="0.2"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    c = {x["name"]: x for x in stub_calls(tmp_path)}
+    assert sorted(c) == sorted(names([a, b], [0, 1, 2]))
+    for name, x in c.items():
+        seed = name.rsplit("_s", 1)[1]
+        assert x["set"] == ["train.epochs=2", f"seed={seed}", f"output.name={name}"] and x["resume"] == "auto"
+    # Seed by seed, the GPUs taken in turn: the first wave is two runs on each GPU.
+    assert {n: c[n]["cuda"] for n in names([a, b], [0, 1])} == {"standard_s0": "0", "soft_s0": "1",
+                                                               "standard_s1": "0", "soft_s1": "1"}
+    assert {x["cuda"] for x in c.values()} == {"0", "1"}
+    assert max(x["sharing"] for x in c.values()) == 2  # never more than --per-gpu runs on one GPU
+    first_wave_ends = min(c[n]["end"] for n in names([a, b], [0, 1]))
+    assert all(c[n]["start"] < first_wave_ends for n in names([a, b], [0, 1]))
+    assert all(c[n]["start"] >= first_wave_ends for n in names([a, b], [2]))  # waited for a free slot
+    assert "[soft_s2] trained soft" in r.stdout  # several at once: output lines say whose they are
+    assert (tmp_path / "outputs" / "study_standard_vs_soft.png").is_file()
+
+
+def test_study_without_gpus_trains_one_run_at_a_time_unpinned_unless_told(stub_env):
+    tmp_path, env, a, b = stub_env
+    r = run_study([a, b, "--seeds", "4,2", "--device", "cpu"], dict(env, STUB_SECONDS="0.1"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    c = stub_calls(tmp_path)
+    assert [x["name"] for x in c] == names([a, b], [4, 2])  # seed by seed, in the order given
+    assert all(x["cuda"] is None and x["device"] == "cpu" for x in c)
+    assert all(later["start"] >= earlier["end"] for earlier, later in zip(c, c[1:]))  # one at a time
+    assert "\ntrained standard\n" in r.stdout and "[standard_s4]" not in r.stdout  # one at a time: no prefixes
+
+    (tmp_path / "calls.jsonl").unlink()
+    rv = tmp_path / "rendezvous"
+    rv.mkdir()
+    r = run_study([a, b, "--seeds", "0", "--jobs", "2"], dict(env, STUB_RENDEZVOUS=str(rv), STUB_WAVE="2"))
+    assert r.returncode == 0, r.stdout + r.stderr  # both ran at once, else the stub gives up
+    assert [x["cuda"] for x in stub_calls(tmp_path)] == [None, None]
+
+
+def test_study_failing_run_does_not_stop_the_others_and_is_named_with_why(stub_env):
+    tmp_path, env, a, b = stub_env
+    r = run_study([a, b, "--seeds", "0,1"], dict(env, STUB_FAIL="soft_s0"))
+    assert r.returncode == 1
+    assert sorted(x["name"] for x in stub_calls(tmp_path)) == sorted(names([a, b], [0, 1]))  # the later runs too
+    out = tmp_path / "outputs"
+    assert (f"error: run soft_s0 ({b}) failed with exit code 3; last line of its output: error: stub failure of "
+            f"soft_s0; its run directory is {out / 'soft_s0'} (output in {out / 'soft_s0.log'})") in r.stderr
+    assert r.stderr.count("error: run ") == 1
+    for name in set(names([a, b], [0, 1])) - {"soft_s0"}:
+        assert f"run {name} (" in r.stdout and f"finished: {out / name}" in r.stdout
+    assert "study: 3 of 4 runs finished" in r.stdout and "no comparison written" in r.stderr
+    assert not list(out.glob("study_*"))
+    assert "error: stub failure of soft_s0" in (out / "soft_s0.log").read_text()
+
+    r = run_study([a, b, "--seeds", "0,1"], env)  # fixed: rerun
+    assert r.returncode == 0, r.stderr
+    assert "study: 4 of 4 runs finished" in r.stdout
+    md = (out / "study_standard_vs_soft.md").read_text()
+    assert "| standard | 0, 1 |" in md and "| soft − standard | final val acc |" in md
+
+
+def test_study_usage_errors_train_nothing(stub_env):
+    tmp_path, env, a, b = stub_env
+    same_stem = tmp_path / "other" / "soft.yaml"
+    same_stem.parent.mkdir()
+    same_stem.write_text("# soft again\n")
+    for args, message in [
+        ([a, b], "give the seeds, e.g. --seeds 0,1,2"),
+        ([a, b, "--seeds", "0,x"], "--seeds 0,x: give non-negative integers"),
+        ([a, b, "--seeds", "1,1"], "a seed is listed twice"),
+        ([a, b, "--seeds", "0", "--set", "seed=3"], "list them with --seeds"),
+        ([a, b, "--seeds", "0", "--set", "output.name=x"], "set output.root to choose the folder"),
+        ([a, b, "--seeds", "0", "--set", "novalue"], "--set novalue is not key=value"),
+        ([a, b, "--seeds", "0", "--per-gpu", "2"], "--per-gpu needs --gpus"),
+        ([a, b, "--seeds", "0", "--gpus", "0", "--jobs", "2"], "with GPUs use --per-gpu"),
+        ([a, b, "--seeds", "0", "--gpus", "0,0"], "a GPU is listed twice"),
+        ([a, tmp_path / "missing.yaml", "--seeds", "0"], "missing.yaml not found"),
+        ([a, b, same_stem, "--seeds", "0"], "two configs have the same file name"),
+        (["--seeds", "0"], "give at least one config"),
+        ([a, "--seeds", "0", "--bogus"], "unrecognized arguments: --bogus"),
+    ]:
+        r = run_study(args, env)
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
+        assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+    assert stub_calls(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- real trainer
+
+
+def real_env() -> dict:
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
+    env.pop("REID_TRAIN_PY", None)
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return env
+
+
+def set_args(overrides: list[str]) -> list[str]:
+    return [a for o in overrides for a in ("--set", o)]
+
+
+def oracle(run_dir: Path) -> dict[str, float]:
+    """Final val accuracy (last epoch, val batches weighted by size), last rank-1 and mAP, in %, by numpy."""
+    m = loadmat(run_dir / "mini_batch_data.mat")
+    e, acc, w = m["val_epoch"][0], m["val_acc"][0], m["val_batch_size"][0]
+    last = e == e.max()
+    return {"final val acc": 100 * np.average(acc[last], weights=w[last]), "rank-1": 100 * m["eval_rank1"][0][-1],
+            "mAP": 100 * m["eval_mAP"][0][-1]}
+
+
+NUM = r"([+-]?\d+\.\d+)"
+
+
+def test_study_real_trainer_table_matches_numpy(tmp_path, tiny_overrides):
+    out = tmp_path / "outputs"
+    sets = set_args([*tiny_overrides, "eval.every_epochs=0"])  # evaluated once, at the end
+    r = run_study([*DEMO, "--seeds", "0,1,2", "--device", "cpu", *sets], real_env(), timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    seeds, stems = [0, 1, 2], [c.stem for c in DEMO]
+    truth = {stem: {s: oracle(out / f"{stem}_s{s}") for s in seeds} for stem in stems}
+    md = (out / "study_demo_standard_vs_demo_soft.md").read_text()
+    metrics = ["final val acc", "rank-1", "mAP"]
+
+    # mean ± sample std per config
+    spread = 0.0
+    for stem in stems:
+        row = re.search(rf"^\| {stem} \| 0, 1, 2 \| (.*) \|$", md, re.M)
+        assert row, md
+        cells = [re.fullmatch(rf"{NUM} ± {NUM}%", c.strip()) for c in row.group(1).split("|")]
+        for metric, cell in zip(metrics, cells):
+            values = np.array([truth[stem][s][metric] for s in seeds])
+            assert cell, row.group(0)
+            assert float(cell.group(1)) == pytest.approx(values.mean(), abs=0.0051), (stem, metric)
+            assert float(cell.group(2)) == pytest.approx(values.std(ddof=1), abs=0.0051), (stem, metric)
+            spread += values.std(ddof=1)
+    assert spread > 0  # the seeds really differ, so the check above is not vacuous
+
+    # per-seed paired differences demo_soft − demo_standard, mean, 95% t interval, wins
+    for metric in metrics:
+        d = np.array([truth["demo_soft"][s][metric] - truth["demo_standard"][s][metric] for s in seeds])
+        row = re.search(rf"^\| demo_soft − demo_standard \| {metric} \| (.*) \| {NUM} \| \[{NUM}, {NUM}\] \| "
+                        rf"demo_soft > demo_standard in (\d) of 3 seeds(.*) \|$", md, re.M)
+        assert row, (metric, md)
+        per_seed = [float(v) for v in re.findall(rf"s\d {NUM}", row.group(1))]
+        np.testing.assert_allclose(per_seed, d, atol=0.0051)
+        half = T_975_DF2 * d.std(ddof=1) / np.sqrt(3)
+        assert float(row.group(2)) == pytest.approx(d.mean(), abs=0.0051)
+        assert float(row.group(3)) == pytest.approx(d.mean() - half, abs=0.0051)
+        assert float(row.group(4)) == pytest.approx(d.mean() + half, abs=0.0051)
+        assert int(row.group(5)) == int(np.sum(d > 0))
+        ties = int(np.sum(d == 0))
+        assert row.group(6) == (f" ({ties} tied)" if ties else "")
+
+    # the figure: mean curves with min-max bands, one colour per config
+    png = out / "study_demo_standard_vs_demo_soft.png"
+    pixels = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    assert pixels.shape == (800, 1200, 3)
+    for band_rgb in ((199, 221, 236), (255, 223, 195)):  # C0 / C1 at alpha 0.25 over white
+        assert (np.abs(pixels - band_rgb).max(axis=2) <= 2).sum() > 100, band_rgb
+    from reid.analysis import load_run, study_figure, study_groups
+
+    groups = study_groups([load_run(out / f"{stem}_s{s}") for s in seeds for stem in stems])
+    fig = study_figure(groups, metrics=["train_loss"])
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "demo_standard (mean of 3 seeds, band min-max)", "demo_soft (mean of 3 seeds, band min-max)"]
+    for stem, band, line in zip(stems, ax.collections, ax.lines):
+        curves = np.stack([loadmat(out / f"{stem}_s{s}" / "mini_batch_data.mat")["train_loss"][0] for s in seeds])
+        np.testing.assert_allclose(line.get_ydata(), curves.mean(0))
+        ys = band.get_paths()[0].vertices[:, 1]
+        assert ys.min() == pytest.approx(curves.min()) and ys.max() == pytest.approx(curves.max())
+
+
+def test_study_real_trainer_killed_then_resumed(tmp_path, tiny_overrides):
+    out = tmp_path / "outputs"
+    args = [DEMO[0], "--seeds", "0,1", "--device", "cpu",
+            *set_args([*tiny_overrides, "checkpoint.every_steps=2", "eval.every_epochs=0"])]
+    s0, s1 = out / "demo_standard_s0", out / "demo_standard_s1"
+    proc = subprocess.Popen(["bash", str(STUDY), *map(str, args)], env=real_env(), cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 600
+        while not (s1 / "mini_batch_data.mat").exists():  # s0 finished, s1 checkpointed (then the .mat)
+            assert proc.poll() is None and time.time() < deadline, "the study ended before it could be killed"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its trainer, as a crash would
+        proc.wait()
+    assert torch.load(s0 / "checkpoints" / "last.pt", weights_only=True)["finished"]
+    assert not torch.load(s1 / "checkpoints" / "last.pt", weights_only=True)["finished"]
+    before = loadmat(s1 / "mini_batch_data.mat")["train_loss"][0]
+    finished = run_snapshot(s0)
+
+    r = run_study(args, real_env(), timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    assert run_snapshot(s0) == finished  # checksums and mtimes: the finished run was not touched
+    assert "already finished" in r.stdout
+    assert "resumed from" in (s1 / "log.txt").read_text()
+    after = loadmat(s1 / "mini_batch_data.mat")["train_loss"][0]
+    assert after.size == 2 * 7 and before.size < after.size  # 2 epochs of 7 mini-batches
+    np.testing.assert_array_equal(after[:before.size], before)  # continued, not restarted
+
+
+def test_study_real_trainer_bad_override_for_one_config(tmp_path, tiny_overrides):
+    # demo_soft's criterion is a {name, uniform_weight} section; demo_standard's is a plain name.
+    r = run_study([*DEMO, "--seeds", "0", "--device", "cpu",
+                   *set_args([*tiny_overrides, "train.epochs=1", "eval.every_epochs=0",
+                              "criterion.uniform_weight=0.5"])], real_env(),
+                  timeout=900)
+    assert r.returncode == 1
+    assert (f"error: run demo_standard_s0 ({DEMO[0]}) could not start: cannot resolve the run directory of "
+            f"{DEMO[0]} (train.py --print-run-dir failed): error: --set criterion.uniform_weight=0.5: 'criterion' "
+            "is not a section") in r.stderr
+    soft = tmp_path / "outputs" / "demo_soft_s0"
+    assert f"run demo_soft_s0 ({DEMO[1]}): finished: {soft}" in r.stdout
+    assert loadmat(soft / "mini_batch_data.mat")["train_loss"][0].size == 7
+    assert "study: 1 of 2 runs finished" in r.stdout and "no comparison written" in r.stderr
