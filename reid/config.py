@@ -116,7 +116,7 @@ class CheckpointConfig:
 class EvalConfig:
     every_epochs: int = _opt(0, min=0)
     batch_size: int = _opt(256, min=1)
-    flip: bool = False
+    flip: bool = True
     distance: Literal["cosine", "euclidean"] = "cosine"
     rerank: bool = False
     ap: Literal["standard", "trapezoid"] = "standard"
