@@ -128,6 +128,27 @@ def test_agrees_with_loop_on_random_problems(seed):
         np.testing.assert_allclose(got["cmc"], expected["cmc"], atol=1e-9, rtol=0)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_per_query_ap_and_first_rank_agree_with_loop(seed):
+    rng = np.random.default_rng(100 + seed)
+    nq, ng, ids = 25, 80, 6
+    qp, qc = rng.integers(1, ids + 1, nq), rng.integers(1, 4, nq)
+    gp, gc = rng.integers(-1, ids + 1, ng), rng.integers(1, 4, ng)
+    dist = rng.integers(0, 8, (nq, ng)).astype(np.float32)  # ties included
+    for rule in ("standard", "trapezoid"):
+        got = rank_metrics(dist, qp, qc, gp, gc, ap=rule, per_query=True)
+        for q in range(nq):
+            one = loop_reference(dist[q : q + 1], qp[q : q + 1], qc[q : q + 1], gp, gc, ng)
+            if one["num_valid_queries"] == 0:
+                assert np.isnan(got["query_ap"][q]) and got["query_first_rank"][q] == 0
+                continue
+            assert got["query_ap"][q] == pytest.approx(one[f"mAP_{rule}"], abs=1e-12)
+            first = int(np.argmax(one["cmc"] > 0)) + 1  # 1-based rank where the CMC reaches 1
+            assert got["query_first_rank"][q] == first
+        assert np.nanmean(got["query_ap"]) == pytest.approx(got["mAP"], abs=1e-12)
+    assert "query_ap" not in rank_metrics(dist, qp, qc, gp, gc)
+
+
 def test_chunking_does_not_change_results(monkeypatch):
     import reid.evaluation.ranking as ranking
 

@@ -119,6 +119,7 @@ def rank_metrics(
     g_cams: Any,
     max_rank: int = 50,
     ap: str = "standard",
+    per_query: bool = False,
 ) -> dict[str, Any]:
     """CMC, mAP and mINP of a query x gallery distance matrix (smaller = closer).
 
@@ -128,6 +129,10 @@ def rank_metrics(
         max_rank: length of the CMC curve.
         ap: "standard" (mean precision at each match; torchreid, fast-reid) or
             "trapezoid" (official Market-1501 code); picks which one is reported as "mAP".
+        per_query: also return, per query, "query_ap" (np.ndarray[Q] float64, the ``ap``
+            rule, NaN for a query without a true match) and "query_first_rank"
+            (np.ndarray[Q] int64, 1-based rank of the first true match among the gallery
+            items the protocol keeps, 0 for a query without one).
 
     Returns:
         {"cmc": np.ndarray[max_rank] float64, "mAP": float, "mAP_standard": float,
@@ -218,6 +223,9 @@ def rank_metrics(
     valid_q = n_match > 0
     nv = int(valid_q.sum().item())
     out: dict[str, Any] = {"num_valid_queries": nv}
+    if per_query:
+        out["query_ap"] = np.full(num_q, np.nan)
+        out["query_first_rank"] = np.zeros(num_q, dtype=np.int64)
     if nv == 0:
         out.update(cmc=np.zeros(max_rank), mAP=0.0, mAP_standard=0.0, mAP_trapezoid=0.0, mINP=0.0)
         return out
@@ -236,4 +244,8 @@ def rank_metrics(
     out["mAP_trapezoid"] = float(ap_trap.mean().item())
     out["mAP"] = out["mAP_" + ap]
     out["mINP"] = float(inp.mean().item())
+    if per_query:
+        valid_rows = valid_q.cpu().numpy()
+        out["query_ap"][valid_rows] = (ap_std if ap == "standard" else ap_trap).cpu().numpy()
+        out["query_first_rank"][valid_rows] = rank[:, 0].to(torch.int64).cpu().numpy() + 1
     return out
