@@ -1,4 +1,5 @@
-"""Re-evaluate a finished (or interrupted) run: ``python -m reid.evaluate RUN_DIR [--checkpoint PATH]``.
+"""Re-evaluate a finished (or interrupted) run: ``python -m reid.evaluate RUN_DIR [--checkpoint PATH]``,
+or score a features file alone: ``python -m reid.evaluate --features FILE.mat``.
 
 Reads the run's resolved ``config.yaml`` and its checkpoint (``checkpoints/last.pt`` by
 default), extracts query and gallery features, and writes ``results.json``,
@@ -8,6 +9,12 @@ entry of the same epoch), then prints the table.
 Example::
 
     python -m reid.evaluate outputs/soft --set eval.rerank=true
+    python -m reid.evaluate --features other_tool/pytorch_result.mat --set eval.distance=euclidean
+
+A features file has layumi's keys (``query_f``, ``query_label``, ``query_cam``,
+``gallery_f``, ``gallery_label``, ``gallery_cam``), as the run's own ``features.mat``;
+it is scored with the ``eval.*`` defaults of configs/base.yaml and any ``--set eval.*``,
+and nothing is written.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from .engine.history import History
 from .engine.device import eval_autocast_dtype, resolve_device
 from .engine.trainer import evaluate_model
 from .errors import ReidError
-from .evaluation import format_results
+from .evaluation import evaluate_features, format_results, read_features_mat
 from .io import atomic_write_text
 
 
@@ -73,9 +80,24 @@ def update_history(mat_path: Path, state: dict, results: dict) -> None:
     history.save_mat(mat_path)
 
 
+def evaluate_features_file(path: str | Path, overrides: list[str] = ()) -> dict:
+    """Score a features .mat alone (layumi's keys) with the default ``eval.*`` settings and ``--set eval.*``."""
+    raw: dict = {}
+    for item in overrides:
+        key, value = parse_override(item)
+        if not key.startswith("eval."):
+            raise ReidError(f"--set {item}: only eval.* keys apply to a features file")
+        set_dotted(raw, key, value, origin=f"--set {item}")
+    ev = from_dict(raw, origin="--set").eval
+    return evaluate_features(**read_features_mat(path), distance=ev.distance, rerank=ev.rerank, ap=ev.ap,
+                             max_rank=ev.max_rank)
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m reid.evaluate", description="Re-evaluate a run directory.")
-    p.add_argument("run_dir")
+    p = argparse.ArgumentParser(prog="python -m reid.evaluate",
+                                description="Re-evaluate a run directory, or score a features file.")
+    p.add_argument("run_dir", nargs="?", help="a run directory (or give --features)")
+    p.add_argument("--features", default=None, metavar="FILE.mat", help="score this features file instead of a run")
     p.add_argument("--checkpoint", default=None, help="checkpoint to evaluate (default: RUN_DIR/checkpoints/last.pt)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="change an eval.* key, e.g. --set eval.rerank=true")
@@ -83,8 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
 
+    if (args.run_dir is None) == (args.features is None):
+        p.error("give a run directory or --features FILE.mat (one of them)")
+    if args.features is not None and args.checkpoint is not None:
+        p.error("--checkpoint needs a run directory, not --features")
+
     def body() -> int:
-        results = evaluate_run(args.run_dir, args.checkpoint, args.overrides, args.device)
+        if args.features is not None:
+            results = evaluate_features_file(args.features, args.overrides)
+        else:
+            results = evaluate_run(args.run_dir, args.checkpoint, args.overrides, args.device)
         print(format_results(results))
         return 0
 

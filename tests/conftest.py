@@ -98,3 +98,17 @@ def stub_env(tmp_path):
     env.pop("CUDA_VISIBLE_DEVICES", None)
     return tmp_path, env, cfg / "standard.yaml", cfg / "soft.yaml"
 
+
+@pytest.fixture(scope="session")
+def trained_demo_run(tmp_path_factory, synthetic_root) -> Path:
+    """The demo config (configs/demo_standard.yaml) on ``synthetic_root``, one epoch, ``eval.flip`` on, trained
+    once per session: a run directory with config.yaml, checkpoints/last.pt, features.mat and results.json."""
+    from reid.config import load_config
+    from reid.engine.trainer import train
+
+    tmp = tmp_path_factory.mktemp("demo_run")
+    cfg = load_config(REPO / "configs" / "demo_standard.yaml",
+                      [f"data.root={synthetic_root}", "data.synthetic=null", "data.val_per_id=1",
+                       f"data.cache_dir={tmp / 'cache'}", f"output.root={tmp / 'out'}", "train.epochs=1",
+                       "eval.flip=true"])
+    return train(cfg, device="cpu", progress=False)

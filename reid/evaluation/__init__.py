@@ -9,7 +9,14 @@ Example::
     >>> print(format_results(results))
 """
 
-from .features import compute_distance, evaluate_features, extract_features, write_features_mat
+from .features import (
+    compute_distance,
+    evaluate_features,
+    extract_features,
+    read_features_mat,
+    retrieval_feature,
+    write_features_mat,
+)
 from .ranking import AP_RULES, rank_metrics
 from .report import format_results
 from .rerank import re_ranking
@@ -22,5 +29,7 @@ __all__ = [
     "format_results",
     "rank_metrics",
     "re_ranking",
+    "read_features_mat",
+    "retrieval_feature",
     "write_features_mat",
 ]

@@ -8,6 +8,7 @@ Example::
     >>> gf = extract_features(model, g_images, size=(256, 128), device="cuda", flip=True)
     >>> results = evaluate_features(qf, gf, q_pids, q_cams, g_pids, g_cams)
     >>> write_features_mat(run_dir / "features.mat", qf, q_pids, q_cams, gf, g_pids, g_cams)
+    >>> evaluate_features(**read_features_mat(run_dir / "features.mat"))   # scored again from the file
 """
 
 from __future__ import annotations
@@ -20,10 +21,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import ReidError
 from ..io import atomic_savemat
 from .ranking import AP_RULES, rank_metrics
 
 DISTANCES = ("cosine", "euclidean")
+# features.mat keys (layumi's Person_reID_baseline_pytorch names, read by other re-ID tools)
+# and the evaluate_features arguments they hold.
+FEATURES_MAT_KEYS = {"query_f": "qf", "query_label": "q_pids", "query_cam": "q_cams",
+                     "gallery_f": "gf", "gallery_label": "g_pids", "gallery_cam": "g_cams"}
 
 
 def _eval_transform(images_uint8: torch.Tensor, size: Sequence[int], channels_last: bool) -> torch.Tensor:
@@ -81,14 +87,27 @@ def extract_features(
     for s in starts:
         x = _eval_transform(_to_device(images_uint8[s : s + batch_size], device), size, channels_last)
         with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
-            f = model(x).float()
-            if flip:
-                f = f + model(x.flip(3)).float()
-        chunks.append(F.normalize(f.reshape(f.shape[0], -1), dim=1))
+            chunks.append(retrieval_feature(model, x, flip))
     if not chunks:
         return torch.zeros(0, int(getattr(model, "feature_dim", 0)), device=device if keep_on_device else "cpu")
     features = torch.cat(chunks)
     return features if keep_on_device else features.cpu()
+
+
+def retrieval_feature(model: torch.nn.Module, x: torch.Tensor, flip: bool) -> torch.Tensor:
+    """The L2-normalised (N, D) float32 feature of normalised images ``x`` (N, 3, H, W).
+
+    With ``flip`` it is f(x) + f(hflip(x)) before normalisation. The one definition of the
+    feature: :func:`extract_features` calls it per batch, the ONNX export traces it.
+
+    Example::
+
+        >>> f = retrieval_feature(model.eval(), eval_transform(images, (256, 128)), flip=True)
+    """
+    f = model(x).float()
+    if flip:
+        f = f + model(x.flip(3)).float()
+    return F.normalize(f.reshape(f.shape[0], -1), dim=1)
 
 
 def compute_distance(qf: Any, gf: Any, metric: str = "cosine") -> torch.Tensor:
@@ -222,3 +241,42 @@ def write_features_mat(
             "gallery_cam": row(g_cams),
         },
     )
+
+
+def read_features_mat(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A features.mat (ours or any tool's with layumi's keys) as evaluate_features arguments.
+
+    Returns {"qf", "gf"} (N x D float32) and {"q_pids", "q_cams", "g_pids", "g_cams"}
+    (int64 vectors). A missing file, a missing key or rows that disagree is a ReidError.
+
+    Example::
+
+        >>> r = evaluate_features(**read_features_mat("outputs/soft/features.mat"))
+    """
+    from scipy.io import loadmat
+
+    try:
+        mat = loadmat(path)
+    except FileNotFoundError:
+        raise ReidError(f"{path}: no such features file; pass a .mat with the keys {', '.join(FEATURES_MAT_KEYS)}")
+    except Exception as e:  # scipy raises several types for a file that is not a .mat
+        raise ReidError(f"{path}: cannot be read as a MATLAB .mat file ({type(e).__name__}: {e}); "
+                        "pass a file written by scipy.io.savemat or MATLAB's save") from e
+    missing = [k for k in FEATURES_MAT_KEYS if k not in mat]
+    if missing:
+        raise ReidError(f"{path}: no {', '.join(missing)}; a features file holds {', '.join(FEATURES_MAT_KEYS)} "
+                        "(features N x D, labels and cameras 1 x N)")
+    out = {}
+    for key, arg in FEATURES_MAT_KEYS.items():
+        if key.endswith("_f"):
+            out[arg] = np.ascontiguousarray(np.asarray(mat[key], dtype=np.float32))
+        else:
+            out[arg] = np.asarray(mat[key]).reshape(-1).astype(np.int64)
+    for side, f, pids, cams in (("query", "qf", "q_pids", "q_cams"), ("gallery", "gf", "g_pids", "g_cams")):
+        if out[f].ndim != 2 or not len(out[f]) == len(out[pids]) == len(out[cams]):
+            raise ReidError(f"{path}: {side}_f has shape {out[f].shape} but {side}_label and {side}_cam have "
+                            f"{len(out[pids])} and {len(out[cams])} entries; they need one row per image")
+    if out["qf"].shape[1] != out["gf"].shape[1]:
+        raise ReidError(f"{path}: query_f has {out['qf'].shape[1]} dimensions but gallery_f has "
+                        f"{out['gf'].shape[1]}; both must come from the same model")
+    return out
