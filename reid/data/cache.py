@@ -41,15 +41,20 @@ def decode_image(path: str, size: tuple[int, int]) -> np.ndarray:
     with PIL's bilinear filter (antialiased when shrinking). Tests monkeypatch this
     function to count decodes.
     """
-    h, w = size
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (w, h):
-                im = im.resize((w, h), Image.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
+            return image_to_array(im, size)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DatasetError(f"{path}: cannot decode the image ({e}); replace or delete the file") from e
+
+
+def image_to_array(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """A PIL image as (H, W, 3) uint8 RGB at ``size`` = (H, W), exactly as :func:`decode_image` makes it."""
+    h, w = size
+    image = image.convert("RGB")
+    if image.size != (w, h):
+        image = image.resize((w, h), Image.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
 
 
 def cache_key(paths: Sequence[str | os.PathLike], size: tuple[int, int]) -> str:
