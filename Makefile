@@ -1,5 +1,6 @@
 # make demo: install, generate the synthetic dataset, train the paired demo runs,
-#            write their .mat files, the comparison plot and the evaluation.
+#            write their .mat files, the comparison plot, the evaluation and one
+#            ranked-list picture per run (outputs/demo_*/ranked_random.png).
 # make test: install and run the whole test suite.
 PYTHON ?= python3
 VENV   := .venv
@@ -16,8 +17,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+DEMO_RUNS := outputs/demo_standard outputs/demo_soft
+
 demo: $(STAMP)
 	PYTHON=$(abspath $(PY)) scripts/paired.sh configs/demo_standard.yaml configs/demo_soft.yaml --seed 0 --device cpu
+	for run in $(DEMO_RUNS); do $(PY) -m reid.visualize $$run || exit 1; done
 
 test: $(STAMP)
 	$(PY) -m pytest -q
