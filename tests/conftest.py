@@ -65,6 +65,23 @@ def full_market_layout(tmp_path_factory) -> Path:
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "cuda: needs a CUDA device; skipped without one (scripts/gpu_check.sh runs "
+                                       "them on a GPU: pytest -m cuda)")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``cuda`` skip on a machine without a CUDA device."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def tiny_overrides(tmp_path, synthetic_root) -> list[str]:
     """``--set`` overrides for a seconds-long CPU run on ``synthetic_root`` writing under ``tmp_path``.

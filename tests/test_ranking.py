@@ -170,7 +170,7 @@ def test_rejects_bad_input():
         rank_metrics(np.full((1, 1), np.nan), [1], [1], [1], [2])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_matches_cpu():
     rng = np.random.default_rng(0)
     dist = torch.from_numpy(rng.random((20, 70)).astype(np.float32))
