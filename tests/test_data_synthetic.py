@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -91,7 +92,8 @@ def test_cli(tmp_path):
                          "--images-per-id", "2", "--cameras", "3", "--distractors", "1", "--junk", "1",
                          "--seed", "4"], capture_output=True, text=True, env=env)
     assert ok.returncode == 0, ok.stderr
-    assert syn.read_params(tmp_path / "s") == dict(ids=2, images_per_id=2, cameras=3, distractors=1, junk=1, seed=4)
+    assert syn.read_params(tmp_path / "s") == dict(ids=2, images_per_id=2, cameras=3, distractors=1, junk=1, seed=4,
+                                                   layout="market1501")
     bad = subprocess.run([sys.executable, "-m", "reid.data.synthetic", str(tmp_path / "s"), "--ids", "3"],
                          capture_output=True, text=True, env=env)
     assert bad.returncode == 2
@@ -120,3 +122,70 @@ def test_identities_are_recognisable_across_cameras(synthetic_root):
         keep = ~((g_pids == q_pids[i]) & (g_cams == q_cams[i]))
         hits.append(g_pids[keep][np.argmin(dist[i][keep])] == q_pids[i])
     assert np.mean(hits) > 0.5  # chance is 1/8
+
+
+# ----------------------------------------------------------------------------- other layouts
+
+@pytest.mark.parametrize("layout, cameras", [("dukemtmc", 8), ("msmt17", 15), ("cuhk03", 2)])
+def test_each_layout_is_read_by_its_loader(tmp_path, layout, cameras):
+    """The generator writes each release's names (and list files); its loader reads the planned counts."""
+    from reid.data import DATASETS
+
+    root = syn.generate_synthetic(tmp_path / layout, ids=4, images_per_id=5, distractors=3, seed=2, layout=layout)
+    ds = DATASETS.get(layout)(root)
+    s = ds.summary()
+    assert (s["train"]["images"], s["train"]["ids"]) == (4 * 5, 4)
+    assert s["query"]["ids"] == 4 and s["gallery"]["images"] == 4 * 5 + 3
+    assert s["gallery"]["ids"] == 4 + 3  # distractors: gallery identities seen once, no pid 0 or -1
+    assert all(v["junk"] == v["distractors"] == 0 for v in s.values())
+    assert {x.camid for x in ds.train + ds.query + ds.gallery} <= set(range(1, cameras + 1))
+    train_pids, test_pids = {x.pid for x in ds.train}, {x.pid for x in ds.query}
+    assert test_pids <= {x.pid for x in ds.gallery}
+    assert not train_pids & test_pids or layout == "msmt17"  # MSMT17 numbers train and test identities apart
+    for q in ds.query:  # every query has a true match in another camera
+        assert any(g.pid == q.pid and g.camid != q.camid for g in ds.gallery)
+    with Image.open(ds.train[0].path) as im:
+        assert im.format == ("PNG" if layout == "cuhk03" else "JPEG") and im.size == (64, 128)
+    images = {str(p) for p in root.rglob("*") if p.suffix in (".jpg", ".png")}
+    listed = {x.path for x in ds.train + ds.query + ds.gallery}
+    if layout == "cuhk03":  # the same people under detected/ and labeled/
+        labeled = DATASETS.get(layout)(root, boxes="labeled")
+        assert [Path(x.path).name for x in labeled.gallery] == [Path(x.path).name for x in ds.gallery]
+        listed |= {x.path for x in labeled.train + labeled.query + labeled.gallery}
+    assert listed == images  # every image written is read (MSMT17: through its list files), none is missing
+    assert syn.read_params(root)["layout"] == layout
+
+
+def test_msmt17_layout_lists_train_val_query_gallery(tmp_path):
+    root = syn.generate_synthetic(tmp_path / "m", ids=3, images_per_id=4, distractors=1, layout="msmt17")
+    lines = {n: (root / n).read_text().splitlines() for n in ("list_train.txt", "list_val.txt", "list_query.txt",
+                                                                "list_gallery.txt")}
+    assert len(lines["list_val.txt"]) == 3 and len(lines["list_train.txt"]) == 3 * 3  # last image of each id
+    assert {ln.split()[1] for ln in lines["list_train.txt"]} == {"0", "1", "2"}    # labels from 0 in train ...
+    assert {ln.split()[1] for ln in lines["list_gallery.txt"]} == {"0", "1", "2", "3"}  # ... and again in test
+    assert all((root / ("train" if n in ("list_train.txt", "list_val.txt") else "test") / ln.split()[0]).is_file()
+               for n, ls in lines.items() for ln in ls)
+
+
+def test_layout_parameter_errors(tmp_path):
+    with pytest.raises(DatasetError, match=r"cameras=3: the cuhk03 layout takes 2 cameras"):
+        syn.generate_synthetic(tmp_path / "x", cameras=3, layout="cuhk03")
+    with pytest.raises(DatasetError, match=r"cameras=9: the dukemtmc layout takes 2\.\.8 cameras"):
+        syn.generate_synthetic(tmp_path / "x", cameras=9, layout="dukemtmc")
+    with pytest.raises(DatasetError, match=r"junk=2: the msmt17 layout has no junk boxes"):
+        syn.generate_synthetic(tmp_path / "x", junk=2, layout="msmt17")
+    with pytest.raises(DatasetError, match=r"layout='viper'.*dukemtmc"):
+        syn.generate_synthetic(tmp_path / "x", layout="viper")
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_dataset_made_before_layouts_is_a_market1501_one(tmp_path, monkeypatch):
+    out = syn.generate_synthetic(tmp_path / "old", seed=1, **TINY)
+    meta = json.loads((out / "synthetic.json").read_text())
+    del meta["layout"]
+    (out / "synthetic.json").write_text(json.dumps(meta))
+    monkeypatch.setattr(syn, "generate_synthetic", lambda *a, **k: pytest.fail("regenerated"))
+    assert syn.ensure_synthetic(out, seed=1, layout="market1501", **TINY) == out
+    with pytest.raises(DatasetError, match=r"layout=market1501 \(wanted dukemtmc\)"):
+        syn.ensure_synthetic(out, seed=1, **{**TINY, "junk": 0, "layout": "dukemtmc", "cameras": 4})
+

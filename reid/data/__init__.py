@@ -1,5 +1,6 @@
-"""The data layer: Market-1501 file lists, a synthetic Market-1501, the decoded-image
-cache, batched augmentation and deterministic samplers.
+"""The data layer: the dataset registry (Market-1501, DukeMTMC-reID, MSMT17, CUHK03-NP, a
+user's folder), a synthetic dataset in each layout, the decoded-image cache, batched
+augmentation and deterministic samplers.
 
 Example::
 
@@ -26,6 +27,8 @@ from .cache import decode_image, load_image_cache
 from .market1501 import (
     DATASETS,
     Market1501,
+    NameScheme,
+    ReidDataset,
     Sample,
     TrainValSplit,
     count_samples,
@@ -33,11 +36,13 @@ from .market1501 import (
     read_split,
     split_train_val,
 )
+from .benchmarks import CUHK03, MSMT17, DukeMTMC, FolderDataset
 from .samplers import PKSampler, RandomBatchSampler, SequentialBatchSampler, shard, shard_bounds
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "BatchAugment", "batch_generator", "eval_transform",
     "normalize", "resize_images", "decode_image", "load_image_cache", "DATASETS", "Market1501", "Sample",
+    "NameScheme", "ReidDataset", "DukeMTMC", "MSMT17", "CUHK03", "FolderDataset",
     "TrainValSplit", "count_samples", "parse_market_name", "read_split", "split_train_val", "PKSampler",
     "RandomBatchSampler", "SequentialBatchSampler", "shard", "shard_bounds",
 ]

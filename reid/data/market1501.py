@@ -27,7 +27,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -41,9 +41,6 @@ RELEASE_DIR = "Market-1501-v15.09.15"
 TRAIN_DIR, QUERY_DIR, GALLERY_DIR, MULTIQUERY_DIR = "bounding_box_train", "query", "bounding_box_test", "gt_bbox"
 #: Files with these extensions are images; anything else (Thumbs.db, readme.txt) is ignored.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-
-# pid (-1, or digits), camera, sequence, frame, box; ".jpg.jpg" occurs in the real release.
-_NAME_RE = re.compile(r"^(-1|\d+)_c(\d)s(\d+)_(\d+)_(\d+)(?:\.(?:jpe?g|png|bmp))+$", re.IGNORECASE)
 
 
 class Sample(NamedTuple):
@@ -59,6 +56,47 @@ def is_image_name(filename: str) -> bool:
     return not filename.startswith(".") and filename.lower().endswith(IMAGE_EXTENSIONS)
 
 
+@dataclass(frozen=True)
+class NameScheme:
+    r"""How one dataset's file names carry the person id and the camera.
+
+    ``regex`` has the named groups ``pid`` and ``cam`` and is searched in the file name
+    (not the folder); ``cameras`` is the (lowest, highest) valid camera number; ``form``
+    describes the names in error messages.
+
+    Example::
+
+        >>> DUKE = NameScheme("DukeMTMC-reID", re.compile(r"^(?P<pid>\d+)_c(?P<cam>\d)_f\d+\.jpg$"),
+        ...                   "the DukeMTMC-reID pattern PID_cC_fFRAME.jpg (e.g. 0001_c2_f0046182.jpg)", (1, 8))
+        >>> DUKE.parse("0001_c2_f0046182.jpg")
+        (1, 2)
+    """
+
+    dataset: str
+    regex: re.Pattern
+    form: str
+    cameras: tuple[int, int] = (1, 9)
+
+    def parse(self, filename: str) -> tuple[int, int]:
+        """``(pid, camid)`` of one file name; DatasetError naming the file when it does not follow the scheme."""
+        m = self.regex.search(os.path.basename(filename))
+        try:
+            pid, cam = int(m["pid"]), int(m["cam"])
+        except (TypeError, ValueError):  # no match, or a group that is not a number
+            pid, cam = None, None
+        if pid is None or pid < -1 or not self.cameras[0] <= cam <= self.cameras[1]:
+            raise DatasetError(f"{filename}: file name does not follow {self.form}; remove or rename it")
+        return pid, cam
+
+
+# pid (-1, or digits), camera, sequence, frame, box; ".jpg.jpg" occurs in the real release.
+MARKET_NAMES = NameScheme(
+    "Market-1501",
+    re.compile(r"^(?P<pid>-1|\d+)_c(?P<cam>\d)s\d+_\d+_\d+(?:\.(?:jpe?g|png|bmp))+$", re.IGNORECASE),
+    "the Market-1501 pattern PID_cCsS_FRAME_BOX.jpg (e.g. 0002_c1s1_000451_03.jpg)",
+)
+
+
 def parse_market_name(filename: str) -> tuple[int, int]:
     """``(pid, camid)`` of a Market-1501 file name.
 
@@ -69,67 +107,102 @@ def parse_market_name(filename: str) -> tuple[int, int]:
         >>> parse_market_name("-1_c3s2_012345_00.jpg.jpg")
         (-1, 3)
     """
-    name = os.path.basename(filename)
-    m = _NAME_RE.match(name)
-    if m is None or int(m.group(2)) == 0:
-        raise DatasetError(
-            f"{filename}: file name does not follow the Market-1501 pattern "
-            "PID_cCsS_FRAME_BOX.jpg (e.g. 0002_c1s1_000451_03.jpg); remove or rename it"
-        )
-    return int(m.group(1)), int(m.group(2))
+    return MARKET_NAMES.parse(filename)
 
 
-def read_split(folder: str | os.PathLike, allow_empty: bool = False) -> list[Sample]:
+def read_split(folder: str | os.PathLike, allow_empty: bool = False, names: NameScheme = MARKET_NAMES) -> list[Sample]:
     """All images of one split folder as Samples, sorted by file name.
 
-    Raises DatasetError for a missing folder, an unparsable image name, or (unless
-    ``allow_empty``) a folder without images.
+    Raises DatasetError for a missing folder, an image name that does not follow
+    ``names``, or (unless ``allow_empty``) a folder without images.
     """
     folder = Path(folder)
     try:
-        names = sorted(n for n in os.listdir(folder) if is_image_name(n))
+        files = sorted(n for n in os.listdir(folder) if is_image_name(n))
     except OSError as e:
         raise DatasetError(f"{folder}: cannot list the folder ({e.strerror or e}); check it exists and is readable") from e
-    samples = []
-    for name in names:
-        pid, camid = parse_market_name(str(folder / name))
-        samples.append(Sample(str(folder / name), pid, camid))
+    samples = [Sample(str(folder / name), *names.parse(str(folder / name))) for name in files]
     if not samples and not allow_empty:
-        raise DatasetError(
-            f"{folder}: no images (expected files like 0002_c1s1_000451_03.jpg); "
-            "copy the complete Market-1501 split there"
-        )
+        raise DatasetError(f"{folder}: no images (expected file names following {names.form}); "
+                           f"copy the complete {names.dataset} split there")
     return samples
 
 
-def resolve_root(root: str | os.PathLike) -> Path:
-    """The folder holding bounding_box_train/ etc.: ``root`` itself or ``root/Market-1501-v15.09.15``."""
+def resolve_root(root: str | os.PathLike, release_dir: str | None = RELEASE_DIR, dataset: str = "Market-1501",
+                 inner: str = "") -> Path:
+    """The folder holding bounding_box_train/, query/ and bounding_box_test/.
+
+    That is ``root/inner`` or ``root/release_dir/inner`` (``inner`` is a sub-folder such as
+    CUHK03-NP's ``detected``; Market-1501 has none): data.root may name the release
+    folder or its parent.
+    """
     root = Path(root).expanduser()
+    train = f"{inner}/{TRAIN_DIR}/" if inner else f"{TRAIN_DIR}/"
+    parent = f" (or its parent holding {release_dir}/)" if release_dir else ""
     if not root.exists():
-        raise DatasetError(
-            f"{root}: dataset root does not exist; set data.root to the folder holding "
-            f"{TRAIN_DIR}/ (or its parent holding {RELEASE_DIR}/), see data/README.md"
-        )
+        raise DatasetError(f"{root}: dataset root does not exist; set data.root to the folder holding {train}{parent}, "
+                           "see data/README.md")
     if not root.is_dir():
-        raise DatasetError(f"{root}: dataset root is not a folder; set data.root to the Market-1501 folder")
-    candidates = [root, root / RELEASE_DIR]
+        raise DatasetError(f"{root}: dataset root is not a folder; set data.root to the folder holding {train}")
+    candidates = [root / inner] + ([root / release_dir / inner] if release_dir else [])
     for cand in candidates:
         if (cand / TRAIN_DIR).is_dir():
             for sub in (QUERY_DIR, GALLERY_DIR):
                 if not (cand / sub).is_dir():
                     raise DatasetError(
-                        f"{cand}: no {sub}/ folder beside {TRAIN_DIR}/; the Market-1501 layout "
-                        f"({RELEASE_DIR}/) needs {TRAIN_DIR}/, {QUERY_DIR}/ and {GALLERY_DIR}/"
+                        f"{cand}: no {sub}/ folder beside {TRAIN_DIR}/; the {dataset} layout "
+                        f"({release_dir or cand.name}/) needs {TRAIN_DIR}/, {QUERY_DIR}/ and {GALLERY_DIR}/"
                     )
             return cand
-    raise DatasetError(
-        f"{root}: no {TRAIN_DIR}/ folder; point data.root at the folder that holds "
-        f"{TRAIN_DIR}/, {QUERY_DIR}/ and {GALLERY_DIR}/ or at its parent holding {RELEASE_DIR}/"
-    )
+    holds = f"{TRAIN_DIR}/, {QUERY_DIR}/ and {GALLERY_DIR}/"
+    if inner:
+        holds = f"{inner}/ with {holds} in it"
+    raise DatasetError(f"{root}: no {train} folder; point data.root at the folder that holds {holds}"
+                       + (f", or at its parent holding {release_dir}/" if release_dir else ""))
+
+
+class ReidDataset:
+    """The base of every loader in :data:`DATASETS`: ``train``, ``query`` and ``gallery`` as
+    lists of :class:`Sample` and ``root``, the folder they were read from.
+
+    A loader is built from a config entry by :meth:`from_config` (``data``, or one of
+    ``eval.datasets``); loaders with options of their own (CUHK03's boxes, the folder's
+    pattern) override it.
+    """
+
+    root: Path
+    train: list[Sample]
+    query: list[Sample]
+    gallery: list[Sample]
+
+    @classmethod
+    def from_config(cls, source: Any) -> "ReidDataset":
+        """The dataset that a config entry (``name``, ``root`` and the loader's own keys) describes."""
+        return cls(source.root)
+
+    def splits(self) -> dict[str, list[Sample]]:
+        return {"train": self.train, "query": self.query, "gallery": self.gallery}
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """Counts per split: images, ids (pids >= 1), junk (-1), distractors (0), cameras."""
+        return {name: count_samples(s) for name, s in self.splits().items()}
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(root={str(self.root)!r}, train={len(self.train)}, "
+                f"query={len(self.query)}, gallery={len(self.gallery)})")
+
+
+def read_market_layout(dataset: ReidDataset, root: str | os.PathLike, names: NameScheme,
+                       release_dir: str | None, inner: str = "") -> None:
+    """Fill ``dataset.root``, ``.train``, ``.query`` and ``.gallery`` from a Market-1501-like layout."""
+    dataset.root = resolve_root(root, release_dir, names.dataset, inner)
+    dataset.train = read_split(dataset.root / TRAIN_DIR, names=names)
+    dataset.query = read_split(dataset.root / QUERY_DIR, names=names)
+    dataset.gallery = read_split(dataset.root / GALLERY_DIR, names=names)
 
 
 @DATASETS.register("market1501")
-class Market1501:
+class Market1501(ReidDataset):
     """The Market-1501 splits as lists of :class:`Sample` (sorted by file name).
 
     Attributes: ``root`` (Path of the folder holding bounding_box_train/), ``train``,
@@ -143,23 +216,15 @@ class Market1501:
     """
 
     def __init__(self, root: str | os.PathLike) -> None:
-        self.root = resolve_root(root)
-        self.train = read_split(self.root / TRAIN_DIR)
-        self.query = read_split(self.root / QUERY_DIR)
-        self.gallery = read_split(self.root / GALLERY_DIR)
+        read_market_layout(self, root, MARKET_NAMES, RELEASE_DIR)
         mq = self.root / MULTIQUERY_DIR
         self.multiquery = read_split(mq) if mq.is_dir() else None
 
-    def summary(self) -> dict[str, dict[str, int]]:
-        """Counts per split: images, ids (pids >= 1), junk (-1), distractors (0), cameras."""
-        splits = {"train": self.train, "query": self.query, "gallery": self.gallery}
+    def splits(self) -> dict[str, list[Sample]]:
+        splits = super().splits()
         if self.multiquery is not None:
             splits["multiquery"] = self.multiquery
-        return {name: count_samples(s) for name, s in splits.items()}
-
-    def __repr__(self) -> str:
-        return (f"Market1501(root={str(self.root)!r}, train={len(self.train)}, "
-                f"query={len(self.query)}, gallery={len(self.gallery)})")
+        return splits
 
 
 def count_samples(samples: Sequence[Sample]) -> dict[str, int]:

@@ -1,13 +1,14 @@
-"""A synthetic Market-1501: same layout and file names, drawn people, learnable.
+"""A synthetic dataset in the layout of any loader: same folders, file names and list
+files as the real release, drawn people, learnable.
 
 Each identity has its own look (upper/lower clothing colours, a clothing pattern,
 hair and skin, a bag on some, build and height); each camera changes it (lighting
 gain/tint, blur, scale, background and floor), and every image jitters pose and
 position. A short CPU training therefore raises accuracy and rank-1 visibly, while
-cross-camera retrieval is not trivial. Images are 128x64 (HxW) JPEGs drawn with
-vectorised numpy, thousands per second.
+cross-camera retrieval is not trivial. Images are 128x64 (HxW) JPEGs (PNGs for CUHK03-NP)
+drawn with vectorised numpy, thousands per second.
 
-Layout (``Market1501(out_dir)`` reads it)::
+Layout ``market1501`` (and ``folder``; ``Market1501(out_dir)`` reads it)::
 
     out_dir/synthetic.json          the parameters (ensure_synthetic compares them)
     out_dir/bounding_box_train/     ``ids`` training identities x ``images_per_id``
@@ -16,14 +17,24 @@ Layout (``Market1501(out_dir)`` reads it)::
     out_dir/query/                  one box (``_00``) per camera of each test identity
                                     (up to 3), each with gallery images in other cameras
 
+The other layouts hold the same people under their release's names: ``dukemtmc``
+(``0001_c2_f0046182.jpg``, 8 cameras), ``cuhk03`` (``detected/`` and ``labeled/``, each
+in the Market-1501 layout, ``0001_c1_1.png``, 2 cameras), ``msmt17`` (MSMT17_V1:
+``train/`` and ``test/`` with one folder per identity, ``list_train.txt``,
+``list_val.txt`` (the last image of each training identity), ``list_query.txt``,
+``list_gallery.txt``, 15 cameras). There, distractors are gallery identities seen once
+(as DukeMTMC-reID's 408), and there are no junk boxes.
+
 Example::
 
     >>> from reid.data.synthetic import ensure_synthetic
     >>> root = ensure_synthetic("data/synthetic", ids=50, images_per_id=12, seed=0)
     >>> Market1501(root).summary()["train"]["ids"]
     50
+    >>> DukeMTMC(ensure_synthetic("data/synthetic-duke", ids=20, layout="dukemtmc")).summary()["train"]["ids"]
+    20
 
-or from the shell: ``python -m reid.data.synthetic data/synthetic --ids 50 --seed 0``.
+or from the shell: ``python -m reid.data.synthetic data/synthetic --ids 50 --seed 0 [--layout dukemtmc]``.
 """
 
 from __future__ import annotations
@@ -35,6 +46,8 @@ import os
 import shutil
 import sys
 import tempfile
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +60,9 @@ FORMAT_VERSION = 1
 HEIGHT, WIDTH = 128, 64
 MAX_QUERIES_PER_ID = 3
 
-_DEFAULTS: dict[str, int] = dict(ids=50, images_per_id=12, cameras=6, distractors=20, junk=10, seed=0)
+# cameras and junk None: the layout's own (LAYOUTS).
+_DEFAULTS: dict[str, Any] = dict(ids=50, images_per_id=12, cameras=None, distractors=20, junk=None, seed=0,
+                                 layout="market1501")
 
 
 # ----------------------------------------------------------------------------- drawing
@@ -186,19 +201,147 @@ def _encode_jpeg(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _encode_png(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 # ----------------------------------------------------------------------------- layout
 
 
-def _check_params(p: dict[str, int]) -> None:
+class _MarketNames:
+    """Market-1501: ``bounding_box_train/0002_c1s1_000451_03.jpg``; pid 0000 distractors, -1 junk."""
+
+    def __init__(self, plan: dict[str, list]) -> None:
+        self.seen: Counter = Counter()
+        self.next_pid = 1 + max(pid for items in plan.values() for _, pid, _, _ in items)
+
+    def paths(self, split: str, pid: int, cam: int, frame: int, seq: int, box: int) -> list[str]:
+        """Where one image goes (one path, or several for the same pixels); called in plan order."""
+        pid_s = "-1" if pid == -1 else f"{pid:04d}"
+        return [f"{split}/{pid_s}_c{cam}s{seq}_{frame:06d}_{box:02d}.jpg"]
+
+    def lists(self) -> dict[str, str]:
+        """Text files of the release that list the images (path -> content)."""
+        return {}
+
+    def person(self, pid: int) -> int:
+        """The pid to write: a distractor (pid 0) becomes a new identity seen once, as in DukeMTMC-reID."""
+        if pid != 0:
+            return pid
+        self.next_pid += 1
+        return self.next_pid - 1
+
+    def count(self, key: Any) -> int:
+        """1, 2, ... for successive calls with the same key."""
+        self.seen[key] += 1
+        return self.seen[key]
+
+
+class _DukeNames(_MarketNames):
+    """DukeMTMC-reID: ``bounding_box_train/0001_c2_f0046182.jpg``."""
+
+    def paths(self, split: str, pid: int, cam: int, frame: int, seq: int, box: int) -> list[str]:
+        return [f"{split}/{self.person(pid):04d}_c{cam}_f{frame:07d}.jpg"]
+
+
+class _CUHK03Names(_DukeNames):
+    """CUHK03-NP: ``detected/bounding_box_train/0001_c1_1.png`` and the same image under ``labeled/``."""
+
+    def paths(self, split: str, pid: int, cam: int, frame: int, seq: int, box: int) -> list[str]:
+        pid = self.person(pid)
+        name = f"{split}/{pid:04d}_c{cam}_{self.count(pid)}.png"
+        return [f"detected/{name}", f"labeled/{name}"]
+
+
+class _MSMT17Names(_DukeNames):
+    """MSMT17_V1: ``train/0000/0000_000_01_0303morning_0015_0.jpg`` and the four list files.
+
+    Labels count from 0 in train and again in test; the last image of each training
+    identity is listed in ``list_val.txt``.
+    """
+
+    LISTS = {"bounding_box_train": "list_train.txt", "query": "list_query.txt", "bounding_box_test": "list_gallery.txt"}
+
+    def __init__(self, plan: dict[str, list]) -> None:
+        super().__init__(plan)
+        train = sorted({pid for _, pid, _, _ in plan["bounding_box_train"]})
+        test = sorted({pid for _, pid, _, kind in plan["bounding_box_test"] if kind == "person"})
+        self.label = {**{pid: i for i, pid in enumerate(train)}, **{pid: i for i, pid in enumerate(test)}}
+        self.next_label = len(test)  # distractors: test identities seen once
+        self.left = Counter(pid for _, pid, _, _ in plan["bounding_box_train"])
+        self.lines: dict[str, list[str]] = {"list_train.txt": [], "list_val.txt": [], "list_query.txt": [],
+                                            "list_gallery.txt": []}
+
+    def paths(self, split: str, pid: int, cam: int, frame: int, seq: int, box: int) -> list[str]:
+        if pid == 0:
+            label, self.next_label = self.next_label, self.next_label + 1
+        else:
+            label = self.label[pid]
+        folder = "train" if split == "bounding_box_train" else "test"
+        when = ("morning", "noon", "afternoon")[seq % 3]
+        name = f"{label:04d}/{label:04d}_{self.count((folder, label)) - 1:03d}_{cam:02d}_03{seq:02d}{when}_{frame:04d}_{box % 2}.jpg"
+        listed = self.LISTS[split]
+        if split == "bounding_box_train":
+            self.left[pid] -= 1
+            listed = "list_val.txt" if self.left[pid] == 0 else listed
+        self.lines[listed].append(f"{name} {label}")
+        return [f"{folder}/{name}"]
+
+    def lists(self) -> dict[str, str]:
+        return {name: "".join(line + "\n" for line in lines) for name, lines in self.lines.items()}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the generator writes one loader's release: file names, camera count, junk."""
+
+    names: type
+    cameras: tuple[int, int]  # the valid number of cameras (lowest, highest)
+    default_cameras: int
+    junk: bool  # the release has pid -1 boxes
+
+
+#: Dataset registry name -> the layout the generator writes for it (``folder``: Market-1501's).
+LAYOUTS = {
+    "market1501": Layout(_MarketNames, (2, 9), 6, junk=True),
+    "folder": Layout(_MarketNames, (2, 9), 6, junk=True),
+    "dukemtmc": Layout(_DukeNames, (2, 8), 8, junk=False),
+    "msmt17": Layout(_MSMT17Names, (2, 15), 15, junk=False),
+    "cuhk03": Layout(_CUHK03Names, (2, 2), 2, junk=False),
+}
+
+
+def _resolve(params: dict[str, Any]) -> dict[str, Any]:
+    """Every parameter with its value (defaults filled in, cameras and junk from the layout), checked."""
+    p = {**_DEFAULTS, **params}
+    if p["layout"] not in LAYOUTS:
+        raise DatasetError(f"layout={p['layout']!r}: no such layout; choose one of {', '.join(LAYOUTS)}")
+    layout = LAYOUTS[p["layout"]]
+    if p["cameras"] is None:
+        p["cameras"] = layout.default_cameras
+    if p["junk"] is None:
+        p["junk"] = 10 if layout.junk else 0
+    p = {k: v if k == "layout" else int(v) for k, v in p.items()}
+    _check_params(p, layout)
+    return p
+
+
+def _check_params(p: dict[str, Any], layout: Layout) -> None:
     if p["ids"] < 1:
         raise DatasetError(f"ids={p['ids']}: need at least 1 identity")
     if p["images_per_id"] < 2:
         raise DatasetError(f"images_per_id={p['images_per_id']}: need at least 2 (one per camera of a query)")
-    if not 2 <= p["cameras"] <= 9:
-        raise DatasetError(f"cameras={p['cameras']}: must be 2..9 (Market-1501 file names hold one digit)")
+    lo, hi = layout.cameras
+    if not lo <= p["cameras"] <= hi:
+        raise DatasetError(f"cameras={p['cameras']}: the {p['layout']} layout takes "
+                           f"{lo if lo == hi else f'{lo}..{hi}'} cameras")
     for key in ("distractors", "junk"):
         if p[key] < 0:
             raise DatasetError(f"{key}={p[key]}: must be 0 or more")
+    if p["junk"] and not layout.junk:
+        raise DatasetError(f"junk={p['junk']}: the {p['layout']} layout has no junk boxes (pid -1); set junk=0")
     if p["seed"] < 0:
         raise DatasetError(f"seed={p['seed']}: must be 0 or more")
 
@@ -231,24 +374,29 @@ def _plan(p: dict[str, int]) -> dict[str, list[tuple[str, int, int, str]]]:
 
 
 def generate_synthetic(out_dir: str | os.PathLike, ids: int = _DEFAULTS["ids"],
-                       images_per_id: int = _DEFAULTS["images_per_id"], cameras: int = _DEFAULTS["cameras"],
-                       distractors: int = _DEFAULTS["distractors"], junk: int = _DEFAULTS["junk"],
-                       seed: int = _DEFAULTS["seed"], overwrite: bool = False, progress: bool = False) -> Path:
-    """Write a synthetic Market-1501 to ``out_dir`` and return its Path.
+                       images_per_id: int = _DEFAULTS["images_per_id"], cameras: int | None = None,
+                       distractors: int = _DEFAULTS["distractors"], junk: int | None = None,
+                       seed: int = _DEFAULTS["seed"], layout: str = _DEFAULTS["layout"], overwrite: bool = False,
+                       progress: bool = False) -> Path:
+    """Write a synthetic dataset in the release layout of ``layout`` (a dataset registry
+    name) to ``out_dir`` and return its Path.
 
     Everything is written to a temporary folder beside ``out_dir`` and renamed when
     complete, so an interrupted run never leaves a folder a later run trusts. The same
     parameters give byte-identical files. ``ids`` identities train and ``ids`` other
-    identities make the test set.
+    identities make the test set. ``cameras`` and ``junk`` default to the layout's
+    (Market-1501: 6 cameras, 10 junk boxes; DukeMTMC-reID 8, MSMT17 15, CUHK03-NP 2 cameras,
+    no junk).
 
     Example::
 
         >>> generate_synthetic("/tmp/syn", ids=8, images_per_id=6, seed=1)
         PosixPath('/tmp/syn')
+        >>> MSMT17(generate_synthetic("/tmp/msmt", ids=8, layout="msmt17")).summary()["query"]["cameras"]
+        15
     """
-    params = dict(ids=int(ids), images_per_id=int(images_per_id), cameras=int(cameras),
-                  distractors=int(distractors), junk=int(junk), seed=int(seed))
-    _check_params(params)
+    params = _resolve(dict(ids=ids, images_per_id=images_per_id, cameras=cameras, distractors=distractors,
+                           junk=junk, seed=seed, layout=layout))
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise DatasetError(f"{out_dir}: already exists; delete it, pass overwrite=True, or use ensure_synthetic")
@@ -266,7 +414,7 @@ def generate_synthetic(out_dir: str | os.PathLike, ids: int = _DEFAULTS["ids"],
     return out_dir
 
 
-def _write_dataset(folder: Path, params: dict[str, int], progress: bool) -> None:
+def _write_dataset(folder: Path, params: dict[str, Any], progress: bool) -> None:
     from tqdm import tqdm
 
     seed = params["seed"]
@@ -275,11 +423,10 @@ def _write_dataset(folder: Path, params: dict[str, int], progress: bool) -> None
     img_rng = np.random.default_rng([seed, 4])
     cams = {c: _camera_look(cam_rng) for c in range(1, params["cameras"] + 1)}
     plan = _plan(params)
+    names = LAYOUTS[params["layout"]].names(plan)
     looks: dict[int, dict] = {}
     items = [it for split in plan.values() for it in split]
     frame = 0
-    for split in plan:
-        (folder / split).mkdir()
     for split, pid, cam, kind in tqdm(items, desc="synthetic", unit="img", disable=not progress):
         if kind == "person" and pid not in looks:
             looks[pid] = _identity_look(look_rng)
@@ -288,8 +435,12 @@ def _write_dataset(folder: Path, params: dict[str, int], progress: bool) -> None
         frame += int(img_rng.integers(1, 200))
         seq = int(img_rng.integers(1, 7))
         box = 0 if split == "query" else int(img_rng.integers(1, 9))
-        pid_s = "-1" if pid == -1 else f"{pid:04d}"
-        (folder / split / f"{pid_s}_c{cam}s{seq}_{frame:06d}_{box:02d}.jpg").write_bytes(_encode_jpeg(pixels))
+        for rel in names.paths(split, pid, cam, frame, seq, box):
+            target = folder / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(_encode_png(pixels) if rel.endswith(".png") else _encode_jpeg(pixels))
+    for rel, text in names.lists().items():
+        (folder / rel).write_text(text)
     meta = {"format": FORMAT_VERSION, "height": HEIGHT, "width": WIDTH, **params}
     (folder / "synthetic.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
@@ -309,7 +460,7 @@ def _publish(tmp: Path, out_dir: Path, overwrite: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def read_params(out_dir: str | os.PathLike) -> dict[str, int] | None:
+def read_params(out_dir: str | os.PathLike) -> dict[str, Any] | None:
     """The parameters recorded in ``out_dir/synthetic.json`` (None when there is none)."""
     meta = Path(out_dir) / "synthetic.json"
     if not meta.is_file():
@@ -318,10 +469,11 @@ def read_params(out_dir: str | os.PathLike) -> dict[str, int] | None:
         data = json.loads(meta.read_text())
     except (OSError, ValueError) as e:
         raise DatasetError(f"{meta}: unreadable ({e}); delete {out_dir} to generate it again") from e
+    data.setdefault("layout", "market1501")  # written before there were other layouts
     return {k: data.get(k) for k in _DEFAULTS}
 
 
-def ensure_synthetic(out_dir: str | os.PathLike, progress: bool = False, **params: int) -> Path:
+def ensure_synthetic(out_dir: str | os.PathLike, progress: bool = False, **params: Any) -> Path:
     """Generate ``out_dir`` unless it already holds the synthetic dataset with these parameters.
 
     Parameters left out take the defaults of :func:`generate_synthetic`. A folder made
@@ -337,7 +489,7 @@ def ensure_synthetic(out_dir: str | os.PathLike, progress: bool = False, **param
     unknown = set(params) - set(_DEFAULTS)
     if unknown:
         raise DatasetError(f"unknown synthetic dataset parameter(s) {sorted(unknown)}; valid: {sorted(_DEFAULTS)}")
-    wanted = {**_DEFAULTS, **{k: int(v) for k, v in params.items()}}
+    wanted = _resolve(params)
     out_dir = Path(out_dir)
     if not out_dir.exists():
         try:
@@ -362,27 +514,32 @@ def ensure_synthetic(out_dir: str | os.PathLike, progress: bool = False, **param
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m reid.data.synthetic",
-        description="Write a synthetic dataset in the Market-1501 layout (128x64 JPEGs).")
+        description="Write a synthetic dataset in the layout of a dataset loader (128x64 images).")
     parser.add_argument("out_dir", help="folder to create (must not exist, unless the parameters match)")
+    parser.add_argument("--layout", default=_DEFAULTS["layout"], choices=sorted(LAYOUTS),
+                        help="the release layout to write (a data.name)")
     parser.add_argument("--ids", type=int, default=_DEFAULTS["ids"], help="training identities (as many others make the test set)")
     parser.add_argument("--images-per-id", type=int, default=_DEFAULTS["images_per_id"], help="images of each identity")
-    parser.add_argument("--cameras", type=int, default=_DEFAULTS["cameras"], help="cameras c1..cN (2..9)")
-    parser.add_argument("--distractors", type=int, default=_DEFAULTS["distractors"], help="pid 0000 gallery images")
-    parser.add_argument("--junk", type=int, default=_DEFAULTS["junk"], help="pid -1 gallery images")
+    parser.add_argument("--cameras", type=int, default=None, help="cameras c1..cN (default: the layout's)")
+    parser.add_argument("--distractors", type=int, default=_DEFAULTS["distractors"], help="gallery images of people not queried")
+    parser.add_argument("--junk", type=int, default=None, help="pid -1 gallery images (Market-1501 layout; default 10)")
     parser.add_argument("--seed", type=int, default=_DEFAULTS["seed"])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     try:
         root = ensure_synthetic(args.out_dir, ids=args.ids, images_per_id=args.images_per_id,
                                 cameras=args.cameras, distractors=args.distractors, junk=args.junk,
-                                seed=args.seed, progress=sys.stderr.isatty())
+                                seed=args.seed, layout=args.layout, progress=sys.stderr.isatty())
     except ReidError as e:
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
-    counts = {s: len(os.listdir(root / s)) for s in ("bounding_box_train", "query", "bounding_box_test")}
-    print(f"{root}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    from . import DATASETS
+
+    reader = "market1501" if args.layout == "folder" else args.layout  # folder: Market-1501 names
+    counts = {split: len(samples) for split, samples in DATASETS.get(reader)(root).splits().items()}
+    print(f"{root} ({args.layout}): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 
 
