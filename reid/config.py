@@ -38,10 +38,20 @@ def _opt(default: Any, **checks: Any) -> Any:
 
 
 @dataclass
-class DataConfig:
+class DatasetConfig:
+    """Where one dataset is and how to read it: the first keys of ``data`` and each ``eval.datasets`` entry."""
+
+    name: str = ""
+    root: str = "data"
+    synthetic: Optional[dict] = None
+    cuhk03_boxes: Literal["detected", "labeled"] = "detected"
+    pattern: Optional[str] = None
+
+
+@dataclass
+class DataConfig(DatasetConfig):
     name: str = "market1501"
     root: str = "data/Market-1501-v15.09.15"
-    synthetic: Optional[dict] = None
     cache_dir: str = "data/cache"
     cache_size: list[int] = _opt([128, 64], min=8)
     size: list[int] = _opt([256, 128], min=8)
@@ -121,6 +131,7 @@ class EvalConfig:
     rerank: bool = False
     ap: Literal["standard", "trapezoid"] = "standard"
     max_rank: int = _opt(50, min=10)
+    datasets: list[DatasetConfig] = _opt([])
 
 
 @dataclass
@@ -335,6 +346,8 @@ def _coerce(key: str, value: Any, kind: Any, origin: str) -> Any:
         return value
     if origin_kind is list:
         (item_kind,) = typing.get_args(kind)
+        if dataclasses.is_dataclass(item_kind):
+            return _coerce_entries(key, value, item_kind, origin)
         pair = not key.endswith(("milestones", "imports"))
         if not isinstance(value, list) or (pair and len(value) != 2):
             shape = "two " if pair else ""
@@ -346,6 +359,22 @@ def _coerce(key: str, value: Any, kind: Any, origin: str) -> Any:
             raise ConfigError(f"{origin}: {key} = {value!r} must be {described}")
         return float(value) if kind is float else value
     raise TypeError(f"unsupported schema type for {key}: {kind}")  # a bug in the schema, not user input
+
+
+def _coerce_entries(key: str, value: Any, kind: type, origin: str) -> list:
+    """A list of sections (``eval.datasets``): each a mapping of ``kind``'s keys, or a bare name."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{origin}: {key} = {value!r} must be a list, e.g. [{{name: dukemtmc, root: data}}]")
+    entries = []
+    for i, item in enumerate(value):
+        item = {"name": item} if isinstance(item, str) else item
+        where = f"{key}[{i}]"
+        valid = [f.name for f in dataclasses.fields(kind)]
+        unknown = [k for k in item if k not in valid] if isinstance(item, dict) else []
+        if unknown:
+            raise ConfigError(f"{origin}: {where}: unknown key '{unknown[0]}'; valid keys: {', '.join(valid)}")
+        entries.append(_build(kind, item, prefix=f"{where}.", origin=origin))
+    return entries
 
 
 def import_plugins(cfg: Config) -> None:
@@ -390,6 +419,14 @@ def _check_cross_field(cfg: Config, origin: str) -> None:
                           f"sampler.num_instances = {cfg.sampler.num_instances} for the pk sampler")
     if cfg.schedule.name == "multistep" and sorted(cfg.schedule.milestones) != cfg.schedule.milestones:
         raise ConfigError(f"{origin}: schedule.milestones = {cfg.schedule.milestones} must be increasing")
+    names = [entry.name for entry in cfg.eval.datasets]
+    for i, name in enumerate(names):
+        if not name:
+            raise ConfigError(f"{origin}: eval.datasets[{i}] has no name; give each entry one, e.g. "
+                              "{name: dukemtmc, root: data/DukeMTMC-reID}")
+        if name in names[:i]:
+            raise ConfigError(f"{origin}: eval.datasets lists {name} twice; results are keyed by the dataset name, "
+                              "so list each dataset once (evaluate another variant with python -m reid.evaluate)")
 
 
 # ----------------------------------------------------------------------------- output

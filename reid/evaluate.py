@@ -4,11 +4,13 @@ or score a features file alone: ``python -m reid.evaluate --features FILE.mat``.
 Reads the run's resolved ``config.yaml`` and its checkpoint (``checkpoints/last.pt`` by
 default), extracts query and gallery features, and writes ``results.json``,
 ``features.mat`` and the ``eval_*`` entries of ``mini_batch_data.mat`` (replacing the
-entry of the same epoch), then prints the table.
+entry of the same epoch), then prints the table. ``eval.datasets`` adds the cross-domain
+evaluations (``results.json``'s ``datasets``, the ``.mat``'s ``eval_*_<name>`` keys).
 
 Example::
 
     python -m reid.evaluate outputs/soft --set eval.rerank=true
+    python -m reid.evaluate outputs/soft --set "eval.datasets=[{name: dukemtmc, root: data/DukeMTMC-reID}]"
     python -m reid.evaluate --features other_tool/pytorch_result.mat --set eval.distance=euclidean
 
 A features file has layumi's keys (``query_f``, ``query_label``, ``query_cam``,
@@ -32,7 +34,7 @@ from .engine.builder import build_data, build_model_from_config, build_split
 from .engine.checkpoint import load_checkpoint
 from .engine.history import History
 from .engine.device import eval_autocast_dtype, resolve_device
-from .engine.trainer import evaluate_model
+from .engine.trainer import evaluate_datasets, evaluate_model
 from .errors import ReidError
 from .evaluation import evaluate_features, format_results, read_features_mat
 from .io import atomic_write_text
@@ -61,8 +63,11 @@ def evaluate_run(run_dir: str | Path, checkpoint: str | Path | None = None, over
     model.load_state_dict(state["model"])
     model.to(dev)
     data = build_data(cfg, dataset, split, progress=progress)
-    results = evaluate_model(model, data, cfg, dev, eval_autocast_dtype(cfg.train.precision, dev),
-                             channels_last=dev.type == "cuda", features_path=run_dir / "features.mat")
+    amp_dtype, channels_last = eval_autocast_dtype(cfg.train.precision, dev), dev.type == "cuda"
+    results = evaluate_model(model, data, cfg, dev, amp_dtype, channels_last=channels_last,
+                             features_path=run_dir / "features.mat")
+    if data.eval_sets:
+        results["datasets"] = evaluate_datasets(model, data.eval_sets, cfg, dev, amp_dtype, channels_last, progress)
     results["epoch"] = int(state["epoch"])
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
     update_history(run_dir / "mini_batch_data.mat", state, results)
@@ -72,11 +77,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str | Path | None = None, over
 def update_history(mat_path: Path, state: dict, results: dict) -> None:
     """Rewrite the .mat with this evaluation in place of any earlier one of the same epoch."""
     history = History.from_state_dict(state["history"])
-    cols = history.columns
-    keep = [i for i, e in enumerate(cols["eval_epoch"]) if e != results["epoch"]]
-    for key in [k for k in cols if k.startswith("eval_")]:
-        cols[key] = [cols[key][i] for i in keep]
-    history.add_evaluation(results["epoch"], results)
+    history.replace_evaluation(results["epoch"], results)
     history.save_mat(mat_path)
 
 
@@ -89,6 +90,9 @@ def evaluate_features_file(path: str | Path, overrides: list[str] = ()) -> dict:
             raise ReidError(f"--set {item}: only eval.* keys apply to a features file")
         set_dotted(raw, key, value, origin=f"--set {item}")
     ev = from_dict(raw, origin="--set").eval
+    if ev.datasets:
+        raise ReidError("--set eval.datasets: a cross-domain evaluation needs a run directory (its model), "
+                        "not a features file")
     return evaluate_features(**read_features_mat(path), distance=ev.distance, rerank=ev.rerank, ap=ev.ap,
                              max_rank=ev.max_rank)
 

@@ -30,8 +30,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .cli import run_main
 from .config import Config
-from .data import DATASETS, Sample, decode_image
-from .engine.builder import dataset_root
+from .data import Sample, decode_image
+from .engine.builder import build_dataset
 from .errors import ReidError
 from .evaluation import compute_distance, rank_metrics, read_features_mat
 from .evaluation.features import re_ranking_distance
@@ -191,7 +191,7 @@ def visualize_run(run_dir: str | Path, out: str | Path | None = None, queries: i
     cfg = read_run_config(run_dir)
     features_file = run_features_path(run_dir)
     feats = read_features_mat(features_file)
-    dataset = DATASETS.get(cfg.data.name)(dataset_root(cfg))
+    dataset = build_dataset(cfg.data)
     check_matches_dataset(feats, dataset.query, dataset.gallery, features_file, run_dir)
     rows, metrics = ranked_rows(feats, dataset.query, dataset.gallery, cfg, queries, top, pick, seed)
     distance = "re-ranked" if cfg.eval.rerank else cfg.eval.distance

@@ -81,6 +81,12 @@ def test_overrides_are_parsed_as_yaml():
     ("eval.flip=maybe", "eval.flip = 'maybe' must be true or false"),
     ("train.epochs", "expected key.path=value"),
     ("criterion=[3]", "criterion = [3]"),
+    ("data.cuhk03_boxes=hand", "data.cuhk03_boxes = 'hand' is not allowed; choose one of: detected, labeled"),
+    ("eval.datasets=dukemtmc", "eval.datasets = 'dukemtmc' must be a list"),
+    ("eval.datasets=[{name: msmt17, rot: x}]", "eval.datasets[0]: unknown key 'rot'; valid keys: name, root, synthetic"),
+    ("eval.datasets=[{root: x}]", "eval.datasets[0] has no name"),
+    ("eval.datasets=[dukemtmc, {name: dukemtmc}]", "eval.datasets lists dukemtmc twice"),
+    ("eval.datasets=[{name: cuhk03, cuhk03_boxes: hand}]", "eval.datasets[0].cuhk03_boxes = 'hand' is not allowed"),
 ])
 def test_config_errors_name_the_key(override, message):
     with pytest.raises(ConfigError) as e:
@@ -120,3 +126,16 @@ def test_experiment_differences_ignore_epochs_and_eval_but_not_the_criterion():
     assert experiment_differences(a, b) == []
     c = to_dict(load_config(CONFIGS / "soft.yaml", ["seed=3", "train.batch_size=64"]))
     assert experiment_differences(a, c) == ["criterion", "seed", "train.batch_size"]
+
+
+def test_eval_datasets_entries_take_the_dataset_keys_of_data():
+    cfg = load_config(CONFIGS / "standard.yaml", [
+        "eval.datasets=[msmt17, {name: cuhk03, root: /d/cuhk03-np, cuhk03_boxes: labeled}, "
+        "{name: folder, root: /d/mine, pattern: '(?P<pid>\\d+)_(?P<cam>\\d+)'}]"])
+    msmt17, cuhk03, folder = cfg.eval.datasets
+    assert (msmt17.name, msmt17.root, msmt17.synthetic) == ("msmt17", "data", None)  # a bare name reads data/
+    assert (cuhk03.root, cuhk03.cuhk03_boxes) == ("/d/cuhk03-np", "labeled")
+    assert folder.pattern == r"(?P<pid>\d+)_(?P<cam>\d+)"
+    assert to_dict(from_dict(yaml.safe_load(to_yaml(cfg)))) == to_dict(cfg)
+    # another evaluation set does not change the experiment: a finished run may add one when resumed
+    assert experiment_differences(to_dict(load_config(CONFIGS / "standard.yaml")), to_dict(cfg)) == []

@@ -189,3 +189,15 @@ def test_a_dataset_made_before_layouts_is_a_market1501_one(tmp_path, monkeypatch
     with pytest.raises(DatasetError, match=r"layout=market1501 \(wanted dukemtmc\)"):
         syn.ensure_synthetic(out, seed=1, **{**TINY, "junk": 0, "layout": "dukemtmc", "cameras": 4})
 
+
+def test_config_entry_generates_its_dataset_in_the_layout_of_its_name(tmp_path):
+    from reid.config import DatasetConfig
+    from reid.engine.builder import build_dataset
+    from reid.errors import ConfigError
+
+    entry = DatasetConfig(name="dukemtmc", root=str(tmp_path / "duke"), synthetic=dict(ids=3, images_per_id=3))
+    ds = build_dataset(entry)
+    assert type(ds).__name__ == "DukeMTMC" and len(ds.train) == 9
+    bad = DatasetConfig(name="dukemtmc", root=str(tmp_path / "d2"), synthetic=dict(ids=3, layout="msmt17"))
+    with pytest.raises(ConfigError, match="layout = 'msmt17', but the dataset is dukemtmc"):
+        build_dataset(bad)

@@ -149,6 +149,21 @@ def test_unparsable_file_name(guard, tmp_path):
     no_run_written(guard[2] / "bad_name")
 
 
+def test_names_of_another_dataset_are_named(guard):
+    """data.name=dukemtmc on a Market-1501 folder: the first file whose name is not a Duke name."""
+    first = sorted((guard[0] / "bounding_box_train").glob("*.jpg"))[0]
+    r = run_train(fresh_run_args(guard, "duke_names", extra=("data.name=dukemtmc",)))
+    user_error(r, str(first), "DukeMTMC-reID pattern PID_cC_fFRAME.jpg", "rename")
+    no_run_written(guard[2] / "duke_names")
+
+
+def test_unreadable_cross_domain_dataset_is_named_before_training(guard, tmp_path):
+    missing = tmp_path / "no-such-msmt17"
+    r = run_train(fresh_run_args(guard, "cross_missing", extra=(f"eval.datasets=[{{name: msmt17, root: {missing}}}]",)))
+    user_error(r, "eval.datasets[0] (msmt17)", str(missing), "does not exist", "eval.datasets[0].root")
+    no_run_written(guard[2] / "cross_missing")
+
+
 def test_corrupt_jpeg_is_named_before_training(guard, tmp_path):
     root = copy_dataset(guard[0], tmp_path / "market")
     victim = sorted((root / "bounding_box_train").glob("*.jpg"))[3]

@@ -12,16 +12,18 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..config import Config
-from ..data import DATASETS, Sample, TrainValSplit, load_image_cache, split_train_val
+from ..config import Config, DatasetConfig
+from ..data import DATASETS, ReidDataset, Sample, TrainValSplit, load_image_cache, split_train_val
 from ..data.synthetic import ensure_synthetic
+from ..errors import ConfigError, ReidError
 from ..losses import CRITERIA, build_criterion
 from ..models import MODELS, build_model
 
@@ -36,6 +38,29 @@ class RetrievalSet:
 
 
 @dataclass
+class RetrievalData:
+    """Query and gallery of one evaluation."""
+
+    query: RetrievalSet
+    gallery: RetrievalSet
+
+
+@dataclass
+class EvalSet:
+    """One ``eval.datasets`` entry: its query and gallery samples, decoded on demand (from the image cache)."""
+
+    name: str
+    root: str
+    query: list[Sample]
+    gallery: list[Sample]
+
+    def load(self, cfg: Config, progress: bool = True) -> RetrievalData:
+        size, cache_dir = tuple(cfg.data.cache_size), Path(cfg.data.cache_dir)
+        return RetrievalData(retrieval_set(self.query, size, cache_dir, f"{self.name}_query", progress),
+                             retrieval_set(self.gallery, size, cache_dir, f"{self.name}_gallery", progress))
+
+
+@dataclass
 class RunData:
     split: TrainValSplit
     train_images: torch.Tensor  # uint8 (N_train, 3, H, W), rows in split.train order
@@ -44,6 +69,7 @@ class RunData:
     val_labels: torch.Tensor
     query: RetrievalSet
     gallery: RetrievalSet
+    eval_sets: list[EvalSet] = field(default_factory=list)  # cross-domain: eval.datasets
 
     @property
     def num_classes(self) -> int:
@@ -52,29 +78,55 @@ class RunData:
 
 def check_names(cfg: Config) -> None:
     """Unknown dataset, model or criterion names fail here, before any file is written."""
-    DATASETS.get(cfg.data.name)
+    for source in [cfg.data, *cfg.eval.datasets]:
+        DATASETS.get(source.name)
     MODELS.get(cfg.model.name)
     for spec in cfg.criterion:
         CRITERIA.get(spec["name"])
 
 
-def dataset_root(cfg: Config) -> Path:
-    """The dataset folder; a synthetic one is generated there on first use."""
-    root = Path(cfg.data.root)
-    if cfg.data.synthetic is not None:
-        ensure_synthetic(root, **cfg.data.synthetic)
-    return root
+def build_dataset(source: DatasetConfig) -> ReidDataset:
+    """The dataset a config entry (``data`` or an ``eval.datasets`` entry) describes; with
+    ``synthetic`` set, a synthetic one in that dataset's layout is generated at its root first."""
+    if source.synthetic is not None:
+        params = {"layout": source.name, **source.synthetic}
+        if params["layout"] != source.name:
+            raise ConfigError(f"synthetic: layout = {params['layout']!r}, but the dataset is {source.name}; "
+                              "remove layout, the generator writes the layout of the dataset's name")
+        ensure_synthetic(source.root, **params)
+    return DATASETS.get(source.name).from_config(source)
 
 
-def build_split(cfg: Config) -> tuple[object, TrainValSplit]:
-    dataset = DATASETS.get(cfg.data.name)(dataset_root(cfg))
+def build_split(cfg: Config) -> tuple[ReidDataset, TrainValSplit]:
+    dataset = build_dataset(cfg.data)
     return dataset, split_train_val(dataset.train, cfg.data.val_per_id, cfg.seed)
 
 
-def build_data(cfg: Config, dataset: object, split: TrainValSplit, progress: bool = True) -> RunData:
-    """Decode every split once (or read the cache) into uint8 tensors."""
+def build_eval_sets(cfg: Config) -> list[EvalSet]:
+    """The query/gallery lists of every ``eval.datasets`` entry; an error names the entry and its key."""
+    sets = []
+    for i, source in enumerate(cfg.eval.datasets):
+        try:
+            dataset = build_dataset(source)
+        except ReidError as e:  # the loaders name data.*; here the keys are the entry's
+            message = re.sub(r"\bdata\.(?=root|pattern|cuhk03_boxes|synthetic)", f"eval.datasets[{i}].", str(e))
+            raise type(e)(f"eval.datasets[{i}] ({source.name}): {message}") from e
+        sets.append(EvalSet(source.name, str(dataset.root), dataset.query, dataset.gallery))
+    return sets
+
+
+def build_data(cfg: Config, dataset: ReidDataset, split: TrainValSplit, progress: bool = True) -> RunData:
+    """Decode every split once (or read the cache) into uint8 tensors.
+
+    The ``eval.datasets`` query/gallery images are decoded into the on-disk cache too, so
+    an unreadable image fails now rather than after training, but they are not kept in
+    memory: the final evaluation reads them back from the cache.
+    """
     size = tuple(cfg.data.cache_size)
     cache_dir = Path(cfg.data.cache_dir)
+    eval_sets = build_eval_sets(cfg)
+    for eval_set in eval_sets:
+        eval_set.load(cfg, progress)
     train_all = load_image_cache([s.path for s in dataset.train], size, cache_dir, desc="train", progress=progress)
     row = {s.path: i for i, s in enumerate(dataset.train)}
     train_rows = torch.as_tensor([row[s.path] for s in split.train], dtype=torch.long)
@@ -87,6 +139,7 @@ def build_data(cfg: Config, dataset: object, split: TrainValSplit, progress: boo
         val_labels=torch.as_tensor(split.val_labels, dtype=torch.long),
         query=retrieval_set(dataset.query, size, cache_dir, "query", progress),
         gallery=retrieval_set(dataset.gallery, size, cache_dir, "gallery", progress),
+        eval_sets=eval_sets,
     )
 
 

@@ -3,7 +3,9 @@
 Keys and shapes are a contract (DESIGN.md): ``train_loss``, ``train_acc``,
 ``val_loss``, ``val_acc`` and their ``*_epoch``, ``*_batch_size`` (and ``train_lr``)
 are 1xN float64 rows, one entry per mini-batch in order; ``eval_*`` one entry per
-evaluation; ``criterion`` and ``config`` are strings.
+evaluation, and for each cross-domain dataset (``eval.datasets``) the same five keys
+suffixed by its name (``eval_epoch_dukemtmc``, ``eval_mAP_dukemtmc``, ...), one entry per
+evaluation on it; ``criterion`` and ``config`` are strings.
 
 Example::
 
@@ -68,9 +70,30 @@ class History:
             self.columns[f"{phase}_{key}"].extend(column)
 
     def add_evaluation(self, epoch: int, results: dict) -> None:
-        self.columns["eval_epoch"].append(epoch)
-        for key in EVAL_KEYS[1:]:
-            self.columns[f"eval_{key}"].append(float(results[key]))
+        """Append one evaluation: ``eval_epoch``, ``eval_rank1``, ... from ``results`` and, for each
+        cross-domain dataset in ``results["datasets"]``, its own set ``eval_epoch_<name>``, ..."""
+        for suffix, values in self._sets(results):
+            for key in EVAL_KEYS:
+                self.columns.setdefault(f"eval_{key}{suffix}", []).append(epoch if key == "epoch" else float(values[key]))
+
+    def replace_evaluation(self, epoch: int, results: dict) -> None:
+        """:meth:`add_evaluation` after dropping each of its sets' entry of the same epoch (a re-evaluation)."""
+        for suffix, _ in self._sets(results):
+            keep = [i for i, e in enumerate(self.columns.get(f"eval_epoch{suffix}", [])) if e != epoch]
+            for key in EVAL_KEYS:
+                column = self.columns.get(f"eval_{key}{suffix}")
+                if column is not None:
+                    self.columns[f"eval_{key}{suffix}"] = [column[i] for i in keep]
+        self.add_evaluation(epoch, results)
+
+    @staticmethod
+    def _sets(results: dict) -> list[tuple[str, dict]]:
+        """(column suffix, results) of the evaluation and of each cross-domain dataset in it."""
+        return [("", results)] + [(f"_{name}", r) for name, r in results.get("datasets", {}).items()]
+
+    def evaluated_datasets(self) -> list[str]:
+        """The cross-domain datasets with evaluations, in the order they were first added."""
+        return [key[len("eval_epoch_"):] for key in self.columns if key.startswith("eval_epoch_")]
 
     def epoch_mean(self, phase: str, key: str, epoch: int) -> float:
         """The mean of ``phase_key`` over ``epoch``'s mini-batches, weighted by their sizes (nan if none)."""

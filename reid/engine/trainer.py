@@ -36,8 +36,8 @@ from ..evaluation import evaluate_features, extract_features, format_results, wr
 from ..io import atomic_write_text
 from ..losses import CombinedCriterion
 from . import distributed
-from .builder import (RunData, build_criterion_from_config, build_data, build_model_from_config, build_split,
-                      check_names)
+from .builder import (EvalSet, RetrievalData, RunData, build_criterion_from_config, build_data,
+                      build_model_from_config, build_split, check_names)
 from .checkpoint import CheckpointStore, RunLock, load_checkpoint
 from .device import autocast_dtype, configure_backends, precision_name, resolve_device
 from .history import History
@@ -301,6 +301,9 @@ class Trainer:
             results = evaluate_model(self.model, self.data, self.cfg, self.device, self.amp_dtype, self.channels_last,
                                      features_path=self.run_dir / "features.mat" if write_files else None)
             results["epoch"] = epoch
+            if write_files and self.data.eval_sets:  # cross-domain: the final model only
+                results["datasets"] = evaluate_datasets(self.model, self.data.eval_sets, self.cfg, self.device,
+                                                        self.amp_dtype, self.channels_last, self.progress)
             self.history.add_evaluation(epoch, results)
             if write_files:
                 atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
@@ -317,6 +320,9 @@ class Trainer:
         line += f"lr {c['train_lr'][-1]:.2e} time {seconds:.1f}s"
         if c["eval_epoch"] and c["eval_epoch"][-1] == epoch:
             line += f" rank1 {c['eval_rank1'][-1]:.4f} mAP {c['eval_mAP'][-1]:.4f}"
+        for name in h.evaluated_datasets():
+            if c[f"eval_epoch_{name}"][-1] == epoch:
+                line += f" {name}_rank1 {c[f'eval_rank1_{name}'][-1]:.4f} {name}_mAP {c[f'eval_mAP_{name}'][-1]:.4f}"
         return line
 
     def progress_bar(self, epoch: int, phase: str, batches: list[np.ndarray]) -> "PhaseBar":
@@ -370,7 +376,7 @@ class CompiledWithFallback(nn.Module):
         return self.net(*args)
 
 
-def evaluate_model(model: nn.Module, data: RunData, cfg: Config, device: torch.device,
+def evaluate_model(model: nn.Module, data: RunData | RetrievalData, cfg: Config, device: torch.device,
                    amp_dtype: Optional[torch.dtype], channels_last: bool,
                    features_path: Optional[Path] = None) -> dict:
     """Extract query/gallery features on ``device`` and score them there (optionally writing features.mat)."""
@@ -388,6 +394,17 @@ def evaluate_model(model: nn.Module, data: RunData, cfg: Config, device: torch.d
         write_features_mat(features_path, qf, data.query.pids, data.query.camids,
                            gf, data.gallery.pids, data.gallery.camids)
     return results
+
+
+def evaluate_datasets(model: nn.Module, eval_sets: list[EvalSet], cfg: Config, device: torch.device,
+                      amp_dtype: Optional[torch.dtype], channels_last: bool, progress: bool = True) -> dict[str, dict]:
+    """Cross-domain: :func:`evaluate_model` on each ``eval.datasets`` entry's query/gallery,
+    as ``{name: results}`` (each with its ``root``); images come back from the image cache."""
+    out = {}
+    for eval_set in eval_sets:
+        out[eval_set.name] = evaluate_model(model, eval_set.load(cfg, progress), cfg, device, amp_dtype, channels_last)
+        out[eval_set.name]["root"] = eval_set.root
+    return out
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -5,6 +5,12 @@ Example::
     >>> print(format_results(evaluate_features(qf, gf, q_pids, q_cams, g_pids, g_cams)))
     rank-1  rank-5  rank-10  mAP(standard)  mAP(trapezoid)   mINP  valid queries
      88.2%   95.1%    96.9%          72.4%           71.9%  38.0%      3368/3368
+    >>> print(format_results(json.load(open("outputs/soft/results.json"))))   # eval.datasets: [dukemtmc]
+    rank-1  rank-5  rank-10  mAP(standard)  mAP(trapezoid)   mINP  valid queries
+     88.2%   95.1%    96.9%          72.4%           71.9%  38.0%      3368/3368
+    dukemtmc (cross-domain):
+    rank-1  rank-5  rank-10  mAP(standard)  mAP(trapezoid)   mINP  valid queries
+     41.3%   57.0%    63.2%          23.1%           22.8%   4.1%      2228/2228
 """
 
 from __future__ import annotations
@@ -13,7 +19,15 @@ from typing import Any, Mapping
 
 
 def format_results(results: Mapping[str, Any]) -> str:
-    """Two-line table: rank-1/5/10, mAP under both AP rules (headline rule first), mINP, valid queries."""
+    """Two-line table: rank-1/5/10, mAP under both AP rules (headline rule first), mINP, valid queries;
+    then, for each cross-domain dataset in ``results["datasets"]``, its name and its own table."""
+    tables = [_table(results)]
+    for name, r in results.get("datasets", {}).items():
+        tables.append(f"{name} (cross-domain):\n{_table(r)}")
+    return "\n".join(tables)
+
+
+def _table(results: Mapping[str, Any]) -> str:
     rule = results.get("ap_rule", "standard")
     other = "trapezoid" if rule == "standard" else "standard"
     cols = [
