@@ -139,3 +139,11 @@ def test_eval_datasets_entries_take_the_dataset_keys_of_data():
     assert to_dict(from_dict(yaml.safe_load(to_yaml(cfg)))) == to_dict(cfg)
     # another evaluation set does not change the experiment: a finished run may add one when resumed
     assert experiment_differences(to_dict(load_config(CONFIGS / "standard.yaml")), to_dict(cfg)) == []
+
+
+def test_a_run_saved_before_a_key_existed_resumes_when_the_key_keeps_its_default():
+    saved = to_dict(load_config(CONFIGS / "standard.yaml"))
+    del saved["data"]["cuhk03_boxes"], saved["data"]["pattern"]  # a checkpoint older than these keys
+    assert experiment_differences(saved, to_dict(load_config(CONFIGS / "standard.yaml"))) == []
+    changed = to_dict(load_config(CONFIGS / "standard.yaml", ["data.cuhk03_boxes=labeled"]))
+    assert experiment_differences(saved, changed) == ["data.cuhk03_boxes"]
