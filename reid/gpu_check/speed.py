@@ -84,7 +84,7 @@ def epoch_and_floor(ctx: PartContext) -> None:
     seconds = [seconds_of(lambda e=epoch: trainer.train_epoch(epoch=e, first_step=0), device) for epoch in (1, 2)]
     images = sum(len(b) for b in trainer.sampler.batches(2))
     flops = training_flops_per_image(cfg, ctx.scale.epoch_ids)
-    del trainer
+    trainer = None  # free its cache before the matmul peak is measured
     if device.type == "cuda":
         torch.cuda.empty_cache()
     peaks = card_peaks(device, ctx.scale.matmul_size)

@@ -13,7 +13,6 @@ stderr); 2 usage error or the run directories cannot be resolved.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from .cli import EXIT_RUN_FAILED, Parser, add_run_arguments, check_configs, check_sets, run_launch, write_comparison
 from .runner import Job, LaunchError, TrainerCommand, check_distinct_run_dirs, device_slots, parse_gpus, report, run_jobs
