@@ -168,7 +168,8 @@ def test_divergence_inside_the_benchmark_gives_the_nan_message(monkeypatch):
         def forward(self, logits, targets, features=None):
             return nn.functional.cross_entropy(logits.float(), targets) * float("nan")
 
-    monkeypatch.setattr(bench_train, "build_criterion", lambda spec, classes: CombinedCriterion([("nan", 1.0, Nan())]))
+    monkeypatch.setattr(bench_train, "build_criterion_from_config",
+                        lambda cfg, split, feat_dim: CombinedCriterion([("nan", 1.0, Nan())]))
     args = argparse.Namespace(device="cpu", batch=4, size="32x16", model="resnet18", last_stride=2, steps=2,
                               warmup=1, classes=10, threads=None, compile=False, precision="auto",
                               deterministic=False)

@@ -24,12 +24,11 @@ import torch
 
 from ..config import from_dict
 from ..engine import distributed
-from ..engine.builder import RetrievalSet, RunData
+from ..engine.builder import RetrievalSet, RunData, build_criterion_from_config, build_model_from_config
 from ..engine.device import autocast_dtype, configure_backends, precision_name, resolve_device
 from ..engine.optim import build_optimizer
 from ..engine.trainer import Trainer
 from ..losses import build_criterion
-from ..models import build_model
 
 MARKET_TRAIN_IMAGES = 12936
 
@@ -104,7 +103,7 @@ def synthetic_batch(batch: int, height: int, width: int, classes: int, device: t
 def bare_loop_speed(cfg, device, amp, batch, steps, warmup, classes) -> dict:
     """Forward, backward and step on a fixed batch already on the device."""
     torch.manual_seed(0)
-    model = build_model(cfg.model.name, classes, pretrained="none", last_stride=cfg.model.last_stride).to(device)
+    model = build_model_from_config(cfg, classes).to(device)  # the model bench_trainer trains
     channels_last = device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -130,7 +129,7 @@ def bare_loop_speed(cfg, device, amp, batch, steps, warmup, classes) -> dict:
 def trainer_speed(cfg, device, batch, steps, warmup, classes) -> dict:
     """The trainer's own train_epoch over a cache of random uint8 images (no files, no val)."""
     n = batch * (steps + warmup)
-    trainer = bench_trainer(cfg, device, n, classes)
+    trainer = bench_trainer(cfg, device, random_labels(n, classes))
     # Warm up on the first `warmup` steps' worth of batches, then time whole epochs of `steps`.
     trainer.sampler = FixedBatches(n, batch, warmup)
     trainer.train_epoch(epoch=1, first_step=0)
@@ -138,22 +137,29 @@ def trainer_speed(cfg, device, batch, steps, warmup, classes) -> dict:
     return timed(lambda: trainer.train_epoch(epoch=2, first_step=0), 1, 0, batch * steps, device)
 
 
-def bench_trainer(cfg, device: torch.device, n: int, classes: int) -> Trainer:
-    """A Trainer over a cache of ``n`` random uint8 images (no files, no val, no run directory);
-    set its ``sampler`` to a :class:`FixedBatches` and call ``train_epoch``."""
+def bench_trainer(cfg, device: torch.device, labels: torch.Tensor) -> Trainer:
+    """A Trainer of ``cfg`` over a cache of random uint8 images, one per label (no files, no val, no run
+    directory), with the model and criterion ``train()`` builds; set its ``sampler`` to a
+    :class:`FixedBatches` and call ``train_epoch``."""
     g = torch.Generator().manual_seed(0)
-    h, w = cfg.data.cache_size
-    images = torch.randint(0, 256, (n, 3, h, w), dtype=torch.uint8, generator=g)
-    labels = torch.randint(0, classes, (n,), generator=g)
-    split = SimpleNamespace(train_labels=labels.tolist(), num_classes=classes)
+    images = torch.randint(0, 256, (len(labels), 3, *cfg.data.cache_size), dtype=torch.uint8, generator=g)
+    num_classes = int(labels.max()) + 1
+    split = SimpleNamespace(train_labels=labels.tolist(), num_classes=num_classes)
     empty = RetrievalSet(images[:0], labels[:0].numpy(), labels[:0].numpy())
     data = RunData(split=split, train_images=images, val_images=images[:0], train_labels=labels,
                    val_labels=labels[:0], query=empty, gallery=empty)
-    torch.manual_seed(0)
-    model = build_model(cfg.model.name, classes, pretrained="none", last_stride=cfg.model.last_stride)
-    criterion = build_criterion(cfg.criterion, classes)
+    torch.manual_seed(cfg.seed)
+    model = build_model_from_config(cfg, num_classes)
+    criterion = build_criterion_from_config(cfg, split, model.feature_dim)
     return Trainer(cfg, run_dir=None, device=device, data=data, model=model, criterion=criterion,
                    dist=distributed.DistInfo(), progress=False)
+
+
+def random_labels(n: int, classes: int) -> torch.Tensor:
+    """``n`` labels drawn uniformly from ``classes`` (seeded), every class present once n >= classes."""
+    labels = torch.randint(0, classes, (n,), generator=torch.Generator().manual_seed(0))
+    labels[:min(n, classes)] = torch.arange(min(n, classes))
+    return labels
 
 
 class FixedBatches:

@@ -23,10 +23,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..benchmarks import train as bench
 from ..config import load_config
-from ..engine import distributed
-from ..engine.builder import RetrievalSet, RunData, build_criterion_from_config, build_model_from_config
+from ..engine.builder import build_criterion_from_config, build_model_from_config
 from ..engine.device import configure_backends
-from ..engine.trainer import Trainer
 from .context import CONFIGS, PartContext
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from NVIDIA's datasheets, which print the figure
@@ -107,20 +105,10 @@ def epoch_and_floor(ctx: PartContext) -> None:
 
 
 def synthetic_trainer(cfg, device: torch.device, n_images: int, n_ids: int):
-    """A Trainer of ``cfg`` over a cache of random uint8 images labelled like Market-1501's train split."""
+    """The benchmark's Trainer of ``cfg`` (:func:`reid.benchmarks.train.bench_trainer`) over random images
+    labelled like Market-1501's train split (every identity 17 or 18 images at full size)."""
     configure_backends(cfg.train.deterministic, cfg.train.tf32)  # as train() does
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n_images, 3, *cfg.data.cache_size), dtype=torch.uint8, generator=g)
-    labels = torch.as_tensor(np.sort(np.arange(n_images) % n_ids))  # every identity 17 or 18 images at full size
-    split = SimpleNamespace(train_labels=labels.tolist(), num_classes=n_ids)
-    empty = RetrievalSet(images[:0], labels[:0].numpy(), labels[:0].numpy())
-    data = RunData(split=split, train_images=images, val_images=images[:0], train_labels=labels,
-                   val_labels=labels[:0], query=empty, gallery=empty)
-    torch.manual_seed(cfg.seed)
-    model = build_model_from_config(cfg, n_ids)
-    criterion = build_criterion_from_config(cfg, split, model.feature_dim)
-    return Trainer(cfg, run_dir=None, device=device, data=data, model=model, criterion=criterion,
-                   dist=distributed.DistInfo(), progress=False)
+    return bench.bench_trainer(cfg, device, torch.as_tensor(np.sort(np.arange(n_images) % n_ids)))
 
 
 def training_flops_per_image(cfg, n_ids: int, batch: int = 4) -> float:
