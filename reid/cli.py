@@ -27,3 +27,22 @@ def run_main(body: Callable[[], int | None], debug: bool = False) -> int:
     except KeyboardInterrupt:
         print("interrupted; continue with --resume auto", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def parse_int_list(text: str | None, option: str, minimum: int = 0) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``: the integers of a comma-separated option, each at least ``minimum``,
+    none listed twice; anything else is a ReidError naming ``option``.
+
+    Example::
+
+        parse_int_list("1,2,4", "--runs", minimum=1)    # -> [1, 2, 4]
+    """
+    items = [s.strip() for s in (text or "").split(",")]
+    if not all(s.lstrip("-").isdigit() for s in items) or min(int(s) for s in items) < minimum:
+        example = ",".join(str(minimum + i) for i in range(3))
+        raise ReidError(f"{option} {text!r}: give integers of at least {minimum} separated by commas, "
+                        f"e.g. {option} {example}")
+    values = [int(s) for s in items]
+    if len(set(values)) != len(values):
+        raise ReidError(f"{option} {text}: a value is listed twice; list each once")
+    return values

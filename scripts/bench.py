@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true")
     sub = parser.add_subparsers(dest="suite", required=True)
     for name in SUITES + EXTRA:
-        importlib.import_module(f"reid.benchmarks.{name}").add_arguments(sub.add_parser(name))
+        importlib.import_module(f"tools.bench.{name}").add_arguments(sub.add_parser(name))
     every = sub.add_parser("all", help="data, train and eval with their defaults")
     every.add_argument("--json", default="outputs/bench.json", help="where to write the results")
     every.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -36,11 +36,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         if args.suite != "all":
-            importlib.import_module(f"reid.benchmarks.{args.suite}").run(args)
+            importlib.import_module(f"tools.bench.{args.suite}").run(args)
             return 0
         results = {}
         for name in SUITES:
-            module = importlib.import_module(f"reid.benchmarks.{name}")
+            module = importlib.import_module(f"tools.bench.{name}")
             sub_parser = argparse.ArgumentParser()
             module.add_arguments(sub_parser)
             defaults = sub_parser.parse_args([])

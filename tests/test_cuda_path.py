@@ -161,7 +161,7 @@ def test_channels_last_batches_are_made_in_that_layout_with_the_same_values():
 
 
 def test_divergence_inside_the_benchmark_gives_the_nan_message(monkeypatch):
-    from reid.benchmarks import train as bench_train
+    from tools.bench import train as bench_train
     from reid.losses import CombinedCriterion
 
     class Nan(nn.Module):

@@ -1,31 +1,30 @@
-"""The prepared GPU check (scripts/gpu_check.sh): its --tiny CPU rehearsal end to end, and the
-runner's promise that a failing or hanging part is reported without losing the others."""
+"""The prepared GPU check (scripts/gpu_check.sh): its --tiny CPU rehearsal end to end, what --out
+receives, and the runner's promise that a failing, hanging or killed part (or a killed check)
+leaves a report of the parts that finished."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
-from reid.gpu_check import __main__ as gpu_check_main
-from reid.gpu_check.context import stderr_error_line
-from reid.gpu_check.cuda_tests import junit_counts
-from reid.gpu_check.determinism import different_tensors
-from reid.gpu_check.parts import PARTS, Part
-from reid.gpu_check.report import new_report
-from reid.gpu_check.runner import PartRun, run_parts
-from reid.gpu_check.runs import epochs_that_fit
-from reid.gpu_check.speed import count_flops, datasheet_bf16_tflops
+from tools.gpu_check import __main__ as gpu_check
+from tools.gpu_check.parts import Outcomes, Part, StepError, count_flops, different_tensors
+from reid.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
+MiB = 2**20
 
 
 def section(report_md: str, title: str) -> str:
@@ -35,103 +34,189 @@ def section(report_md: str, title: str) -> str:
     return report_md[start:end if end != -1 else None]
 
 
-def test_tiny_check_on_the_cpu_reports_every_part_ok(tmp_path):
-    out = tmp_path / "check"
+def test_tiny_check_on_the_cpu_reports_every_part_ok_and_out_holds_only_the_report(tmp_path):
+    out, work = tmp_path / "check", tmp_path / "work"
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
     proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), "--device", "cpu", "--tiny",
-                           "--out", str(out)], env=env, capture_output=True, text=True, timeout=900)
+                           "--out", str(out), "--work", str(work)], env=env, capture_output=True, text=True,
+                          timeout=600)
     report_md = (out / "report.md").read_text()
     assert proc.returncode == 0, report_md + proc.stderr
+    # --out: at most 8 files, none over 16 MiB; the runs, caches and checkpoints stay in --work
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["logs.tar.gz", "report.json", "report.md", "standard_vs_soft.png"]
+    assert all((out / f).stat().st_size <= 16 * MiB for f in files)
+    assert (work / "runs" / "det_killed" / "checkpoints" / "last.pt").is_file()
+    # progress lines, one per part start and end, as the parts run
+    assert proc.stdout.count("part ") == 10 and "part 5/5 determinism: ok" in proc.stdout
+
     report = json.loads((out / "report.json").read_text())
-    assert [p["name"] for p in report["parts"]] == [p.name for p in PARTS]
+    assert [p["name"] for p in report["parts"]] == [p[0] for p in gpu_check.PARTS]
     for part in report["parts"]:
-        text = section(report_md, part["title"])
-        assert "\nstatus: ok (" in text, text
+        assert "\nstatus: ok\n" in section(report_md, part["title"]), part
         assert part["status"] == "ok" and part["tables"], part
     assert report["finished"] and "# GPU check: CPU" in report_md
-
     tables = {t["title"]: t for p in report["parts"] for t in p["tables"]}
     # 2: the CUDA-marked tests are collected and skip without a GPU
-    counts = next(p for p in report["parts"] if p["name"] == "cuda_tests")["facts"]["cuda_tests"]
-    assert counts["tests"] >= 1 and counts["skipped"] == counts["tests"]
-    # 3: the bench row and the epoch against its floor
-    assert tables["scripts/bench.py train"]["rows"][0][1] == "resnet18"
-    assert any(t.startswith("one epoch, BoT config (resnet18, last stride 1, bnneck") for t in tables)
-    # 4: four runs trained and evaluated, the pair's comparison figure written
+    counts = report["parts"][1]["facts"]["cuda_tests"]
+    assert counts["skipped"] >= 1 and counts["passed"] == counts["failed"] == 0
+    # 3: the bench row says compile is off; the epoch against its floor
+    assert tables["scripts/bench.py train"]["rows"][0][:2] == ["off", "resnet18"]
+    assert any(t.startswith("one epoch of the BoT config (resnet18, last stride 1, bnneck") for t in tables)
+    # 4: bf16 and fp32 train the same number of steps; a second bf16 seed gives the noise beside the difference
     runs = {row[0]: row for row in tables["trained from scratch"]["rows"]}
-    assert set(runs) == {"bot_bf16", "bot_fp32", "standard", "soft"}
-    assert (runs["bot_bf16"][2], runs["bot_fp32"][2]) == ("bf16", "fp32")
+    assert set(runs) == {"bot_bf16", "bot_bf16_seed1", "bot_fp32", "standard", "soft"}
+    assert [runs[r][2:4] for r in ("bot_bf16", "bot_bf16_seed1", "bot_fp32")] == [["bf16", "0"], ["bf16", "1"],
+                                                                                   ["fp32", "0"]]
+    assert runs["bot_bf16"][5] == runs["bot_fp32"][5] == runs["bot_bf16_seed1"][5]
+    fp32 = yaml.safe_load((work / "runs" / "bot_fp32" / "config.yaml").read_text())
+    assert fp32["train"]["tf32"] is False and fp32["schedule"]["warmup_epochs"] == 0
+    assert "run-to-run noise: bf16 seed 0 - seed 1" in report_md
     assert (out / "standard_vs_soft.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "](standard_vs_soft.png)" in report_md
     # 5: the killed and resumed run ends with every weight tensor equal to the uninterrupted run's
     killed_at, tensors, identical = tables["SIGKILL mid-epoch, then --resume auto"]["rows"][0]
     assert killed_at.startswith("epoch 1, step ") and int(tensors) == int(identical) > 0
-    assert [r[0] for r in tables["train.deterministic: epoch 2"]["rows"]] == ["true", "false"]
+    reference = yaml.safe_load((work / "runs" / "det_reference" / "config.yaml").read_text())
+    assert reference["checkpoint"]["every_steps"] == 0 and reference["train"]["deterministic"] is True
 
 
-def fake_part(tmp_path: Path, name: str, code: str) -> list[str]:
-    """A part's command: ``code`` runs with RESULT (its result file) and OUT defined."""
-    script = tmp_path / f"{name}.py"
-    script.write_text("import json, sys, time, subprocess\nRESULT = sys.argv[-1]\n"
-                      f"OUT = {str(tmp_path / 'out')!r}\n" + textwrap.dedent(code))
-    return [sys.executable, str(script)]
+# ----------------------------------------------------------------------------- the runner, with stand-in parts
+
+def stand_in_parts(tmp_path: Path, names: list[str]) -> SimpleNamespace:
+    """A check of parts named like the real ones whose bodies come from the test."""
+    args = gpu_check.parse_args(["--device", "cpu", "--tiny", "--out", str(tmp_path / "out"),
+                                 "--work", str(tmp_path / "work")])
+    (tmp_path / "out").mkdir()
+    check = gpu_check.Check(args)
+    check.report["parts"] = check.report["parts"][:len(names)]
+    return check
 
 
-def result_with_table(title: str) -> str:
+def result_with_table(work: Path, name: str, title: str) -> None:
+    (work / "parts").mkdir(parents=True, exist_ok=True)
     table = {"title": title, "columns": ["a"], "rows": [["1"]]}
-    return (f"json.dump({{'tables': [{table!r}], 'notes': [], 'pngs': [], 'facts': {{}}, 'errors': []}}, "
-            "open(RESULT, 'w'))\n")
+    (work / "parts" / f"{name}.json").write_text(json.dumps(
+        {"tables": [table], "notes": [], "pngs": [], "facts": {}, "errors": []}))
 
 
 def running(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a killed one not yet reaped by its new parent is a zombie: not live)."""
+    """Whether ``pid`` is a live process (a zombie is not), waiting up to 2 s for it to go."""
     deadline = time.monotonic() + 2
     while time.monotonic() < deadline:
         try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return False
         except OSError:
-            return False
-        if state in ("Z", "X"):
             return False
         time.sleep(0.05)
     return True
 
 
 def test_a_failing_and_a_hanging_part_are_reported_and_the_others_still_run(tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    grandchild = tmp_path / "grandchild.pid"
-    plan = [
-        PartRun("a", "A", 30, fake_part(tmp_path, "a", result_with_table("first"))),
-        PartRun("b", "B", 30, fake_part(tmp_path, "b", "print('working', flush=True)\nraise ValueError('boom')\n")),
-        # writes a partial result, starts a grandchild, then hangs past its budget
-        PartRun("c", "C", 3, fake_part(tmp_path, "c", result_with_table("partial") + textwrap.dedent(f"""
-            p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-            open({str(grandchild)!r}, "w").write(str(p.pid))
-            time.sleep(60)
-        """))),
-        # sees the report as the earlier parts left it
-        PartRun("d", "D", 30, fake_part(tmp_path, "d", f"""
-            open({str(tmp_path / 'seen.md')!r}, "w").write(open(OUT + "/report.md").read())
-        """)),
-    ]
-    report = new_report([Part(p.name, p.title) for p in plan], {p.name: p.budget_s for p in plan}, "cpu", "tiny", None)
-    started = time.monotonic()
-    ok = run_parts(plan, out, report, say=lambda line: None)
-    assert not ok and time.monotonic() - started < 25
-    status = {p["name"]: (p["status"], p["error"]) for p in report["parts"]}
-    assert status == {"a": ("ok", None), "b": ("failed", "exit code 1: ValueError: boom"), "c": ("timed out", None),
-                      "d": ("ok", None)}
-    c = report["parts"][2]
-    assert [t["title"] for t in c["tables"]] == ["partial"]  # what finished before the kill is kept
-    assert not running(int(grandchild.read_text()))  # the timeout killed what the part had started
-    seen = (tmp_path / "seen.md").read_text()
-    assert "| A | ok |" in seen and "| B | failed: exit code 1: ValueError: boom |" in seen
-    assert "| C | timed out after 3 s |" in seen and "| D | running |" in seen
-    final = (out / "report.md").read_text()
-    assert "\nstatus: timed out after 3 s (" in final and "first:" in final and "partial:" in final
-    assert json.loads((out / "report.json").read_text())["parts"][1]["error"] == "exit code 1: ValueError: boom"
+    check = stand_in_parts(tmp_path, ["a", "b", "c", "d"])
+    work, grandchild = check.work, tmp_path / "grandchild.pid"
+    for entry in check.report["parts"]:
+        entry["budget_s"] = 30
+    check.report["parts"][2]["budget_s"] = 3
 
+    def a():
+        result_with_table(work, "environment", "first")
+        return 0
+
+    def b():
+        print("working")
+        raise ValueError("boom")
+
+    def c():  # a partial result, a grandchild, then it hangs past its limit
+        result_with_table(work, "speed", "partial")
+        grandchild.write_text(str(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]).pid))
+        time.sleep(60)
+
+    def d():  # sees the report as the earlier parts left it
+        (tmp_path / "seen.md").write_text((check.out / "report.md").read_text())
+        return 0
+
+    plan = list(zip([p["name"] for p in check.report["parts"]], [a, b, c, d]))
+    started = time.monotonic()
+    assert not gpu_check.run_check(check, plan, deadline=time.monotonic() + 60, say=lambda line: None)
+    assert time.monotonic() - started < 25
+    status = [(p["status"], p["error"]) for p in check.report["parts"]]
+    assert status == [("ok", None), ("failed", "exit code 1: see logs/cuda_tests.log"), ("timed out", None),
+                      ("ok", None)]
+    assert [t["title"] for t in check.report["parts"][2]["tables"]] == ["partial"]  # kept from before the kill
+    assert not running(int(grandchild.read_text()))  # the limit killed what the part had started
+    seen = (tmp_path / "seen.md").read_text()
+    assert "| ok |" in seen and "failed: exit code 1: see logs/cuda_tests.log" in seen and "| running |" in seen
+    final = (check.out / "report.md").read_text()
+    assert "\nstatus: timed out after 3 s" in final and "first:" in final and "partial:" in final
+    # the parts' output is in the one archive of --out
+    import tarfile
+
+    with tarfile.open(check.out / "logs.tar.gz") as tar:
+        assert "ValueError: boom" in tar.extractfile("logs/cuda_tests.log").read().decode()
+
+
+def test_a_part_that_would_outlast_the_check_is_not_started(tmp_path):
+    check = stand_in_parts(tmp_path, ["a", "b"])
+    plan = [(p["name"], lambda: 0) for p in check.report["parts"]]
+    assert not gpu_check.run_check(check, plan, deadline=time.monotonic() + 2, say=lambda line: None)
+    assert [p["status"] for p in check.report["parts"]] == ["not run", "not run"]
+    assert "no time left of the check's 600 s" in (check.out / "report.md").read_text()
+
+
+KILLED_CHECK = """
+import json, os, signal, sys, time
+from pathlib import Path
+from tools.gpu_check import __main__ as gpu_check
+
+tmp = Path({tmp!r})
+args = gpu_check.parse_args(["--device", "cpu", "--tiny", "--out", str(tmp / "out"), "--work", str(tmp / "work")])
+(tmp / "out").mkdir()
+check = gpu_check.Check(args)
+check.report["parts"] = check.report["parts"][:2]
+
+def a():
+    (tmp / "work" / "parts").mkdir(parents=True, exist_ok=True)
+    (tmp / "work" / "parts" / "environment.json").write_text(json.dumps(
+        {{"tables": [{{"title": "first", "columns": ["a"], "rows": [["1"]]}}], "errors": []}}))
+    return 0
+
+def b():
+    (tmp / "part_b.pid").write_text(str(os.getpid()))
+    time.sleep(60)
+    return 0
+
+signal.signal(signal.SIGTERM, gpu_check.interrupt)
+try:
+    gpu_check.run_check(check, [("environment", a), ("cuda_tests", b)], time.monotonic() + 60, print)
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_check_killed_in_the_middle_of_a_part_leaves_the_report_of_the_parts_that_finished(tmp_path, sig):
+    script = tmp_path / "check.py"
+    script.write_text(KILLED_CHECK.format(tmp=str(tmp_path)))
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid_file = tmp_path / "part_b.pid"
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.1)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == (130 if sig == signal.SIGTERM else -signal.SIGKILL), out + err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [(p["status"], [t["title"] for t in p["tables"]]) for p in report["parts"]] == [
+        ("ok", ["first"]), ("interrupted" if sig == signal.SIGTERM else "running", [])]
+    assert "| ok |" in (tmp_path / "out" / "report.md").read_text()
+    assert not running(int(pid_file.read_text()))  # the part went with the check
+
+
+# ----------------------------------------------------------------------------- arguments and small pieces
 
 @pytest.mark.parametrize("argv, message", [
     (["--device", "cpu"], "--device cpu: the full check trains ResNet-50"),
@@ -139,36 +224,48 @@ def test_a_failing_and_a_hanging_part_are_reported_and_the_others_still_run(tmp_
      "--market-root /nonexistent/market: no such folder"),
 ])
 def test_usage_errors_are_one_line(argv, message, tmp_path, capsys):
-    assert gpu_check_main.main([*argv, "--out", str(tmp_path / "o")]) == 2
+    assert gpu_check.main([*argv, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
 
 
-def test_an_out_folder_with_other_files_is_refused(tmp_path, capsys):
+def test_an_out_folder_with_other_files_or_holding_the_work_folder_is_refused(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
-    assert gpu_check_main.main(["--device", "cpu", "--tiny", "--out", str(tmp_path)]) == 2
+    assert gpu_check.main(["--device", "cpu", "--tiny", "--out", str(tmp_path)]) == 2
     assert "holds files that are not a GPU check's report" in capsys.readouterr().err
     assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert gpu_check.main(["--device", "cpu", "--tiny", "--out", str(tmp_path / "o"),
+                           "--work", str(tmp_path / "o" / "w")]) == 2
+    assert "inside --out, whose files come back from the device" in capsys.readouterr().err
 
 
-def test_epochs_that_fit_pay_the_start_up_again():
-    # 10 s first call = 6 s start-up + 4 s epoch; 30 s budget: 30 - 10 - 6 = 14 s left = 3 more epochs
-    assert epochs_that_fit(first_call_s=10, first_epoch_s=4, budget_s=30, most=120) == 4
-    assert epochs_that_fit(first_call_s=10, first_epoch_s=4, budget_s=30, most=2) == 2
-    assert epochs_that_fit(first_call_s=10, first_epoch_s=4, budget_s=19, most=120) == 1  # 3 s left < 4 s
-    assert epochs_that_fit(first_call_s=40, first_epoch_s=4, budget_s=30, most=120) == 1
+def test_a_failing_step_is_one_line_and_the_part_goes_on(tmp_path):
+    args = SimpleNamespace(device="cpu", scale="tiny", tiny=True, market_root=None, work=tmp_path, out=tmp_path)
+    part = Part("speed", args)
+    with part.step("one"):
+        raise RuntimeError("CUDA out of memory\nmore lines")
+    with part.step("two"):
+        raise StepError("3 of 4 CUDA tests failed")
+    with part.step("three"):
+        raise ConfigError("configs/x.yaml: unknown key 'a'")
+    with part.step("four"):
+        part.table("t", ["a"], [[1]])
+    saved = json.loads((tmp_path / "parts" / "speed.json").read_text())
+    assert saved["errors"] == ["one: RuntimeError: CUDA out of memory", "two: 3 of 4 CUDA tests failed",
+                               "three: configs/x.yaml: unknown key 'a'"]
+    assert saved["tables"] == [{"title": "t", "columns": ["a"], "rows": [["1"]]}]
 
 
-def test_datasheet_peaks_match_the_longest_name_first():
-    assert datasheet_bf16_tflops("NVIDIA H200") == 989.0
-    assert datasheet_bf16_tflops("NVIDIA H100 80GB HBM3") == 989.0
-    assert datasheet_bf16_tflops("NVIDIA H100 PCIe") == 756.0
-    assert datasheet_bf16_tflops("NVIDIA A100-SXM4-80GB") == 312.0
-    assert datasheet_bf16_tflops("NVIDIA A10") == 125.0
-    assert datasheet_bf16_tflops("NVIDIA L40S") == 362.0
-    assert datasheet_bf16_tflops("NVIDIA L4") == 121.0
-    assert datasheet_bf16_tflops("Tesla T4") is None
+def test_cuda_test_outcomes_count_a_failing_set_up_and_tear_down():
+    outcomes = Outcomes()
+    for nodeid, when, outcome in [("t1", "setup", "passed"), ("t1", "call", "passed"), ("t1", "teardown", "passed"),
+                                  ("t2", "setup", "skipped"), ("t3", "setup", "failed"),
+                                  ("t4", "call", "failed"), ("t5", "call", "passed"), ("t5", "teardown", "failed")]:
+        outcomes.pytest_runtest_logreport(SimpleNamespace(nodeid=nodeid, when=when, outcome=outcome,
+                                                          failed=outcome == "failed"))
+    assert outcomes.rows == [("t1", "passed"), ("t2", "skipped"), ("t3", "failed"), ("t4", "failed"),
+                             ("t5", "passed"), ("t5", "failed")]
 
 
 def test_training_flops_are_counted_by_hand():
@@ -178,25 +275,6 @@ def test_training_flops_are_counted_by_hand():
     assert count_flops(lambda: layer(x).sum().backward()) == 384
     x.requires_grad_(True)
     assert count_flops(lambda: layer(x).sum().backward()) == 576  # + the input's gradient
-
-
-def test_error_line_is_the_cause(tmp_path):
-    err = tmp_path / "e"
-    err.write_text("progress 10%\rprogress 100%\nerror: configs/x.yaml: unknown key 'a'\n"
-                   "error: run A (x.yaml) failed with exit code 2\nno comparison written\n")
-    assert stderr_error_line(err) == "error: configs/x.yaml: unknown key 'a'"
-    err.write_text("Traceback (most recent call last):\n  File x\nRuntimeError: CUDA out of memory\n\n")
-    assert stderr_error_line(err) == "RuntimeError: CUDA out of memory"
-    earlier = "error: an earlier call's line\n"
-    err.write_text(earlier + "ValueError: this call's\n")
-    assert stderr_error_line(err, offset=len(earlier)) == "ValueError: this call's"
-
-
-def test_junit_counts(tmp_path):
-    xml = tmp_path / "j.xml"
-    xml.write_text('<testsuites><testsuite name="pytest" errors="1" failures="2" skipped="3" tests="10">'
-                   '</testsuite></testsuites>')
-    assert junit_counts(xml) == {"tests": 10, "passed": 4, "failed": 3, "skipped": 3}
 
 
 def test_different_tensors_names_each_difference():

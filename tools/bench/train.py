@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import argparse
 import resource
-import time
 from types import SimpleNamespace
 
 import torch
 
-from ..config import from_dict
-from ..engine import distributed
-from ..engine.builder import RetrievalSet, RunData, build_criterion_from_config, build_model_from_config
-from ..engine.device import autocast_dtype, configure_backends, precision_name, resolve_device
-from ..engine.optim import build_optimizer
-from ..engine.trainer import Trainer
-from ..losses import build_criterion
+from reid.config import from_dict
+from reid.engine import distributed
+from reid.engine.builder import RetrievalSet, RunData, build_criterion_from_config, build_model_from_config
+from reid.engine.device import autocast_dtype, configure_backends, precision_name, resolve_device
+from reid.engine.optim import build_optimizer
+from reid.engine.trainer import CompiledWithFallback, Trainer
+from reid.losses import build_criterion
+
+from .timing import sync, timed
 
 MARKET_TRAIN_IMAGES = 12936
 
@@ -88,6 +89,8 @@ def run(args: argparse.Namespace) -> dict:
         "ratio": full["images_per_s"] / bare["images_per_s"],
         "market_epoch_s": MARKET_TRAIN_IMAGES / full["images_per_s"],
         "bare_peak_memory_mib": bare["peak_memory_mib"], "trainer_peak_memory_mib": full["peak_memory_mib"],
+        # what --compile ran: "on" (both loops compiled), "fell back to eager" (the compiler failed) or "off"
+        "compile": compile_outcome(args.compile, bare["compiled"] and full["compiled"]),
     }
     print_table(result)
     return result
@@ -107,7 +110,7 @@ def bare_loop_speed(cfg, device, amp, batch, steps, warmup, classes) -> dict:
     channels_last = device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    net = torch.compile(model) if cfg.train.compile else model
+    net = CompiledWithFallback(model) if cfg.train.compile else model  # as the trainer compiles
     criterion = build_criterion("cross_entropy", classes)
     optimizer = build_optimizer(cfg.optim, model.param_groups())  # the trainer's optimiser (fused on CUDA)
     images, labels = synthetic_batch(batch, *cfg.data.size, classes, device)
@@ -123,7 +126,7 @@ def bare_loop_speed(cfg, device, amp, batch, steps, warmup, classes) -> dict:
         loss.backward()
         optimizer.step()
 
-    return timed(step, steps, warmup, batch, device)
+    return {**throughput(step, steps, warmup, batch, device), "compiled": still_compiled(net)}
 
 
 def trainer_speed(cfg, device, batch, steps, warmup, classes) -> dict:
@@ -134,7 +137,19 @@ def trainer_speed(cfg, device, batch, steps, warmup, classes) -> dict:
     trainer.sampler = FixedBatches(n, batch, warmup)
     trainer.train_epoch(epoch=1, first_step=0)
     trainer.sampler = FixedBatches(n, batch, steps)
-    return timed(lambda: trainer.train_epoch(epoch=2, first_step=0), 1, 0, batch * steps, device)
+    speed = throughput(lambda: trainer.train_epoch(epoch=2, first_step=0), 1, 0, batch * steps, device)
+    return {**speed, "compiled": still_compiled(trainer.net)}
+
+
+def still_compiled(net: torch.nn.Module) -> bool:
+    """Whether ``net`` is a compiled model that has not fallen back to eager."""
+    return isinstance(net, CompiledWithFallback) and net.compiled is not None
+
+
+def compile_outcome(requested: bool, compiled: bool) -> str:
+    if not requested:
+        return "off"
+    return "on" if compiled else "fell back to eager"
 
 
 def bench_trainer(cfg, device: torch.device, labels: torch.Tensor) -> Trainer:
@@ -173,25 +188,16 @@ class FixedBatches:
         return self._batches
 
 
-def timed(fn, repeats: int, warmup: int, images_per_call: int, device: torch.device) -> dict:
-    """Seconds and images/s of ``repeats`` calls after ``warmup`` ones, and the peak memory of this loop alone."""
+def throughput(step, steps: int, warmup: int, images_per_step: int, device: torch.device) -> dict:
+    """Images/s of ``steps`` calls of ``step`` timed as one block after ``warmup`` untimed ones, and the
+    peak memory of this loop alone."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for _ in range(warmup):
-        fn()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    sync(device)
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "images_per_s": images_per_call * repeats / seconds,
+        step()
+    (seconds,), _ = timed(lambda: [step() for _ in range(steps)], device=device)
+    return {"seconds": seconds, "images_per_s": images_per_step * steps / seconds,
             "peak_memory_mib": peak_memory_mib(device)}
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def peak_memory_mib(device: torch.device) -> float:

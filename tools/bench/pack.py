@@ -22,8 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import ReidError
+from reid.cli import parse_int_list
+from reid.errors import ReidError
 from . import train as train_bench
+from .timing import sync
 
 REPO = Path(__file__).resolve().parents[2]
 TAG = "PACK "  # protocol lines between the parent and its workers start with this
@@ -37,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    counts = sorted(set(_parse_counts(args.runs)) | {1})  # 1 run alone is the reference
+    counts = sorted(set(parse_int_list(args.runs, "--runs", minimum=1)) | {1})  # 1 run alone is the reference
     device = train_bench.resolve_device(args.device)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     if device.type == "cuda":
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def packed_speed(n: int, worker_args: dict, env: dict) -> dict:
     """Start ``n`` workers, release them together once all are warm, collect their images/s."""
-    cmd = [sys.executable, "-m", "reid.benchmarks.pack", json.dumps(worker_args)]
+    cmd = [sys.executable, "-m", "tools.bench.pack", json.dumps(worker_args)]
     workers = [subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                for _ in range(n)]
     try:
@@ -88,16 +90,6 @@ def _expect(worker: subprocess.Popen, start: str, n: int) -> str:
                     "before reporting; see its output above (out of memory? then lower --runs or --batch)")
 
 
-def _parse_counts(text: str) -> list[int]:
-    try:
-        counts = [int(c) for c in text.split(",")]
-    except ValueError:
-        counts = []
-    if not counts or min(counts) < 1:
-        raise ReidError(f"--runs {text}: give numbers of runs at once separated by commas, e.g. --runs 1,2,4")
-    return counts
-
-
 def worker(options: dict) -> None:
     """One packed run: warm up, say ready, wait for go, train for ``seconds``, report images and seconds."""
     args = argparse.Namespace(**options)
@@ -106,14 +98,14 @@ def worker(options: dict) -> None:
     trainer = train_bench.bench_trainer(s.cfg, s.device, train_bench.random_labels(n, args.classes))
     trainer.sampler = train_bench.FixedBatches(n, s.batch, s.warmup)
     trainer.train_epoch(epoch=1, first_step=0)
-    train_bench.sync(s.device)
+    sync(s.device)
     print(TAG + "ready", flush=True)
     sys.stdin.readline()
     trainer.sampler = train_bench.FixedBatches(n, s.batch, s.steps)
     start, images, epoch = time.perf_counter(), 0, 2
     while time.perf_counter() - start < args.seconds:
         trainer.train_epoch(epoch=epoch, first_step=0)
-        train_bench.sync(s.device)
+        sync(s.device)
         images += s.batch * s.steps
         epoch += 1
     seconds = time.perf_counter() - start

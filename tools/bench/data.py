@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .timing import timed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +57,7 @@ def classic_transform(size: tuple[int, int] = (256, 128), pad: int = 10, flip_p:
     """
     import torchvision.transforms as T
 
-    from ..data import IMAGENET_MEAN, IMAGENET_STD
+    from reid.data import IMAGENET_MEAN, IMAGENET_STD
 
     return T.Compose([
         T.Resize(tuple(size), interpolation=T.InterpolationMode.BILINEAR),
@@ -96,45 +97,34 @@ def _classic(paths: list[str], pids: list[int], size: tuple[int, int], pad: int,
     loader = DataLoader(_ClassicDataset(paths, pids, transform), batch_size=batch_size, shuffle=True,
                         num_workers=0, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
-    best = 0.0
-    for _ in range(max(1, repeats)):  # the files are in the page cache after the cache build: no disk I/O
-        start = time.perf_counter()
-        for images, labels in loader:
-            pass
-        best = max(best, len(paths) / (time.perf_counter() - start))
-    return best
-
-
-def _best_rate(one_pass, images_per_pass: int, repeats: int) -> float:
-    """Images/s of the fastest of ``repeats`` calls ``one_pass(k)``, after one warm-up call (k = 0)."""
-    best = 0.0
-    for k in range(repeats + 1):  # pass 0 warms up
-        start = time.perf_counter()
-        one_pass(k)
-        if k > 0:
-            best = max(best, images_per_pass / (time.perf_counter() - start))
-    return best
+    # the files are in the page cache after the cache build: no disk I/O
+    seconds, _ = timed(lambda: [None for _ in loader], repeats)
+    return len(paths) / min(seconds)
 
 
 def _batched(cache: torch.Tensor, labels: torch.Tensor, aug, batch_size: int, repeats: int) -> float:
     """(b): index batches from the sampler, labels gathered, images augmented straight from the cache."""
-    from ..data import RandomBatchSampler, batch_generator
+    from reid.data import RandomBatchSampler, batch_generator
 
     sampler = RandomBatchSampler(len(cache), batch_size, seed=0)
 
-    def epoch(k: int) -> None:
+    epochs = iter(range(repeats + 1))
+
+    def epoch() -> None:
+        k = next(epochs)
         for step, idx in enumerate(sampler.batches(k)):
             rows = torch.from_numpy(idx)
             labels[rows]
             aug.apply(cache, aug.sample_params(len(rows), batch_generator(0, k, step)), index=rows)
 
-    return _best_rate(epoch, len(cache), repeats)
+    seconds, _ = timed(epoch, repeats, warmup=1)  # the fastest pass after one that warms up
+    return len(cache) / min(seconds)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure and print the table; return the numbers as a JSON-able dict."""
-    from ..data import BatchAugment, Market1501, load_image_cache, resize_images
-    from ..data.synthetic import generate_synthetic
+    from reid.data import BatchAugment, Market1501, load_image_cache, resize_images
+    from reid.data.synthetic import generate_synthetic
 
     size = (int(args.size[0]), int(args.size[1]))
     threads = torch.get_num_threads()
@@ -150,12 +140,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             samples = Market1501(root).train[: args.images]
             paths, pids = [s.path for s in samples], [s.pid for s in samples]
             labels = torch.tensor(pids)
-            t0 = time.perf_counter()
-            cache = load_image_cache(paths, (128, 64), cache_dir=Path(tmp) / "cache", progress=False)
-            build_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            cache_full = resize_images(cache, size)
-            resize_s = time.perf_counter() - t0
+            (build_s,), cache = timed(lambda: load_image_cache(paths, (128, 64), cache_dir=Path(tmp) / "cache",
+                                                               progress=False))
+            (resize_s,), cache_full = timed(lambda: resize_images(cache, size))
 
             classic = _classic(paths, pids, size, args.pad, args.erasing_p, args.batch_size, args.repeats)
             aug = BatchAugment(size, flip_p=0.5, pad=args.pad, erasing_p=args.erasing_p)

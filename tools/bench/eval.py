@@ -5,17 +5,18 @@ cameras), 2048-d features clustered by identity. Times the distance, ranking + C
 mAP (+ mINP), and the whole ``evaluate_features``; compares with a per-query numpy loop
 (torchreid's ``eval_market1501`` style), run on a subset of queries and extrapolated.
 
-Usage: ``python scripts/bench.py eval`` or ``python -m reid.benchmarks.eval [--loop-queries 300]``.
+Usage: ``python scripts/bench.py eval`` or ``python -m tools.bench.eval [--loop-queries 300]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 import numpy as np
 import torch
+
+from .timing import timed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,24 +78,17 @@ def numpy_loop_eval(distmat: np.ndarray, q_pids, q_cams, g_pids, g_cams, max_ran
     return {"cmc": np.mean(all_cmc, 0), "mAP": float(np.mean(all_ap)), "num_valid_queries": len(all_ap)}
 
 
-def _best(fn, repeats: int) -> tuple[float, Any]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        out = fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return best, out
+def _best(fn, repeats: int, device: torch.device) -> tuple[float, Any]:
+    """Seconds of the fastest of ``repeats`` calls of ``fn``, and its result."""
+    seconds, out = timed(fn, repeats, device=device)
+    return min(seconds), out
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from reid.evaluation import compute_distance, evaluate_features, rank_metrics
 
     p = market_like_problem(args)
-    from reid.engine.trainer import resolve_device
+    from reid.engine.device import resolve_device
 
     dev = resolve_device(args.device)
     qf, gf = p["qf"].to(dev), p["gf"].to(dev)
@@ -102,24 +96,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     gf_kept = gf[torch.from_numpy(np.nonzero(keep)[0]).to(dev)]
     kp, kc = p["g_pids"][keep], p["g_cams"][keep]
 
-    t_dist_full, _ = _best(lambda: compute_distance(qf, gf), args.repeats)
-    t_dist, dist = _best(lambda: compute_distance(qf, gf_kept), args.repeats)
-    t_rank, r = _best(lambda: rank_metrics(dist, p["q_pids"], p["q_cams"], kp, kc), args.repeats)
+    t_dist_full, _ = _best(lambda: compute_distance(qf, gf), args.repeats, dev)
+    t_dist, dist = _best(lambda: compute_distance(qf, gf_kept), args.repeats, dev)
+    t_rank, r = _best(lambda: rank_metrics(dist, p["q_pids"], p["q_cams"], kp, kc), args.repeats, dev)
     t_total, res = _best(
-        lambda: evaluate_features(qf, gf, p["q_pids"], p["q_cams"], p["g_pids"], p["g_cams"]), args.repeats
+        lambda: evaluate_features(qf, gf, p["q_pids"], p["q_cams"], p["g_pids"], p["g_cams"]), args.repeats, dev
     )
     # rank_metrics on the full matrix (junk still in) for comparison with evaluators that take it
     dist_full = compute_distance(qf, gf)
     t_rank_full, r_full = _best(
-        lambda: rank_metrics(dist_full, p["q_pids"], p["q_cams"], p["g_pids"], p["g_cams"]), args.repeats
+        lambda: rank_metrics(dist_full, p["q_pids"], p["q_cams"], p["g_pids"], p["g_cams"]), args.repeats, dev
     )
 
     nl = min(args.loop_queries, args.queries)
     sub = np.linspace(0, args.queries - 1, nl).astype(int)
     d_sub = dist_full[torch.from_numpy(sub).to(dev)].cpu().numpy()
-    t0 = time.perf_counter()
-    ref = numpy_loop_eval(d_sub, p["q_pids"][sub], p["q_cams"][sub], p["g_pids"], p["g_cams"])
-    t_loop_sub = time.perf_counter() - t0
+    (t_loop_sub,), ref = timed(lambda: numpy_loop_eval(d_sub, p["q_pids"][sub], p["q_cams"][sub], p["g_pids"],
+                                                        p["g_cams"]))
     t_loop = t_loop_sub * args.queries / nl
     ours_sub = rank_metrics(d_sub, p["q_pids"][sub], p["q_cams"][sub], p["g_pids"], p["g_cams"])
     map_diff = abs(ours_sub["mAP"] - ref["mAP"])

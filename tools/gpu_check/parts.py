@@ -1,0 +1,406 @@
+"""The five parts of the GPU check, each run in its own process by tools/gpu_check/__main__.py.
+
+A part is a sequence of steps; a step that raises is recorded with its error line and the part
+goes on. The part's result (tables, notes, PNGs, facts, errors) is rewritten to
+``WORK/parts/<name>.json`` after every step and table, so a part killed at its limit keeps
+what finished.
+
+1. environment   card, driver, compute capability, memory; torch, CUDA and cuDNN versions
+2. cuda_tests    the tests marked ``@pytest.mark.cuda``; on a CUDA device none may fail or skip
+3. speed         ``scripts/bench.py train`` without and with torch.compile (does it fall back to
+                 eager?); one full-size BoT epoch against its floor (images x training FLOPs /
+                 a measured bf16 matmul peak)
+4. real_images   bot.yaml from scratch, warm-up off, the same fixed number of steps in bf16 (two
+                 seeds: the run-to-run noise) and in full fp32 (``train.tf32: false``); the
+                 standard vs soft pair and its comparison PNG
+5. determinism   ``train.deterministic: true``: a run SIGKILLed mid-epoch and resumed ends with the
+                 uninterrupted run's weights; the mode's cost on runs without step checkpoints
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from reid.config import load_config
+from reid.data.synthetic import ensure_synthetic
+from reid.engine.builder import build_criterion_from_config, build_model_from_config
+from reid.engine.device import configure_backends
+from reid.engine.trainer import train
+from reid.errors import ReidError
+from reid.io import atomic_write_bytes, atomic_write_text
+
+from ..bench import train as bench
+from ..bench.timing import timed
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs"
+MARKET_TRAIN_IMAGES, MARKET_TRAIN_IDS = 12936, 751
+
+# What decides how long each kind of check takes.
+SCALES = {
+    "full": SimpleNamespace(
+        bench=["--batch", "64", "--size", "256x128", "--precision", "bf16"], compile=True,
+        epoch_images=MARKET_TRAIN_IMAGES, epoch_ids=MARKET_TRAIN_IDS, matmul=8192, train=[],
+        synthetic={"ids": 100, "images_per_id": 40, "cameras": 6, "distractors": 20, "junk": 10, "seed": 0},
+        bot_epochs=4, pair_epochs=2, det_epochs=3, det_every_steps=30, note=None),
+    "tiny": SimpleNamespace(
+        bench=["--batch", "8", "--size", "32x16", "--model", "resnet18", "--steps", "2", "--warmup", "1"],
+        compile=False, epoch_images=32, epoch_ids=4, matmul=256,
+        train=["data.size=[32,16]", "model.name=resnet18", "train.batch_size=8", "eval.batch_size=64"],
+        synthetic={"ids": 8, "images_per_id": 6, "cameras": 6, "distractors": 2, "junk": 1, "seed": 0},
+        bot_epochs=1, pair_epochs=1, det_epochs=2, det_every_steps=2,
+        note="--tiny: synthetic data, ResNet-18 at 32x16, 1-2 epochs per run; the figures test the check, "
+             "not the hardware"),
+}
+
+
+class Part:
+    """One part's settings and result, saved after every change."""
+
+    def __init__(self, name: str, args: argparse.Namespace) -> None:
+        self.name, self.args, self.device = name, args, args.device
+        self.scale = SCALES[args.scale]
+        self.runs, self.out = args.work / "runs", args.out
+        self.result: dict[str, Any] = {"tables": [], "notes": [], "pngs": [], "facts": {}, "errors": []}
+        self.path = args.work / "parts" / f"{name}.json"
+
+    @contextmanager
+    def step(self, label: str) -> Iterator[None]:
+        print(f"== {label} ({time.strftime('%H:%M:%S')})", flush=True)
+        try:
+            yield
+        except Exception as e:  # noqa: BLE001 - a failed step is reported; the part goes on
+            traceback.print_exc()
+            text = str(e) if isinstance(e, (StepError, ReidError)) else f"{type(e).__name__}: {e}"
+            self.result["errors"].append(f"{label}: {(text.strip() or type(e).__name__).splitlines()[0]}")
+        self.save()
+
+    def table(self, title: str, columns: list[str], rows: list[list[Any]]) -> None:
+        """Add the table ``title``, or replace the one of that title (a table that grows row by row)."""
+        tables = [t for t in self.result["tables"] if t["title"] != title]
+        at = next((i for i, t in enumerate(self.result["tables"]) if t["title"] == title), len(tables))
+        tables.insert(at, {"title": title, "columns": columns, "rows": [[str(c) for c in r] for r in rows]})
+        self.result["tables"] = tables
+        self.save()
+
+    def note(self, text: str) -> None:
+        self.result["notes"].append(text)
+        self.save()
+
+    def fact(self, key: str, value: Any) -> None:
+        self.result["facts"][key] = value
+        self.save()
+
+    def save(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.result, indent=2, default=str) + "\n")
+
+    def data_root(self) -> Path:
+        if self.args.market_root is not None and not self.args.tiny:
+            return self.args.market_root
+        return ensure_synthetic(self.args.work / "synthetic", **self.scale.synthetic)
+
+    def overrides(self, name: str, *sets: str) -> list[str]:
+        """``--set`` items of a run of this check: from scratch, into WORK/runs/<name>, the scale's sizes."""
+        return [f"data.root={self.data_root()}", f"data.cache_dir={self.args.work / 'cache'}", "model.pretrained=none",
+                f"output.root={self.runs}", f"output.name={name}", "seed=0", "eval.every_epochs=0",
+                *self.scale.train, *sets]
+
+    def train(self, file: str, name: str, *sets: str) -> dict:
+        """Train ``configs/<file>`` (in this process) and return the run's results.json."""
+        train(load_config(CONFIGS / file, self.overrides(name, *sets)), device=self.device, resume="auto",
+              progress=False)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return json.loads((self.runs / name / "results.json").read_text())
+
+
+class StepError(Exception):
+    """A failure whose message is the line to report."""
+
+
+def run_part(name: str, args: argparse.Namespace) -> int:
+    part = Part(name, args)
+    part.save()
+    globals()[name](part)
+    return 1 if part.result["errors"] else 0
+
+
+# ----------------------------------------------------------------------------- 1. environment
+
+def environment(part: Part) -> None:
+    with part.step("machine"):
+        if part.device == "cuda" and not torch.cuda.is_available():
+            raise StepError(f"--device cuda: no CUDA device is visible to torch {torch.__version__} "
+                            f"(built for CUDA {torch.version.cuda})")
+        facts = {"card": f"CPU: {platform.processor() or platform.machine()}", "driver": "none (CPU)"}
+        if part.device == "cuda":
+            props = torch.cuda.get_device_properties(0)
+            facts = {"card": props.name, "driver": nvidia_smi_driver(),
+                     "compute_capability": f"{props.major}.{props.minor}",
+                     "memory": f"{props.total_memory / 2**30:.1f} GiB", "multiprocessors": props.multi_processor_count}
+        cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+        facts.update(torch=torch.__version__, cuda_build=str(torch.version.cuda), cudnn=str(cudnn),
+                     python=platform.python_version(), cpu_threads=torch.get_num_threads())
+        for key, value in facts.items():
+            part.fact(key, value)
+        part.table("machine", ["what", "value"], [[k.replace("_", " "), v] for k, v in facts.items()])
+
+
+def nvidia_smi_driver() -> str:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown (no nvidia-smi)"
+
+
+# ----------------------------------------------------------------------------- 2. CUDA tests
+
+def cuda_tests(part: Part) -> None:
+    with part.step("pytest -m cuda"):
+        import pytest
+
+        if part.args.market_root:  # the tests that need the real images read it
+            os.environ["REID_MARKET_ROOT"] = str(part.args.market_root)
+        files = [str(p) for p in sorted((REPO / "tests").glob("test_*.py")) if "pytest.mark.cuda" in p.read_text()]
+        outcomes = Outcomes()
+        code = pytest.main(["-m", "cuda", "-q", "-p", "no:cacheprovider", "--rootdir", str(REPO), *files],
+                           plugins=[outcomes])
+        counts = {k: sum(o == k for _, o in outcomes.rows) for k in ("passed", "failed", "skipped")}
+        part.fact("cuda_tests", counts)
+        part.table("tests marked cuda", ["test", "outcome"], outcomes.rows)
+        if not outcomes.rows:
+            raise StepError(f"no test marked @pytest.mark.cuda ran (pytest exit code {code})")
+        if counts["failed"]:
+            raise StepError(f"{counts['failed']} of {len(outcomes.rows)} CUDA tests failed (see the table)")
+        if part.device == "cuda" and counts["skipped"]:
+            raise StepError(f"{counts['skipped']} of {len(outcomes.rows)} CUDA tests skipped on a CUDA device")
+
+
+class Outcomes:
+    """A pytest plugin: ``(test, outcome)`` of each test (a failing set-up or tear-down counts as failed)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str]] = []
+
+    def pytest_runtest_logreport(self, report) -> None:
+        if report.when == "call" or report.outcome != "passed":
+            outcome = "failed" if report.when == "teardown" and report.failed else report.outcome
+            self.rows.append((report.nodeid, outcome))
+
+
+# ----------------------------------------------------------------------------- 3. speed
+
+BENCH_COLUMNS = ["torch.compile", "model", "batch", "size", "precision", "bare images/s", "trainer images/s",
+                 "trainer / bare", "bare peak MiB", "trainer peak MiB"]
+
+
+def speed(part: Part) -> None:
+    rows: list[list[Any]] = []
+    for compile_model in (False, True):
+        if compile_model and not part.scale.compile:
+            part.note("bench.py train --compile: not run with --tiny (compiling takes minutes on a CPU)")
+            continue
+        with part.step(f"bench.py train{' --compile' if compile_model else ''}"):
+            parser = argparse.ArgumentParser()
+            bench.add_arguments(parser)
+            r = bench.run(parser.parse_args(["--device", part.device, *part.scale.bench,
+                                             *(["--compile"] if compile_model else [])]))
+            part.fact(f"bench{'_compile' if compile_model else ''}", r)
+            rows.append([r["compile"], r["model"], r["batch"], r["size"], r["precision"],
+                         f"{r['bare_images_per_s']:.1f}", f"{r['trainer_images_per_s']:.1f}", f"{r['ratio']:.3f}",
+                         f"{r['bare_peak_memory_mib']:.0f}", f"{r['trainer_peak_memory_mib']:.0f}"])
+            part.table("scripts/bench.py train", BENCH_COLUMNS, rows)
+        if not compile_model:
+            with part.step("full-size epoch"):
+                epoch_against_floor(part)
+
+
+def epoch_against_floor(part: Part) -> None:
+    device, s = torch.device(part.device), part.scale
+    cfg = load_config(CONFIGS / "bot.yaml", ["model.pretrained=none", "data.val_per_id=0", "eval.every_epochs=0",
+                                             *s.train])
+    configure_backends(cfg.train.deterministic, cfg.train.tf32)  # as train() does
+    trainer = bench.bench_trainer(cfg, device, torch.as_tensor(np.sort(np.arange(s.epoch_images) % s.epoch_ids)))
+    seconds = [timed(lambda e=e: trainer.train_epoch(epoch=e, first_step=0), device=device)[0][0] for e in (1, 2)]
+    images = sum(len(b) for b in trainer.sampler.batches(2))
+    del trainer
+    flops = training_flops_per_image(cfg, s.epoch_ids)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    peak = matmul_tflops(device, s.matmul, dtype)
+    floor = images * flops / (peak * 1e12)
+    part.fact("epoch", {"images": images, "seconds": seconds, "training_flops_per_image": flops,
+                        "matmul_tflops": peak, "floor_s": floor})
+    m = cfg.model
+    part.table(f"one epoch of the BoT config ({m.name}, last stride {m.last_stride}, {m.neck}, P x K = "
+               f"{cfg.train.batch_size // cfg.sampler.num_instances} x {cfg.sampler.num_instances}, "
+               f"{cfg.data.size[0]}x{cfg.data.size[1]}) on {images:,} random images",
+               ["epoch 1 s (autotune)", "epoch 2 s", "images/s", "training GFLOP/image",
+                f"{s.matmul}^3 {str(dtype)[6:]} matmul TFLOP/s", "floor s", "epoch 2 / floor"],
+               [[f"{seconds[0]:.2f}", f"{seconds[1]:.2f}", f"{images / seconds[1]:.1f}", f"{flops / 1e9:.2f}",
+                 f"{peak:.1f}", f"{floor:.2f}", f"{seconds[1] / floor:.1f}"]])
+    part.note("floor: images x training FLOPs per image (forward, criterion, backward; FlopCounterMode) / the "
+              "measured matmul peak; the PK sampler trains whole chunks of 4 images per identity")
+
+
+def training_flops_per_image(cfg, n_ids: int, batch: int = 4) -> float:
+    """FLOPs of one training step (forward, criterion, backward) per image, counted on the CPU."""
+    model = build_model_from_config(cfg, n_ids).train()
+    labels = torch.arange(batch) // 2  # pairs of one identity: the triplet term has positives
+    criterion = build_criterion_from_config(cfg, SimpleNamespace(train_labels=labels.tolist(), num_classes=n_ids),
+                                            model.feature_dim)
+    images = torch.randn(batch, 3, *cfg.data.size)
+    return count_flops(lambda: backward_of(model, criterion, images, labels)) / batch
+
+
+def backward_of(model, criterion, images: torch.Tensor, labels: torch.Tensor) -> None:
+    logits, features = model(images)
+    criterion(logits.float(), labels, features.float()).backward()
+
+
+def count_flops(fn) -> int:
+    """Floating-point operations ``fn`` performs (matmuls and convolutions, as FlopCounterMode counts them)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def matmul_tflops(device: torch.device, n: int, dtype: torch.dtype, repeats: int = 20) -> float:
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
+    c = torch.empty_like(a)
+    (seconds,), _ = timed(lambda: [torch.mm(a, b, out=c) for _ in range(repeats)], warmup=1, device=device)
+    return 2 * n ** 3 * repeats / seconds / 1e12
+
+
+# ----------------------------------------------------------------------------- 4. real images
+
+RUN_COLUMNS = ["run", "config", "precision", "seed", "epochs", "steps", "s / epoch", "rank-1", "mAP"]
+
+
+def real_images(part: Part) -> None:
+    if part.args.market_root is None and not part.args.tiny:
+        part.result["errors"].append("data: no --market-root given; pass the folder holding bounding_box_train/, "
+                                     "query/ and bounding_box_test/ (the Market-1501 mini set)")
+        return part.save()
+    if part.scale.note:
+        part.note(part.scale.note)
+    rows: list[list[str]] = []
+    results: dict[str, dict] = {}
+    epochs = part.scale.bot_epochs
+    for name, precision, seed in (("bot_bf16", "bf16", 0), ("bot_bf16_seed1", "bf16", 1), ("bot_fp32", "fp32", 0)):
+        with part.step(name):
+            # warm-up off: BoT's 10 warm-up epochs start at lr x 0.01, where bf16 and fp32 cannot differ yet
+            results[name] = part.train("bot.yaml", name, f"train.precision={precision}", "train.tf32=false",
+                                       f"seed={seed}", f"train.epochs={epochs}", "schedule.warmup_epochs=0")
+            rows.append(run_row(part.runs / name, "bot.yaml", precision, seed, results[name]))
+            part.table("trained from scratch", RUN_COLUMNS, rows)
+    with part.step("bf16 vs fp32"):
+        m = {k: 100 * results[k]["mAP"] for k in ("bot_bf16", "bot_bf16_seed1", "bot_fp32")}
+        part.fact("bf16_vs_fp32_map_points", {"bf16 - fp32": m["bot_bf16"] - m["bot_fp32"],
+                                              "seed 0 - seed 1 (bf16)": m["bot_bf16"] - m["bot_bf16_seed1"]})
+        part.table(f"bot.yaml, warm-up off, {epochs} epochs: final mAP difference in points",
+                   ["bf16 - fp32 (seed 0)", "run-to-run noise: bf16 seed 0 - seed 1"],
+                   [[f"{m['bot_bf16'] - m['bot_fp32']:+.2f}", f"{m['bot_bf16'] - m['bot_bf16_seed1']:+.2f}"]])
+    with part.step("standard vs soft"):
+        for name in ("standard", "soft"):
+            r = part.train(f"{name}.yaml", name, f"train.epochs={part.scale.pair_epochs}")
+            rows.append(run_row(part.runs / name, f"{name}.yaml", "auto", 0, r))
+            part.table("trained from scratch", RUN_COLUMNS, rows)
+        from reid.analysis import compare
+
+        png, _ = compare([part.runs / "standard", part.runs / "soft"], out=part.runs / "standard_vs_soft.png")
+        atomic_write_bytes(part.out / "standard_vs_soft.png", Path(png).read_bytes())
+        part.result["pngs"].append("standard_vs_soft.png")
+        part.save()
+
+
+def run_row(run_dir: Path, config: str, precision: str, seed: int, r: dict) -> list[str]:
+    from scipy.io import loadmat
+
+    m = loadmat(run_dir / "mini_batch_data.mat")
+    epochs = epoch_seconds(run_dir)
+    return [run_dir.name, config, precision, seed, len(epochs), m["train_loss"].shape[1],
+            f"{np.mean(list(epochs.values())):.1f}", f"{100 * r['rank1']:.1f}%", f"{100 * r['mAP']:.2f}%"]
+
+
+def epoch_seconds(run_dir: Path) -> dict[int, float]:
+    """``{epoch: seconds}`` from the run's log.txt epoch lines."""
+    lines = (run_dir / "log.txt").read_text().splitlines()
+    return {int(m[1]): float(m[2]) for m in (re.match(r"^epoch (\d+)/\d+ .*\btime ([0-9.]+)s", ln) for ln in lines)
+            if m}
+
+
+# ----------------------------------------------------------------------------- 5. determinism
+
+def determinism(part: Part) -> None:
+    s = part.scale
+    sets = [f"train.epochs={s.det_epochs}", "train.deterministic=true"]
+    killed = [*sets, f"checkpoint.every_steps={s.det_every_steps}"]
+    with part.step("killed and resumed"):
+        killed_at = kill_after_first_checkpoint(part, killed)  # forked first: this process has not started CUDA
+        part.train("bot_center.yaml", "det_reference", *sets)
+        part.train("bot_center.yaml", "det_killed", *killed)
+        a, b = (torch.load(part.runs / n / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)["model"]
+                for n in ("det_reference", "det_killed"))
+        differ = different_tensors(a, b)
+        part.table("SIGKILL mid-epoch, then --resume auto", ["killed at", "tensors", "identical (torch.equal)"],
+                   [[killed_at, len(a), len(a) - len(differ)]])
+        if differ:
+            raise StepError(f"{len(differ)} of {len(a)} weight tensors differ from the uninterrupted run "
+                            f"(first: {differ[0]})")
+    with part.step("speed of the mode"):
+        part.train("bot_center.yaml", "det_off", f"train.epochs={s.det_epochs}", "train.deterministic=false")
+        on, off = (epoch_seconds(part.runs / n)[2] for n in ("det_reference", "det_off"))
+        part.fact("deterministic_epoch2_s", {"true": on, "false": off})
+        part.table("train.deterministic: epoch 2 (no step checkpoints in either run)",
+                   ["deterministic", "seconds"], [["true", f"{on:.2f}"], ["false", f"{off:.2f}"]])
+        part.note(f"the deterministic mode costs {100 * (on / off - 1):+.0f}% epoch time")
+
+
+def different_tensors(a: dict, b: dict) -> list[str]:
+    """Keys whose tensors are not ``torch.equal`` (a key missing on one side counts as different)."""
+    return [k for k in sorted(set(a) | set(b)) if k not in a or k not in b or not torch.equal(a[k], b[k])]
+
+
+def kill_after_first_checkpoint(part: Part, sets: list[str]) -> str:
+    """Train the run det_killed in a forked process, SIGKILLed once its first step checkpoint is in place."""
+    last = part.runs / "det_killed" / "checkpoints" / "last.pt"
+    pid = os.fork()
+    if pid == 0:
+        try:
+            part.train("bot_center.yaml", "det_killed", *sets)
+        finally:
+            os._exit(1)  # it was meant to be killed before the end
+    status = None
+    while not last.exists() and status is None:
+        done, code = os.waitpid(pid, os.WNOHANG)
+        status = code if done else None
+        time.sleep(0.01)
+    if status is None:
+        os.kill(pid, signal.SIGKILL)
+        status = os.waitpid(pid, 0)[1]
+    if os.waitstatus_to_exitcode(status) != -signal.SIGKILL:
+        raise StepError(f"the run ended (exit code {os.waitstatus_to_exitcode(status)}) before its first step "
+                        "checkpoint")
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    if state["epoch_done"]:
+        raise StepError(f"the kill came after epoch {state['epoch']} ended, not mid-epoch; checkpoint more often")
+    return f"epoch {state['epoch']}, step {state['step']}"
