@@ -36,7 +36,7 @@ from .market1501 import (
     read_split,
     split_train_val,
 )
-from .benchmarks import CUHK03, MSMT17, DukeMTMC, FolderDataset
+from .datasets import CUHK03, MSMT17, DukeMTMC, FolderDataset
 from .samplers import PKSampler, RandomBatchSampler, SequentialBatchSampler, shard, shard_bounds
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""The other standard benchmarks and a user's own data, each read from its release layout.
+"""The other standard re-ID datasets (DukeMTMC-reID, MSMT17, CUHK03-NP) and a user's own data, each read
+from its release layout.
 
 Every loader gives ``train``, ``query`` and ``gallery`` as lists of :class:`Sample`
 (path, pid, camid), like :class:`~reid.data.Market1501`, and is registered in
