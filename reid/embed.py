@@ -32,16 +32,14 @@ import torch
 from PIL import Image
 
 from .cli import run_main
-from .config import Config, import_plugins
+from .config import Config
 from .data.cache import decode_image, image_to_array
 from .data.market1501 import is_image_name
-from .engine.builder import build_model_from_config, build_split
-from .engine.checkpoint import load_checkpoint
-from .engine.trainer import autocast_dtype, resolve_device
+from .engine.device import autocast_dtype
 from .errors import DatasetError, ReidError
 from .evaluation import extract_features
 from .io import atomic_savemat, atomic_write_text, atomic_write_with
-from .rundir import read_run_config, run_checkpoint_path
+from .rundir import load_run_model
 
 ImageInput = Union[str, os.PathLike, Image.Image, torch.Tensor]
 OUTPUT_SUFFIXES = (".npy", ".mat")
@@ -109,22 +107,8 @@ def load_model(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None 
 
         >>> f = load_model("outputs/soft", device="cpu").embed(["a.jpg"])
     """
-    cfg = read_run_config(run_dir)
-    state = load_checkpoint(run_checkpoint_path(run_dir, checkpoint))
-    dev = resolve_device(device)
-    import_plugins(cfg)
-    cfg.model.pretrained = "none"  # the checkpoint holds every weight
-    model = build_model_from_config(cfg, checkpoint_num_classes(state, cfg))
-    model.load_state_dict(state["model"])
-    return Embedder(model, cfg, dev)
-
-
-def checkpoint_num_classes(state: dict, cfg: Config) -> int:
-    """Identities the model was trained on: its classifier's rows, else the training split's size."""
-    weight = state["model"].get("classifier.weight")
-    if weight is not None:
-        return int(weight.shape[0])
-    return build_split(cfg)[1].num_classes  # a model of another layout: count the identities
+    run = load_run_model(run_dir, checkpoint, device)
+    return Embedder(run.model, run.cfg, run.device)
 
 
 def _as_list(images: ImageInput | Sequence[ImageInput]) -> list:
