@@ -29,15 +29,15 @@ from pathlib import Path
 import yaml
 
 from .cli import run_main
-from .config import from_dict, import_plugins, parse_override, set_dotted
-from .engine.builder import build_data, build_model_from_config, build_split
-from .engine.checkpoint import load_checkpoint
+from .config import from_dict, parse_override, set_dotted
+from .engine.builder import build_data, build_split
 from .engine.history import History
-from .engine.device import eval_autocast_dtype, resolve_device
+from .engine.device import eval_autocast_dtype
 from .engine.trainer import evaluate_datasets, evaluate_model
 from .errors import ReidError
 from .evaluation import evaluate_features, format_results, read_features_mat
 from .io import atomic_write_text
+from .rundir import load_run_model
 
 
 def evaluate_run(run_dir: str | Path, checkpoint: str | Path | None = None, overrides: list[str] = (),
@@ -54,14 +54,9 @@ def evaluate_run(run_dir: str | Path, checkpoint: str | Path | None = None, over
             raise ReidError(f"--set {item}: only eval.*, data.root and data.cache_dir can change at evaluation")
         set_dotted(raw, key, value, origin=f"--set {item}")
     cfg = from_dict(raw, origin=str(config_file))
-    state = load_checkpoint(checkpoint or run_dir / "checkpoints" / "last.pt")
-    dev = resolve_device(device)
-    import_plugins(cfg)
+    run = load_run_model(run_dir, checkpoint, device, cfg=cfg)
+    state, model, dev = run.state, run.model, run.device
     dataset, split = build_split(cfg)
-    cfg.model.pretrained = "none"  # the checkpoint holds every weight
-    model = build_model_from_config(cfg, split.num_classes)
-    model.load_state_dict(state["model"])
-    model.to(dev)
     data = build_data(cfg, dataset, split, progress=progress)
     amp_dtype, channels_last = eval_autocast_dtype(cfg.train.precision, dev), dev.type == "cuda"
     results = evaluate_model(model, data, cfg, dev, amp_dtype, channels_last=channels_last,
