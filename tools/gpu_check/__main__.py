@@ -1,12 +1,12 @@
 """The prepared GPU check: ``scripts/gpu_check.sh [--market-root DIR] [--device cuda|cpu] [--tiny]
-[--out DIR] [--work DIR]``.
+[--out DIR] [--work DIR] [--time-limit S]``.
 
-Five parts (tools/gpu_check/parts.py) run one after the other, each in a process of its own
-(forked from this one, so torch is imported once) under its own time limit, and all of them
-within ``--time-limit`` seconds. After each part, ``--out`` gets ``report.md``, ``report.json``,
-the PNGs and ``logs.tar.gz`` (every part's output), each written to a temporary name and
-renamed: a check killed at any moment (SIGTERM or SIGKILL) leaves the report of the parts that
-finished. Runs, caches, checkpoints and logs live in ``--work`` (default under /tmp).
+The five parts of parts.py run one after the other, each in a process of its own (forked from
+this one, so torch is imported once) under its own time limit, all within ``--time-limit``.
+Whenever a part starts or ends, ``--out`` gets ``report.md``, ``report.json`` and
+``logs.tar.gz`` (every part's output), each written to a temporary name and renamed, so a check
+killed at any moment (SIGTERM or SIGKILL) leaves the report of the parts that finished. Runs,
+caches, checkpoints and logs stay in ``--work`` (default under /tmp).
 
 Exit status: 0 every part ok; 1 a part failed or timed out; 2 a usage error; 130 interrupted.
 """
@@ -17,6 +17,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import signal
 import sys
 import tarfile
@@ -31,7 +32,7 @@ from reid.cli import EXIT_INTERRUPTED, run_main
 from reid.errors import ReidError
 from reid.io import atomic_write_bytes, atomic_write_text
 
-# name, report title, seconds it may take (full check, --tiny)
+# name, report title, seconds it may take in the full check and with --tiny
 PARTS = (
     ("environment", "1. GPU, driver, torch and CUDA", 15, 60),
     ("cuda_tests", "2. Tests that need CUDA", 40, 60),
@@ -39,23 +40,18 @@ PARTS = (
     ("real_images", "4. Real images from scratch: bf16 vs fp32, standard vs soft", 140, 120),
     ("determinism", "5. train.deterministic: kill, resume, speed", 95, 120),
 )
-TIME_LIMIT_S = {"full": 450, "tiny": 600}  # the full check: 7.5 min, within the device's 8
-REPORT_FILES = ("report.md", "report.json", "logs.tar.gz")
+TIME_LIMIT_S = {"full": 450, "tiny": 600}  # the full check: 7.5 minutes, within the device's 8
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="scripts/gpu_check.sh", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--market-root", type=Path, help="the Market-1501 (mini) set: bounding_box_train/, query/, "
-                   "bounding_box_test/")
-    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="default cuda")
+    p.add_argument("--market-root", type=Path, help="the Market-1501 (mini) set")
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--tiny", action="store_true", help="synthetic data, tiny images and models: the CPU rehearsal")
-    p.add_argument("--out", type=Path, default=Path("outputs/gpu_check"),
-                   help="report.md, report.json, PNGs, logs.tar.gz (default outputs/gpu_check)")
-    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "reid_gpu_check",
-                   help="runs, caches, checkpoints, logs (default /tmp/reid_gpu_check)")
-    p.add_argument("--time-limit", type=float, default=None, help="seconds for the whole check "
-                   "(default 450, 600 with --tiny)")
+    p.add_argument("--out", type=Path, default=Path("outputs/gpu_check"))
+    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "reid_gpu_check")
+    p.add_argument("--time-limit", type=float, help="seconds for the whole check (default 450, 600 with --tiny)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
     args.scale = "tiny" if args.tiny else "full"
@@ -85,11 +81,10 @@ def now() -> str:
 
 
 class Check:
-    """The report of a check and the files of ``--out``, rewritten whenever a part starts or ends."""
+    """The report of a check, published into ``--out`` whenever a part starts or ends."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.out, self.work = args.out, args.work
-        column = 3 if args.tiny else 2
+        self.out, self.work, column = args.out, args.work, 3 if args.tiny else 2
         self.report: dict[str, Any] = {
             "started": now(), "finished": None, "device": args.device, "scale": args.scale,
             "market_root": str(args.market_root) if args.market_root else None, "work": str(args.work),
@@ -99,86 +94,79 @@ class Check:
                       for p in PARTS]}
 
     def publish(self) -> None:
-        """report.json, report.md and logs.tar.gz into --out (each atomically)."""
         atomic_write_text(self.out / "report.json", json.dumps(self.report, indent=2, default=str) + "\n")
         atomic_write_text(self.out / "report.md", render(self.report))
-        atomic_write_bytes(self.out / "logs.tar.gz", logs_archive(self.work / "logs"))
-
-
-def logs_archive(logs: Path) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for f in sorted(logs.glob("*.log")):
-            tar.add(f, arcname=f"logs/{f.name}")
-    return buffer.getvalue()
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+            for log in sorted((self.work / "logs").glob("*.log")):
+                tar.add(log, arcname=f"logs/{log.name}")
+        atomic_write_bytes(self.out / "logs.tar.gz", archive.getvalue())
 
 
 def run_check(check: Check, plan: Sequence[tuple[str, Callable[[], int]]], deadline: float,
               say: Callable[[str], None]) -> bool:
     """Run each ``(name, body)`` of ``plan`` (the report's parts, same order); True when all are ok.
-
-    SIGTERM or Ctrl-C stops the running part and everything it started, reports it as interrupted
-    and raises KeyboardInterrupt.
-    """
+    SIGTERM or Ctrl-C (as KeyboardInterrupt) stops the running part, reports it and is raised again."""
     for i, ((name, body), entry) in enumerate(zip(plan, check.report["parts"])):
         limit = min(entry["budget_s"], deadline - time.monotonic())
         if limit < min(entry["budget_s"], 5):  # too little time left to prove anything
-            entry.update(status="not run", error=f"no time left of the check's {check.report['time_limit_s']:.0f} s")
+            entry["error"] = f"no time left of the check's {check.report['time_limit_s']:.0f} s"
             continue
         entry["status"] = "running"
         check.publish()
         say(f"part {i + 1}/{len(plan)} {name} (limit {limit:.0f} s) ...")
         entry.update(run_part(name, body, check.work, limit))
-        interrupted = entry["status"] == "interrupted"
-        if interrupted or i == len(plan) - 1:
-            check.report["finished"] = now()
-        check.publish()
         say(f"part {i + 1}/{len(plan)} {name}: {status_text(entry)} ({entry['seconds']:.1f} s)")
-        if interrupted:
+        if entry["status"] == "interrupted":
+            check.report["finished"] = now()
+            check.publish()
             raise KeyboardInterrupt
-    if check.report["finished"] is None:
-        check.report["finished"] = now()
         check.publish()
+    check.report["finished"] = now()
+    check.publish()
     return all(p["status"] == "ok" for p in check.report["parts"])
 
 
 def run_part(name: str, body: Callable[[], int], work: Path, limit_s: float) -> dict[str, Any]:
-    """Fork a process that runs ``body`` (its output in ``work/logs/<name>.log``), kill it and everything
-    it started after ``limit_s``; its status, seconds and result (``work/parts/<name>.json``)."""
+    """Fork a process that runs ``body`` (output into ``work/logs/<name>.log``); kill it and everything it
+    started after ``limit_s``; its status, seconds and result (``work/parts/<name>.json``)."""
     (work / "logs").mkdir(parents=True, exist_ok=True)
     result_file = work / "parts" / f"{name}.json"
     result_file.unlink(missing_ok=True)
-    started = time.monotonic()
+    started, ended, code = time.monotonic(), "timed out", None
     pid = os.fork()
-    if pid == 0:  # the part's process
+    if pid == 0:
         os._exit(part_process(body, work / "logs" / f"{name}.log"))
-    ended, code = "exited", None
     try:
-        while code is None and time.monotonic() - started < limit_s:
+        while time.monotonic() - started < limit_s:
             done, status = os.waitpid(pid, os.WNOHANG)
-            code = os.waitstatus_to_exitcode(status) if done else None
-            time.sleep(0.02 if code is None else 0)
-        ended = "exited" if code is not None else "timed out"
+            if done:
+                ended, code = "exited", os.waitstatus_to_exitcode(status)
+                break
+            time.sleep(0.02)
     except KeyboardInterrupt:
         ended = "interrupted"
     finally:
         kill_group(pid)  # also when it ended by itself: nothing it started outlives it
-    result = read_json(result_file)
-    status, error = "ok", None
-    if ended != "exited":
-        status = ended
-    elif result.get("errors"):
-        status, error = "failed", result["errors"][0]
-    elif code != 0:
-        status, error = "failed", f"exit code {code}: see logs/{name}.log"
+    result = json.loads(result_file.read_text()) if result_file.exists() else {}  # written atomically
+    status, error = ended, None
+    if ended == "exited":
+        status, error = ("failed", result["errors"][0]) if result.get("errors") else ("ok", None)
+        if code and not error:
+            status, error = "failed", f"exit code {code}: see logs/{name}.log"
     return {**result, "status": status, "error": error, "seconds": time.monotonic() - started}
 
 
 def part_process(body: Callable[[], int], log: Path) -> int:
-    """In the forked child: a process group of its own, killed with the check, output into ``log``."""
+    """In the forked child: its own process group, SIGKILLed when the check dies, output into ``log``."""
     try:
         os.setsid()
-        die_with_parent()
+        try:  # Linux prctl(PR_SET_PDEATHSIG, SIGKILL)
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -186,22 +174,12 @@ def part_process(body: Callable[[], int], log: Path) -> int:
             stream.flush()
             os.dup2(fd, stream.fileno())
         return body()
-    except BaseException:  # noqa: BLE001 - the child must never return into the runner's code
+    except BaseException:  # noqa: BLE001 - the child never returns into the check's own code
         traceback.print_exc()
         return 1
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-
-
-def die_with_parent() -> None:
-    """SIGKILL this process when the check's process dies (Linux prctl PR_SET_PDEATHSIG)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
 
 
 def kill_group(pid: int) -> None:
@@ -216,13 +194,6 @@ def kill_group(pid: int) -> None:
         pass
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def status_text(part: dict[str, Any]) -> str:
     if part["status"] == "failed":
         return f"failed: {part['error']}"
@@ -233,8 +204,7 @@ def status_text(part: dict[str, Any]) -> str:
 
 def render(report: dict[str, Any]) -> str:
     """report.md: a header, the parts' status table, then a section per part."""
-    env = report["parts"][0]["facts"]
-    done = sum(p["seconds"] or 0 for p in report["parts"])
+    env, done = report["parts"][0]["facts"], sum(p["seconds"] or 0 for p in report["parts"])
     lines = [f"# GPU check: {env.get('card', '(not known yet)')}", "",
              f"- started {report['started']}, " + (f"finished {report['finished']}" if report["finished"]
                                                    else "still running"),
@@ -261,24 +231,28 @@ def cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
 
     def body() -> int:
         check_args(args)
-        for stale in [*(args.out / f for f in REPORT_FILES), *args.out.glob("*.png")]:
+        for stale in [args.out / "report.md", args.out / "report.json", args.out / "logs.tar.gz",
+                      *args.out.glob("*.png")]:
             stale.unlink(missing_ok=True)
         args.out.mkdir(parents=True, exist_ok=True)
-        for folder in ("logs", "parts", "runs"):  # a rerun replaces the runs; the image cache is kept
-            remove_tree(args.work / folder)
-        from . import parts  # imports torch, once, before the parts are forked (it does not start CUDA)
+        for folder in ("logs", "parts", "runs"):  # a rerun replaces these; the image cache is kept
+            shutil.rmtree(args.work / folder, ignore_errors=True)
+        from . import parts  # imports torch once, before the parts are forked (it starts no CUDA)
 
         check = Check(args)
-        deadline = time.monotonic() + args.time_limit
         plan = [(name, lambda name=name: parts.run_part(name, args)) for name, *_ in PARTS]
         signal.signal(signal.SIGTERM, interrupt)
         try:
-            ok = run_check(check, plan, deadline, say=lambda line: print(line, flush=True))
+            ok = run_check(check, plan, time.monotonic() + args.time_limit, say=lambda s: print(s, flush=True))
         except KeyboardInterrupt:
             print(f"interrupted; {args.out / 'report.md'} holds the parts that finished", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -286,16 +260,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0 if ok else 1
 
     return run_main(body, debug=args.debug)
-
-
-def remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

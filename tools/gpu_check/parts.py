@@ -1,20 +1,8 @@
-"""The five parts of the GPU check, each run in its own process by tools/gpu_check/__main__.py.
-
-A part is a sequence of steps; a step that raises is recorded with its error line and the part
-goes on. The part's result (tables, notes, PNGs, facts, errors) is rewritten to
-``WORK/parts/<name>.json`` after every step and table, so a part killed at its limit keeps
-what finished.
-
-1. environment   card, driver, compute capability, memory; torch, CUDA and cuDNN versions
-2. cuda_tests    the tests marked ``@pytest.mark.cuda``; on a CUDA device none may fail or skip
-3. speed         ``scripts/bench.py train`` without and with torch.compile (does it fall back to
-                 eager?); one full-size BoT epoch against its floor (images x training FLOPs /
-                 a measured bf16 matmul peak)
-4. real_images   bot.yaml from scratch, warm-up off, the same fixed number of steps in bf16 (two
-                 seeds: the run-to-run noise) and in full fp32 (``train.tf32: false``); the
-                 standard vs soft pair and its comparison PNG
-5. determinism   ``train.deterministic: true``: a run SIGKILLed mid-epoch and resumed ends with the
-                 uninterrupted run's weights; the mode's cost on runs without step checkpoints
+"""The five parts of the GPU check (README "The GPU check" says what each reports), each run in a
+process of its own by __main__.py. A part is a sequence of steps: a step that raises is recorded
+with its error line and the part goes on; the part's result is rewritten to
+``WORK/parts/<name>.json`` after every step and table, so a part killed at its limit keeps what
+finished.
 """
 
 from __future__ import annotations
@@ -24,6 +12,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -50,13 +39,12 @@ from ..bench.timing import timed
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
-MARKET_TRAIN_IMAGES, MARKET_TRAIN_IDS = 12936, 751
-
 # What decides how long each kind of check takes.
 SCALES = {
     "full": SimpleNamespace(
         bench=["--batch", "64", "--size", "256x128", "--precision", "bf16"], compile=True,
-        epoch_images=MARKET_TRAIN_IMAGES, epoch_ids=MARKET_TRAIN_IDS, matmul=8192, train=[],
+        epoch_images=12936, epoch_ids=751,  # Market-1501's train split
+        matmul=8192, train=[],
         synthetic={"ids": 100, "images_per_id": 40, "cameras": 6, "distractors": 20, "junk": 10, "seed": 0},
         bot_epochs=4, pair_epochs=2, det_epochs=3, det_every_steps=30, note=None),
     "tiny": SimpleNamespace(
@@ -93,10 +81,10 @@ class Part:
 
     def table(self, title: str, columns: list[str], rows: list[list[Any]]) -> None:
         """Add the table ``title``, or replace the one of that title (a table that grows row by row)."""
-        tables = [t for t in self.result["tables"] if t["title"] != title]
-        at = next((i for i, t in enumerate(self.result["tables"]) if t["title"] == title), len(tables))
-        tables.insert(at, {"title": title, "columns": columns, "rows": [[str(c) for c in r] for r in rows]})
-        self.result["tables"] = tables
+        table = {"title": title, "columns": columns, "rows": [[str(c) for c in r] for r in rows]}
+        titles = [t["title"] for t in self.result["tables"]]
+        at = titles.index(title) if title in titles else len(titles)
+        self.result["tables"][at:at + 1] = [table]
         self.save()
 
     def note(self, text: str) -> None:
@@ -151,7 +139,9 @@ def environment(part: Part) -> None:
         facts = {"card": f"CPU: {platform.processor() or platform.machine()}", "driver": "none (CPU)"}
         if part.device == "cuda":
             props = torch.cuda.get_device_properties(0)
-            facts = {"card": props.name, "driver": nvidia_smi_driver(),
+            smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=20) if shutil.which("nvidia-smi") else None
+            facts = {"card": props.name, "driver": smi.stdout.strip() if smi and smi.stdout.strip() else "unknown",
                      "compute_capability": f"{props.major}.{props.minor}",
                      "memory": f"{props.total_memory / 2**30:.1f} GiB", "multiprocessors": props.multi_processor_count}
         cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
@@ -160,15 +150,6 @@ def environment(part: Part) -> None:
         for key, value in facts.items():
             part.fact(key, value)
         part.table("machine", ["what", "value"], [[k.replace("_", " "), v] for k, v in facts.items()])
-
-
-def nvidia_smi_driver() -> str:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
-        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown"
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown (no nvidia-smi)"
 
 
 # ----------------------------------------------------------------------------- 2. CUDA tests
