@@ -33,12 +33,12 @@ from reid.errors import ReidError
 from reid.io import atomic_write_bytes, atomic_write_text
 
 # name, report title, seconds it may take in the full check and with --tiny
-PARTS = (
+PARTS = (  # the full check's limits add up to 435 s; estimated on an H200: about 10, 15, 150, 115, 70 s
     ("environment", "1. GPU, driver, torch and CUDA", 15, 60),
-    ("cuda_tests", "2. Tests that need CUDA", 40, 60),
-    ("speed", "3. Speed: bench.py train and a full-size epoch", 150, 90),
+    ("cuda_tests", "2. Tests that need CUDA", 30, 60),
+    ("speed", "3. Speed: bench.py train and a full-size epoch", 160, 90),
     ("real_images", "4. Real images from scratch: bf16 vs fp32, standard vs soft", 140, 120),
-    ("determinism", "5. train.deterministic: kill, resume, speed", 95, 120),
+    ("determinism", "5. train.deterministic: kill, resume, speed", 90, 120),
 )
 TIME_LIMIT_S = {"full": 450, "tiny": 600}  # the full check: 7.5 minutes, within the device's 8
 

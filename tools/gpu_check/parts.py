@@ -46,7 +46,7 @@ SCALES = {
         epoch_images=12936, epoch_ids=751,  # Market-1501's train split
         matmul=8192, train=[],
         synthetic={"ids": 100, "images_per_id": 40, "cameras": 6, "distractors": 20, "junk": 10, "seed": 0},
-        bot_epochs=4, pair_epochs=2, det_epochs=3, det_every_steps=30, note=None),
+        bot_epochs=3, pair_epochs=2, det_epochs=3, det_every_steps=30, note=None),
     "tiny": SimpleNamespace(
         bench=["--batch", "8", "--size", "32x16", "--model", "resnet18", "--steps", "2", "--warmup", "1"],
         compile=False, epoch_images=32, epoch_ids=4, matmul=256,
