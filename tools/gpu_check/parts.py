@@ -368,6 +368,8 @@ def kill_after_first_checkpoint(part: Part, sets: list[str]) -> str:
     if pid == 0:
         try:
             part.train("bot_center.yaml", "det_killed", *sets)
+        except BaseException:  # noqa: BLE001 - into the part's log; the child never returns
+            traceback.print_exc()
         finally:
             os._exit(1)  # it was meant to be killed before the end
     status = None
