@@ -35,7 +35,7 @@ from .cli import run_main
 from .config import Config
 from .data.cache import decode_image, image_to_array
 from .data.market1501 import is_image_name
-from .engine.device import autocast_dtype
+from .engine.device import eval_autocast_dtype
 from .errors import DatasetError, ReidError
 from .evaluation import extract_features
 from .io import atomic_savemat, atomic_write_text, atomic_write_with
@@ -92,7 +92,7 @@ class Embedder:
         cfg = self.cfg
         return extract_features(self.model, self.decode(images), size=tuple(cfg.data.size),
                                 batch_size=batch_size or cfg.eval.batch_size, device=self.device,
-                                flip=cfg.eval.flip, amp_dtype=autocast_dtype(cfg.train.precision, self.device),
+                                flip=cfg.eval.flip, amp_dtype=eval_autocast_dtype(cfg.train.precision, self.device),
                                 channels_last=self.device.type == "cuda", progress=progress, desc="embed")
 
 

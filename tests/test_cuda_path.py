@@ -68,16 +68,20 @@ def test_resume_across_precisions_loads_the_scaler_state_and_says_so(tiny_overri
     assert "Traceback" not in capsys.readouterr().err
 
 
-def test_a_run_trained_in_fp16_is_evaluated_on_the_cpu(tiny_overrides):
+def test_a_run_trained_in_fp16_is_evaluated_and_embedded_on_the_cpu(tiny_overrides):
+    import reid
     from reid.evaluate import evaluate_run
 
     out = train(config(tiny_overrides, "train.epochs=1", "eval.every_epochs=0"), device="cpu", progress=False)
     fp32 = evaluate_run(out, device="cpu", progress=False)
+    images = torch.randint(0, 256, (2, 3, 32, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    fp32_features = reid.load_model(out, device="cpu").embed(images)
     raw = yaml.safe_load((out / "config.yaml").read_text())
     raw["train"]["precision"] = "fp16"  # as written by a run on a GPU
     (out / "config.yaml").write_text(yaml.safe_dump(raw))
     fp16_run = evaluate_run(out, device="cpu", progress=False)
     assert fp16_run["mAP"] == fp32["mAP"] and fp16_run["cmc"] == fp32["cmc"]
+    assert torch.equal(reid.load_model(out, device="cpu").embed(images), fp32_features)  # as evaluate: float32
 
 
 @pytest.fixture
