@@ -1,19 +1,13 @@
-"""The prepared GPU check: ``scripts/gpu_check.sh [--market-root DIR] [--device cuda|cpu] [--tiny]
-[--out DIR] [--work DIR] [--time-limit S]``.
-
-The five parts of parts.py run one after the other, each in a process of its own (forked from
-this one, so torch is imported once) under its own time limit, all within ``--time-limit``.
-Whenever a part starts or ends, ``--out`` gets ``report.md``, ``report.json`` and
-``logs.tar.gz`` (every part's output), each written to a temporary name and renamed, so a check
-killed at any moment (SIGTERM or SIGKILL) leaves the report of the parts that finished. Runs,
-caches, checkpoints and logs stay in ``--work`` (default under /tmp).
-
-Exit status: 0 every part ok; 1 a part failed or timed out; 2 a usage error; 130 interrupted.
-"""
+"""The prepared GPU check (scripts/gpu_check.sh; options and exit status there). The parts of
+parts.py run one after the other, each in a process forked from this one (torch is imported once)
+under its own time limit, all within ``--time-limit``. Whenever a part starts or ends, ``--out``
+gets report.md, report.json and logs.tar.gz, each written atomically, so a check killed at any
+moment (SIGTERM or SIGKILL) leaves the report of the parts that finished."""
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import io
 import json
 import os
@@ -24,6 +18,7 @@ import tarfile
 import tempfile
 import time
 import traceback
+from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -161,12 +156,8 @@ def part_process(body: Callable[[], int], log: Path) -> int:
     """In the forked child: its own process group, SIGKILLed when the check dies, output into ``log``."""
     try:
         os.setsid()
-        try:  # Linux prctl(PR_SET_PDEATHSIG, SIGKILL)
-            import ctypes
-
+        with suppress(OSError, AttributeError):  # Linux prctl(PR_SET_PDEATHSIG, SIGKILL)
             ctypes.CDLL(None).prctl(1, signal.SIGKILL)
-        except (OSError, AttributeError):
-            pass
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -184,14 +175,10 @@ def part_process(body: Callable[[], int], log: Path) -> int:
 
 def kill_group(pid: int) -> None:
     for kill in (os.killpg, os.kill):
-        try:
+        with suppress(ProcessLookupError, PermissionError):
             kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    try:
+    with suppress(ChildProcessError):
         os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
 
 
 def status_text(part: dict[str, Any]) -> str:
