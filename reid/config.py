@@ -112,7 +112,7 @@ class TrainConfig:
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile: bool = False
-    sync_bn: bool = False
+    sync_bn: Literal["auto", True, False] = "auto"
     deterministic: bool = False
     tf32: bool = True
 
@@ -160,8 +160,10 @@ class Config:
 
 
 # Keys a resumed run may change without changing the experiment it continues.
-RESUMABLE_CHANGES = ("train.epochs", "train.compile", "train.deterministic", "eval.", "output.", "checkpoint.", "imports",
-                     "data.cache_dir", "data.device_cache")
+# train.sync_bn decides, like the number of processes (which may change too), how BatchNorm sees the
+# processes' shares; a run saved with the former default false (or true) resumes under auto.
+RESUMABLE_CHANGES = ("train.epochs", "train.compile", "train.deterministic", "train.sync_bn", "eval.", "output.",
+                     "checkpoint.", "imports", "data.cache_dir", "data.device_cache")
 
 
 # ----------------------------------------------------------------------------- loading
@@ -340,8 +342,8 @@ def _coerce(key: str, value: Any, kind: Any, origin: str) -> Any:
         choices = typing.get_args(kind)
         if isinstance(value, bool) and "on" in choices:  # YAML reads a bare on/off as true/false
             value = "on" if value else "off"
-        if value not in choices or isinstance(value, bool) != isinstance(choices[0], bool):
-            listed = ", ".join(str(c) for c in choices)
+        if not any(value == c and isinstance(value, bool) == isinstance(c, bool) for c in choices):
+            listed = ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
             raise ConfigError(f"{origin}: {key} = {value!r} is not allowed; choose one of: {listed}")
         return value
     if origin_kind is list:

@@ -147,3 +147,19 @@ def test_a_run_saved_before_a_key_existed_resumes_when_the_key_keeps_its_default
     assert experiment_differences(saved, to_dict(load_config(CONFIGS / "standard.yaml"))) == []
     changed = to_dict(load_config(CONFIGS / "standard.yaml", ["data.cuhk03_boxes=labeled"]))
     assert experiment_differences(saved, changed) == ["data.cuhk03_boxes"]
+
+
+def test_sync_bn_takes_auto_true_or_false_and_a_run_saved_with_either_boolean_resumes():
+    assert load_config(CONFIGS / "standard.yaml").train.sync_bn == "auto"
+    for text, value in (("true", True), ("false", False), ("auto", "auto")):
+        got = load_config(CONFIGS / "standard.yaml", [f"train.sync_bn={text}"]).train.sync_bn
+        assert got == value and type(got) is type(value)
+    for bad in ("1", "sometimes"):
+        with pytest.raises(ConfigError, match=f"train.sync_bn = .* is not allowed; choose one of: auto, true, false"):
+            load_config(CONFIGS / "standard.yaml", [f"train.sync_bn={bad}"])
+    current = to_dict(load_config(CONFIGS / "standard.yaml"))
+    for old in (False, True):  # the former boolean key (default false) in a checkpoint's config
+        saved = to_dict(load_config(CONFIGS / "standard.yaml"))
+        saved["train"]["sync_bn"] = old
+        assert from_dict(saved).train.sync_bn is old
+        assert experiment_differences(saved, current) == []

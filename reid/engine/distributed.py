@@ -18,6 +18,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 COLLECTIVE_TIMEOUT = timedelta(hours=2)
@@ -54,6 +55,36 @@ def init_distributed(device_type: str) -> DistInfo:
         # barrier: minutes at Market size, more than the default 10-minute collective timeout allows
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT)
     return info
+
+
+def syncs_batchnorm(setting: bool | str, device: torch.device, world_size: int) -> bool:
+    """Whether BatchNorm is synchronised across the processes (``train.sync_bn``).
+
+    ``auto``: exactly when more than one process trains on CUDA, so that BatchNorm normalises the
+    global batch as one process would. PyTorch's SyncBatchNorm has no CPU implementation, so on the
+    CPU (gloo) BatchNorm stays per process. ``true`` on the CPU is refused before training starts.
+    """
+    wanted = device.type == "cuda" if setting == "auto" else bool(setting)
+    return wanted and world_size > 1
+
+
+def with_batchnorm_sync(model: nn.Module, setting: bool | str, device: torch.device, world_size: int) -> nn.Module:
+    """``model`` with its BatchNorm layers made SyncBatchNorm where :func:`syncs_batchnorm` says so."""
+    if syncs_batchnorm(setting, device, world_size):
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
+
+
+def per_process_batchnorm_note(model: nn.Module, setting: bool | str, device: torch.device,
+                               world_size: int) -> str | None:
+    """The log line for a model whose BatchNorm normalises each process's share by itself, or None."""
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if world_size == 1 or not has_bn or syncs_batchnorm(setting, device, world_size):
+        return None
+    why = ("PyTorch's SyncBatchNorm has no CPU implementation" if device.type != "cuda"
+           else "train.sync_bn is false")
+    return (f"note: BatchNorm normalises each of the {world_size} processes' shares by itself ({why}), so the "
+            "numbers differ from a 1-process run's")
 
 
 def shutdown_distributed() -> None:

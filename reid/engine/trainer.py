@@ -29,12 +29,12 @@ from tqdm import tqdm
 
 from ..config import Config, experiment_differences, import_plugins, run_dir as config_run_dir, to_dict, to_yaml
 from ..data import (BatchAugment, PKSampler, RandomBatchSampler, SequentialBatchSampler, batch_generator,
-                    eval_transform, resize_images, shard, shard_bounds)
+                    eval_transform, resize_images, shard_bounds)
 from ..data.augment import async_to
 from ..errors import CheckpointError, ConfigError, TrainingDivergedError
 from ..evaluation import evaluate_features, extract_features, format_results, write_features_mat
 from ..io import atomic_write_text
-from ..losses import CombinedCriterion
+from ..losses import BatchShare, CombinedCriterion
 from . import distributed
 from .builder import (EvalSet, RetrievalData, RunData, build_criterion_from_config, build_data,
                       build_model_from_config, build_split, check_names)
@@ -106,10 +106,12 @@ class Trainer:
     def _wrap_for_training(self, model: nn.Module) -> nn.Module:
         net = model
         if self.dist.enabled:
-            if self.cfg.train.sync_bn:
-                net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            net = distributed.with_batchnorm_sync(net, self.cfg.train.sync_bn, self.device, self.dist.world_size)
             ids = [self.device.index] if self.device.type == "cuda" else None
-            net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+            # criteria of features only (triplet, center) leave the classifier without a gradient, which DDP
+            # refuses unless it looks for unused parameters (a graph walk per step, so only then)
+            features_only = all(getattr(m, "needs_features", False) for _, _, m in self.criterion.terms)
+            net = nn.parallel.DistributedDataParallel(net, device_ids=ids, find_unused_parameters=features_only)
         if self.cfg.train.compile:
             net = CompiledWithFallback(net)
         return net
@@ -192,7 +194,7 @@ class Trainer:
                 images, labels = self.train_batch(batches[step], epoch, step)
                 torch.manual_seed(step_seed(self.cfg.seed, epoch, step))  # dropout
                 loss, correct = self.train_step(images, labels)
-                records.record(step, loss, correct, len(labels))
+                records.record_part(step, loss, correct)
                 bar.advance(len(batches[step]), records, step + 1)
                 if every and (step + 1) % every == 0 and step + 1 < len(batches):
                     self.flush_train(epoch, records, step + 1, lr)
@@ -200,24 +202,39 @@ class Trainer:
         self.flush_train(epoch, records, len(batches), lr)
         return len(batches)
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward, loss in float32, backward, optimiser step; returns (loss, number correct) on the device."""
+    def train_step(self, images: torch.Tensor, batch_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, loss in float32, backward, optimiser step on this process's ``images`` of a global batch
+        whose labels are ``batch_labels``; returns (this process's part of the global batch's loss, number
+        correct among its images) on the device. With one process the part is the batch's loss.
+        """
         with self.autocast():
             logits, features = self.net(images)
-        loss = self.criterion(logits.float(), labels, features.float())
+        share = self.batch_share(logits.float(), features.float(), batch_labels)
+        part = self.criterion.batch_part(share)
         self.zero_grad()
-        self.scaler.scale(loss).backward()
+        # DDP averages the processes' gradients; world_size x each part turns that average into the sum of
+        # the parts' gradients, which is the gradient of the global batch's loss (the 1-process gradient)
+        self.scaler.scale(part * self.dist.world_size).backward()
         self.average_criterion_grads()
         for optimizer in self.optimizers():
             self.scaler.step(optimizer)
         self.scaler.update()
-        return loss.detach(), (logits.argmax(1) == labels).sum()
+        return part.detach(), (logits.argmax(1) == share.targets).sum()
+
+    def batch_share(self, logits: torch.Tensor, features: Optional[torch.Tensor],
+                    batch_labels: torch.Tensor) -> BatchShare:
+        """This process's rows of a global batch (its contiguous share, see shard_bounds), for the criterion."""
+        n, world = len(batch_labels), self.dist.world_size
+        sizes = tuple(hi - lo for lo, hi in (shard_bounds(n, r, world) for r in range(world)))
+        lo, hi = shard_bounds(n, self.dist.rank, world)
+        return BatchShare(logits, batch_labels[lo:hi], features, batch_labels, sizes, self.dist.rank)
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
 
     def average_criterion_grads(self) -> None:
-        """DDP averages the model's gradients across ranks; the criterion's own (center loss) are done here."""
+        """DDP averages the model's gradients across ranks; the criterion's own (center loss) are done here:
+        each rank's is world_size x the gradient of its part, so their average is the global batch's."""
         if not (self.dist.enabled and self.extra_optimizer):
             return
         for group in self.extra_optimizer.param_groups:
@@ -233,14 +250,16 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
 
     def train_batch(self, global_idx: np.ndarray, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's augmented images and labels of one step.
+        """This rank's augmented images of one step and the labels of the whole global batch
+        (the criterion compares samples across processes; this rank's are the rows of its share).
 
         The augmentation is drawn for the whole global batch from ``(seed, epoch, step)`` and
         each rank applies its slice, so the result does not depend on the number of processes.
         """
         params = self.augment.sample_params(len(global_idx), batch_generator(self.cfg.seed, epoch, step))
         lo, hi = shard_bounds(len(global_idx), self.dist.rank, self.dist.world_size)
-        on_images, on_device = self.rows(global_idx[lo:hi])
+        on_images, on_device = self.rows(global_idx)
+        on_images = on_images[lo:hi]
         if self.resident_cache:  # gather inside apply, on the device
             out = self.augment.apply(self.train_images, params.slice(lo, hi), index=on_images)
         else:
@@ -282,14 +301,14 @@ class Trainer:
         self.model.eval()
         with self.progress_bar(epoch, "val", batches) as bar:
             for step, global_idx in enumerate(batches):
-                on_images, on_device = self.rows(shard(global_idx, self.dist.rank, self.dist.world_size))
-                images = eval_transform(async_to(self.val_images[on_images], self.device), tuple(self.cfg.data.size),
-                                        channels_last=self.channels_last)
-                labels = self.val_labels[on_device]
+                on_images, on_device = self.rows(global_idx)
+                lo, hi = shard_bounds(len(global_idx), self.dist.rank, self.dist.world_size)
+                images = eval_transform(async_to(self.val_images[on_images[lo:hi]], self.device),
+                                        tuple(self.cfg.data.size), channels_last=self.channels_last)
                 with self.autocast():  # eval mode: the retrieval feature, then the classifier
                     logits = self.model.classifier(self.model(images))
-                logits = logits.float()
-                records.record(step, self.val_criterion(logits, labels), (logits.argmax(1) == labels).sum(), len(labels))
+                share = self.batch_share(logits.float(), None, self.val_labels[on_device])
+                records.record_part(step, self.val_criterion.batch_part(share), (share.logits.argmax(1) == share.targets).sum())
                 bar.advance(len(global_idx), records, step + 1)
         loss, acc, sizes = records.take(len(batches))
         self.history.extend("val", epoch, loss=loss, acc=acc, batch_size=sizes)
@@ -411,7 +430,7 @@ def evaluate_datasets(model: nn.Module, eval_sets: list[EvalSet], cfg: Config, d
 
 def check_device_options(cfg: Config, device: torch.device, world_size: int = 1) -> None:
     autocast_dtype(cfg.train.precision, device)  # fp16 needs CUDA
-    if cfg.train.sync_bn and device.type != "cuda":
+    if cfg.train.sync_bn is True and device.type != "cuda":
         raise ConfigError("train.sync_bn = true needs CUDA devices (PyTorch's SyncBatchNorm has no CPU "
                           "implementation); set it to false for a CPU run")
     if world_size > 1 and cfg.train.batch_size < 2 * world_size:  # BatchNorm cannot train on one image
@@ -491,6 +510,9 @@ def _train_locked(cfg: Config, out: Path, dev: torch.device, dist: distributed.D
     else:
         trainer.log(f"training {cfg.source or 'run'}: {split.num_classes} identities, {len(split.train)} train / "
                     f"{len(split.val)} val images, criterion {' + '.join(criterion.names)}, device {dev}")
+    note = distributed.per_process_batchnorm_note(model, cfg.train.sync_bn, dev, dist.world_size)
+    if note:
+        trainer.log(note)
     trainer.fit(start)
     distributed.shutdown_distributed()
     return out

@@ -17,7 +17,9 @@ Optional hooks a criterion can define (used by ``center``):
 - ``needs_features = True`` (class attribute): it reads the model's features;
 - ``extra_param_groups() -> list[dict]``: parameter groups for an optimiser of its own
   (``CombinedCriterion.extra_optimizer()`` builds one SGD over all of them);
-- ``set_loss_weight(weight)``: told its weight in the sum.
+- ``set_loss_weight(weight)``: told its weight in the sum;
+- ``batch_part(share) -> Tensor``: its part of a global batch split over torchrun processes
+  (reid/losses/shares.py); without it the criterion runs on the gathered batch.
 
 Example::
 
@@ -43,6 +45,7 @@ from torch import nn
 
 from ..errors import ConfigError, ReidError
 from ..registry import Registry
+from .shares import BatchShare, batch_part
 
 CRITERIA = Registry("criterion")
 
@@ -94,13 +97,19 @@ class CombinedCriterion(nn.Module):
     def forward(
         self, logits: torch.Tensor, targets: torch.Tensor, features: torch.Tensor | None = None
     ) -> torch.Tensor:
+        return self._weighted_sum([module(logits, targets, features) for _, _, module in self.terms])
+
+    def batch_part(self, share: BatchShare) -> torch.Tensor:
+        """This process's part of the weighted sum on a global batch split over torchrun processes:
+        the parts of all processes sum to ``forward`` on the whole batch (reid/losses/shares.py).
+        ``last_terms`` then holds each term's part."""
+        return self._weighted_sum([batch_part(module, share) for _, _, module in self.terms])
+
+    def _weighted_sum(self, values: list[torch.Tensor]) -> torch.Tensor:
         total = None
-        values = []
-        for _, weight, module in self.terms:
-            value = module(logits, targets, features)
-            values.append(value.detach())
+        for (_, weight, _), value in zip(self.terms, values):
             total = weight * value if total is None else total + weight * value
-        self.last_terms = values
+        self.last_terms = [v.detach() for v in values]
         return total
 
     def extra_optimizer(self) -> torch.optim.Optimizer | None:
@@ -218,6 +227,6 @@ from .cross_entropy import CrossEntropy, LabelSmoothing, SoftCrossEntropy  # noq
 from .metric import CenterLoss, TripletLoss  # noqa: E402
 
 __all__ = [
-    "CRITERIA", "CenterLoss", "CombinedCriterion", "CrossEntropy", "LabelSmoothing",
+    "BatchShare", "CRITERIA", "CenterLoss", "CombinedCriterion", "CrossEntropy", "LabelSmoothing",
     "SoftCrossEntropy", "TripletLoss", "build_criterion", "register_criterion",
 ]

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..errors import ConfigError, ReidError
 from . import register_criterion
+from .shares import BatchShare, sample_mean_part
 
 
 def upcast(x: torch.Tensor) -> torch.Tensor:
@@ -122,6 +123,24 @@ class CrossEntropy(nn.Module):
         weight = None if self.weight is None else self.weight.to(logits.dtype)
         return F.cross_entropy(logits, targets, weight=weight, ignore_index=self.ignore_index)
 
+    def batch_part(self, share: BatchShare) -> torch.Tensor:
+        """The share's weighted sum over the whole batch's weight: the weighted mean needs each other
+        sample's class weight only, which every process knows from the batch's targets, so the logits
+        stay local."""
+        _check_logits("cross_entropy", share.logits, share.targets)
+        logits = upcast(share.logits)
+        weight = None if self.weight is None else self.weight.to(logits.dtype)
+        summed = F.cross_entropy(logits, share.targets, weight=weight, ignore_index=self.ignore_index,
+                                 reduction="sum")
+        return summed / self.total_weight(share.batch_targets).to(summed.dtype)
+
+    def total_weight(self, targets: torch.Tensor) -> torch.Tensor:
+        """The denominator of the batch's weighted mean: the summed class weight of its counted targets."""
+        counted = targets != self.ignore_index
+        if self.weight is None:
+            return counted.sum()
+        return self.weight[targets[counted]].sum()
+
 
 @register_criterion("soft_cross_entropy")
 class SoftCrossEntropy(nn.Module):
@@ -153,6 +172,13 @@ class SoftCrossEntropy(nn.Module):
         ce = F.nll_loss(logp, targets)
         uniform = -logp.mean(dim=1).mean()
         return ce + self.uniform_weight * uniform
+
+    def batch_part(self, share: BatchShare) -> torch.Tensor:
+        """Both terms are means over samples, each reading only its own row: local (see sample_mean_part)."""
+        _check_logits("soft_cross_entropy", share.logits, share.targets)
+        logp = F.log_softmax(upcast(share.logits), dim=1)
+        nll = -logp.gather(1, share.targets[:, None]).squeeze(1)
+        return sample_mean_part(nll - self.uniform_weight * logp.mean(dim=1), share)
 
 
 @register_criterion("label_smoothing")
@@ -190,6 +216,14 @@ class LabelSmoothing(nn.Module):
         self.variant = variant
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        return self.per_sample(logits, targets).mean()
+
+    def batch_part(self, share: BatchShare) -> torch.Tensor:
+        """A mean over samples, each reading only its own row: local (see sample_mean_part)."""
+        return sample_mean_part(self.per_sample(share.logits, share.targets), share)
+
+    def per_sample(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Each sample's cross entropy against its smoothed target, (N,)."""
         _check_logits("label_smoothing", logits, targets)
         logp = F.log_softmax(upcast(logits), dim=1)
         k = logp.shape[1]
@@ -200,4 +234,4 @@ class LabelSmoothing(nn.Module):
             per_sample = -(1 - eps) * lp_target - eps / k * lp_sum
         else:
             per_sample = -(1 - eps) * lp_target - eps / (k - 1) * (lp_sum - lp_target)
-        return per_sample.mean()
+        return per_sample

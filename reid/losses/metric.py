@@ -19,6 +19,7 @@ from torch import nn
 from ..errors import ConfigError, ReidError
 from . import register_criterion
 from .cross_entropy import upcast
+from .shares import BatchShare, sample_mean_part
 
 
 def _need_features(name: str, features: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
@@ -80,29 +81,52 @@ class TripletLoss(nn.Module):
         self._checked = False
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        feats = self.features(features, targets)
+        weights = self.valid_anchors(targets).to(feats.dtype)
+        per_anchor = self.anchor_losses(feats, targets, feats, targets, 0, weights > 0)
+        return (per_anchor * weights).sum() / weights.sum().clamp(min=1)
+
+    def batch_part(self, share: BatchShare) -> torch.Tensor:
+        """The share's anchors mined against the whole batch's features (gathered: the hardest positive
+        and negative may sit on another process), summed over the whole batch's number of valid anchors."""
+        feats = self.features(share.features, share.targets)
+        weights = self.valid_anchors(share.batch_targets).to(feats.dtype)
+        own = weights[share.lo:share.hi]
+        per_anchor = self.anchor_losses(feats, share.targets, share.gather(feats), share.batch_targets, share.lo, own > 0)
+        return (per_anchor * own).sum() / weights.sum().clamp(min=1)
+
+    def features(self, features: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
         feats = _need_features("triplet", features, targets)
-        if self.normalize:
-            feats = F.normalize(feats, dim=1)
-        dist = euclidean_dist(feats, feats)
+        return F.normalize(feats, dim=1) if self.normalize else feats
+
+    def valid_anchors(self, targets: torch.Tensor) -> torch.Tensor:
+        """Which images of the batch have both a positive and a negative in it (bool, N); raises when none has."""
         same = targets[:, None] == targets[None, :]
         eye = torch.eye(len(targets), dtype=torch.bool, device=targets.device)
-        pos, neg = same & ~eye, ~same
-        valid = pos.any(1) & neg.any(1)
+        valid = (same & ~eye).any(1) & (~same).any(1)
         if targets.device.type == "cpu" or not self._checked:
             self._checked = True
             if not bool(valid.any()):
-                what = "no two images of the same identity" if not bool(pos.any()) else "a single identity"
+                what = "no two images of the same identity" if not bool((same & ~eye).any()) else "a single identity"
                 raise ReidError(
                     f"criterion 'triplet': the batch has {what}, so there is no (positive, negative) pair; "
                     "use a P x K identity sampler (P identities, K >= 2 images each)"
                 )
+        return valid
+
+    def anchor_losses(self, anchors: torch.Tensor, anchor_targets: torch.Tensor, batch: torch.Tensor,
+                      batch_targets: torch.Tensor, offset: int, valid: torch.Tensor) -> torch.Tensor:
+        """Each anchor's loss against ``batch``, in which anchor i is row ``offset + i`` (0 where not ``valid``)."""
+        dist = euclidean_dist(anchors, batch)
+        same = anchor_targets[:, None] == batch_targets[None, :]
+        rows = torch.arange(len(anchors), device=anchors.device)[:, None] + offset
+        itself = rows == torch.arange(len(batch), device=anchors.device)[None, :]
+        pos, neg = same & ~itself, ~same
         # Masked max/min: only the selected entries receive gradient.
         d_ap = torch.where(pos, dist, torch.full_like(dist, -torch.inf)).amax(1)
         d_an = torch.where(neg, dist, torch.full_like(dist, torch.inf)).amin(1)
         diff = torch.where(valid, d_ap - d_an, torch.zeros_like(d_ap))  # no inf - inf for invalid anchors
-        per_anchor = F.softplus(diff) if self.margin is None else F.relu(diff + self.margin)
-        weights = valid.to(per_anchor.dtype)
-        return (per_anchor * weights).sum() / weights.sum().clamp(min=1)
+        return F.softplus(diff) if self.margin is None else F.relu(diff + self.margin)
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -163,7 +187,16 @@ class CenterLoss(nn.Module):
         return [{"params": [self.centers], "lr": self.lr, "momentum": 0.0, "weight_decay": 0.0}]
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
-        feats = _need_features("center", features, targets)
+        return self.per_sample(_need_features("center", features, targets), targets).mean()
+
+    def batch_part(self, share: BatchShare) -> torch.Tensor:
+        """Each sample is compared with its class's centre only, never with another sample: local (see
+        sample_mean_part). Every process holds the same centres; the trainer averages their gradients."""
+        feats = _need_features("center", share.features, share.targets)
+        return sample_mean_part(self.per_sample(feats, share.targets), share)
+
+    def per_sample(self, feats: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Each sample's squared distance to its own centre (clamped to 1e12), (N,)."""
         if feats.shape[1] != self.feat_dim:
             raise ReidError(
                 f"criterion 'center': features have {feats.shape[1]} dimensions but the centres {self.feat_dim}; "
@@ -173,8 +206,7 @@ class CenterLoss(nn.Module):
         if self.grad_scale != 1.0:
             centers = _ScaleGrad.apply(centers, self.grad_scale)
         own = torch.index_select(centers.to(feats.dtype), 0, targets)  # deterministic backward on CUDA
-        sq = (feats - own).pow(2).sum(1).clamp(max=1e12)
-        return sq.mean()
+        return (feats - own).pow(2).sum(1).clamp(max=1e12)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, feat_dim={self.feat_dim}, lr={self.lr}"

@@ -1,0 +1,123 @@
+"""A criterion on a global batch split over torchrun processes: each process computes its part.
+
+Under torchrun each process holds a contiguous share (rows ``lo..hi-1``) of the same global
+batch. A :class:`BatchShare` gives a criterion that share, the targets of the whole batch (every
+process knows them: they come from the sampler's global batch) and :meth:`BatchShare.gather`,
+which returns every process's rows in batch order with autograd: the gradient that reaches a
+process's own rows is the sum of what every process's part sends them.
+
+A criterion's *part* is a tensor on each process such that the parts of all processes sum to
+the criterion of the whole global batch, as a function of every process's rows. DDP averages
+gradients over the processes, so a process that back-propagates ``world_size * part`` leaves
+the model with the gradient of the global batch's loss: the 1-process gradient.
+
+A criterion gives its part with the optional hook ``batch_part(share) -> Tensor``; one without
+it is computed on the gathered batch by every process, each taking ``1 / world_size`` of it
+(:func:`batch_part`), which is right for any criterion.
+
+Example::
+
+    share = BatchShare(logits, targets, features, batch_targets, sizes=[4, 3], rank=1)
+    part = criterion.batch_part(share)        # CombinedCriterion: the weighted sum of the parts
+    (share.world_size * part).backward()      # inside DDP: the global batch's gradient
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+class _GatherRows(torch.autograd.Function):
+    """All processes' rows in rank order; backward: the gradient of one's own rows summed over processes.
+
+    torch.distributed.nn.functional.all_gather does this for equal shares but warns on every call
+    (deprecated) and needs equal sizes; an epoch's short last batch gives shares of unequal size,
+    so each share is padded to the largest, gathered, and the padding dropped.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, sizes: tuple[int, ...], rank: int) -> torch.Tensor:  # type: ignore[override]
+        ctx.sizes, ctx.rank = sizes, rank
+        padded = x.new_zeros((max(sizes), *x.shape[1:]))
+        padded[:len(x)] = x
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded)
+        return torch.cat([p[:n] for p, n in zip(parts, sizes)])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+        # every process's part sends gradient to every row: sum them, then keep this process's rows
+        total = grad.contiguous().clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        lo = sum(ctx.sizes[:ctx.rank])
+        return total[lo:lo + ctx.sizes[ctx.rank]], None, None
+
+
+@dataclass
+class BatchShare:
+    """One process's share of a global batch, as a criterion sees it.
+
+    Attributes:
+        logits, targets, features: this process's rows (features may be None).
+        batch_targets: the targets of the whole global batch (N,), in batch order.
+        sizes: each process's number of rows, in rank order (they sum to N).
+        rank: this process's rank; its rows are ``lo..hi-1`` of the global batch.
+    """
+
+    logits: torch.Tensor
+    targets: torch.Tensor
+    features: Optional[torch.Tensor]
+    batch_targets: torch.Tensor
+    sizes: tuple[int, ...]
+    rank: int
+
+    @property
+    def world_size(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def lo(self) -> int:
+        return sum(self.sizes[:self.rank])
+
+    @property
+    def hi(self) -> int:
+        return self.lo + self.sizes[self.rank]
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.batch_targets)
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Every process's rows of ``x`` (this process's are ``x``), in batch order, with autograd."""
+        if self.world_size == 1:
+            return x
+        return _GatherRows.apply(x, tuple(self.sizes), self.rank)
+
+
+def batch_part(criterion: nn.Module, share: BatchShare) -> torch.Tensor:
+    """``criterion``'s part of the global batch's loss on this process (see the module docstring).
+
+    On one process the part is the criterion itself, so a 1-process run computes exactly what it
+    computes without torchrun.
+    """
+    if share.world_size == 1:
+        return criterion(share.logits, share.targets, share.features)
+    if hasattr(criterion, "batch_part"):
+        return criterion.batch_part(share)
+    features = None if share.features is None else share.gather(share.features)
+    return criterion(share.gather(share.logits), share.batch_targets, features) / share.world_size
+
+
+def sample_mean_part(per_sample: torch.Tensor, share: BatchShare) -> torch.Tensor:
+    """The part of a mean over the batch's samples held by this share: its samples' sum over the batch size.
+
+    A criterion that is a mean of per-sample terms (each term reading only its own sample) needs no
+    other process's rows: the shares' sums over the global batch size add up to the global mean,
+    whatever the shares' sizes (an epoch's short last batch splits unevenly).
+    """
+    return per_sample.sum() / share.batch_size
