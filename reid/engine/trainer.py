@@ -308,7 +308,8 @@ class Trainer:
                 with self.autocast():  # eval mode: the retrieval feature, then the classifier
                     logits = self.model.classifier(self.model(images))
                 share = self.batch_share(logits.float(), None, self.val_labels[on_device])
-                records.record_part(step, self.val_criterion.batch_part(share), (share.logits.argmax(1) == share.targets).sum())
+                correct = (share.logits.argmax(1) == share.targets).sum()
+                records.record_part(step, self.val_criterion.batch_part(share), correct)
                 bar.advance(len(global_idx), records, step + 1)
         loss, acc, sizes = records.take(len(batches))
         self.history.extend("val", epoch, loss=loss, acc=acc, batch_size=sizes)
@@ -432,7 +433,7 @@ def check_device_options(cfg: Config, device: torch.device, world_size: int = 1)
     autocast_dtype(cfg.train.precision, device)  # fp16 needs CUDA
     if cfg.train.sync_bn is True and device.type != "cuda":
         raise ConfigError("train.sync_bn = true needs CUDA devices (PyTorch's SyncBatchNorm has no CPU "
-                          "implementation); set it to false for a CPU run")
+                          "implementation); set it to auto or false for a CPU run (BatchNorm then stays per process)")
     if world_size > 1 and cfg.train.batch_size < 2 * world_size:  # BatchNorm cannot train on one image
         raise ConfigError(f"train.batch_size = {cfg.train.batch_size} is the global batch, split over {world_size} "
                           f"processes, and each needs at least 2 images; set train.batch_size >= {2 * world_size} "

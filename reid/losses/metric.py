@@ -92,7 +92,8 @@ class TripletLoss(nn.Module):
         feats = self.features(share.features, share.targets)
         weights = self.valid_anchors(share.batch_targets).to(feats.dtype)
         own = weights[share.lo:share.hi]
-        per_anchor = self.anchor_losses(feats, share.targets, share.gather(feats), share.batch_targets, share.lo, own > 0)
+        per_anchor = self.anchor_losses(feats, share.targets, share.gather(feats), share.batch_targets, share.lo,
+                                        own > 0)
         return (per_anchor * own).sum() / weights.sum().clamp(min=1)
 
     def features(self, features: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:

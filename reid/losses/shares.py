@@ -17,7 +17,7 @@ it is computed on the gathered batch by every process, each taking ``1 / world_s
 
 Example::
 
-    share = BatchShare(logits, targets, features, batch_targets, sizes=[4, 3], rank=1)
+    share = BatchShare(logits, targets, features, batch_targets, sizes=(4, 3), rank=1)
     part = criterion.batch_part(share)        # CombinedCriterion: the weighted sum of the parts
     (share.world_size * part).backward()      # inside DDP: the global batch's gradient
 """
