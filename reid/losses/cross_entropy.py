@@ -139,7 +139,8 @@ class CrossEntropy(nn.Module):
         counted = targets != self.ignore_index
         if self.weight is None:
             return counted.sum()
-        return self.weight[targets[counted]].sum()
+        # masked, not selected: a boolean selection would wait for the GPU on every step
+        return (self.weight[targets.clamp(0, len(self.weight) - 1)] * counted).sum()
 
 
 @register_criterion("soft_cross_entropy")
