@@ -339,10 +339,11 @@ def test_parts_of_a_sample_mean_computed_from_each_share_alone_sum_to_the_whole_
     crit = build_criterion(spec, num_classes=4, feat_dim=6)
     logits, feats = torch.randn(5, 4, requires_grad=True), torch.randn(5, 6, requires_grad=True)
     targets = torch.tensor([0, 3, 2, 1, 3])
-    whole = torch.autograd.grad(crit(logits, targets, feats), [logits, feats], allow_unused=True, materialize_grads=True)
+    grads = dict(allow_unused=True, materialize_grads=True)
+    whole = torch.autograd.grad(crit(logits, targets, feats), [logits, feats], **grads)
     parts = [crit.batch_part(BatchShare(logits[lo:hi], targets[lo:hi], feats[lo:hi], targets, (3, 2), rank))
              for rank, (lo, hi) in enumerate([(0, 3), (3, 5)])]
-    summed = torch.autograd.grad(sum(parts), [logits, feats], allow_unused=True, materialize_grads=True)
+    summed = torch.autograd.grad(sum(parts), [logits, feats], **grads)
     assert torch.allclose(sum(parts), crit(logits, targets, feats), atol=1e-6)
     for a, b in zip(summed, whole):
         assert torch.allclose(a, b, atol=1e-6)
