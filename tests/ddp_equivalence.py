@@ -40,19 +40,20 @@ RUNS = {
 
 
 class BatchFreeNet(nn.Module):
-    """Conv + GroupNorm + pooling + a 16-wide feature + classifier: the registry's model contract."""
+    """Conv + GroupNorm + pooling + a 16-wide feature + dropout + classifier: the registry's model contract."""
 
     def __init__(self, num_classes: int, **_: object) -> None:
         super().__init__()
         self.trunk = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.GroupNorm(2, 8), nn.ReLU(),
                                    nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.neck = nn.Linear(8, 16)
+        self.dropout = nn.Dropout(0.3)
         self.classifier = nn.Linear(16, num_classes)
         self.feature_dim = 16
 
     def forward(self, x):
         feat = self.neck(self.trunk(x))
-        return (self.classifier(feat), feat) if self.training else feat
+        return (self.classifier(self.dropout(feat)), feat) if self.training else feat
 
     def param_groups(self) -> dict:
         return {"backbone": list(self.trunk.parameters()),

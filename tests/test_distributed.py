@@ -198,3 +198,23 @@ def test_the_log_says_once_that_batchnorm_stays_per_process_on_the_cpu(monkeypat
     notes = [line for line in logged if "BatchNorm" in line]
     assert notes == ["note: BatchNorm normalises each of the 2 processes' shares by itself (PyTorch's SyncBatchNorm "
                      "has no CPU implementation), so the numbers differ from a 1-process run's"]
+
+
+def test_share_dropout_applies_the_masks_one_process_draws_for_the_whole_batch():
+    """Each share (4 and 3 rows of 7), with the generator seeded alike, gets its rows of nn.Dropout's output."""
+    from torch import nn
+
+    from reid.engine import distributed
+
+    x = torch.randn(7, 10)
+    torch.manual_seed(5)
+    whole = nn.Dropout(0.4).train()(x)
+    rows, shares = distributed.ShareRows(), []
+    model = distributed.with_share_dropout(nn.Sequential(nn.Identity(), nn.Dropout(0.4)), rows).train()
+    for lo, hi in [(0, 4), (4, 7)]:
+        torch.manual_seed(5)
+        rows.set(7, lo, hi)
+        shares.append(model(x[lo:hi]))
+    assert isinstance(model[1], distributed.ShareDropout)
+    assert torch.equal(torch.cat(shares), whole) and (whole == 0).any()
+    assert torch.equal(model.eval()(x), x)

@@ -87,6 +87,50 @@ def per_process_batchnorm_note(model: nn.Module, setting: bool | str, device: to
             "numbers differ from a 1-process run's")
 
 
+class ShareRows:
+    """Where this process's share lies in the current global batch: ``(batch_size, lo, hi)``, set each step."""
+
+    def __init__(self) -> None:
+        self.batch_size, self.lo, self.hi = 0, 0, 0
+
+    def set(self, batch_size: int, lo: int, hi: int) -> None:
+        self.batch_size, self.lo, self.hi = batch_size, lo, hi
+
+
+class ShareDropout(nn.Module):
+    """``nn.Dropout`` on one process's share of a global batch, with the mask one process would draw.
+
+    Every process seeds the generator alike for a step, so a plain Dropout would give each share
+    the mask of the batch's first rows. This one draws the mask of the whole global batch (the same
+    shape, hence the same draws, as a 1-process run) and applies the rows of this share; like
+    Dropout it treats dimension 0 as the batch.
+    """
+
+    def __init__(self, p: float, rows: ShareRows) -> None:
+        super().__init__()
+        self.p, self.rows = p, rows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        ones = torch.ones((self.rows.batch_size, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        scaled_mask = nn.functional.dropout(ones, self.p, training=True)  # 0 or 1 / (1 - p), as Dropout multiplies
+        return x * scaled_mask[self.rows.lo:self.rows.hi]
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def with_share_dropout(model: nn.Module, rows: ShareRows) -> nn.Module:
+    """``model`` with each ``nn.Dropout`` replaced (in place) by a :class:`ShareDropout` reading ``rows``."""
+    for name, child in model.named_children():
+        if type(child) is nn.Dropout:
+            setattr(model, name, ShareDropout(child.p, rows))
+        else:
+            with_share_dropout(child, rows)
+    return model
+
+
 def shutdown_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

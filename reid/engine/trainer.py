@@ -84,6 +84,7 @@ class Trainer:
         self.optimizer = build_optimizer(cfg.optim, model.param_groups())
         self.extra_optimizer = criterion.extra_optimizer()
         self.schedule = EpochSchedule(cfg.schedule, cfg.train.epochs)
+        self.share_rows = distributed.ShareRows()  # this process's rows of the step's global batch (dropout)
         self.net = self._wrap_for_training(self.model)
         self.augment = BatchAugment(size=tuple(cfg.data.size), flip_p=cfg.augment.flip, pad=cfg.augment.pad,
                                     erasing_p=cfg.augment.erasing, erasing_area=tuple(cfg.augment.erasing_area),
@@ -107,6 +108,7 @@ class Trainer:
         net = model
         if self.dist.enabled:
             net = distributed.with_batchnorm_sync(net, self.cfg.train.sync_bn, self.device, self.dist.world_size)
+            net = distributed.with_share_dropout(net, self.share_rows)
             ids = [self.device.index] if self.device.type == "cuda" else None
             # criteria of features only (triplet, center) leave the classifier without a gradient, which DDP
             # refuses unless it looks for unused parameters (a graph walk per step, so only then)
@@ -207,6 +209,8 @@ class Trainer:
         whose labels are ``batch_labels``; returns (this process's part of the global batch's loss, number
         correct among its images) on the device. With one process the part is the batch's loss.
         """
+        n, (lo, hi) = len(batch_labels), shard_bounds(len(batch_labels), self.dist.rank, self.dist.world_size)
+        self.share_rows.set(n, lo, hi)
         with self.autocast():
             logits, features = self.net(images)
         share = self.batch_share(logits.float(), features.float(), batch_labels)
