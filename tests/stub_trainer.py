@@ -11,7 +11,8 @@ and end times, how many stub runs shared its GPU at its start), and writes a con
   ``error: stub failure of NAME``);
 * ``STUB_RENDEZVOUS`` (a folder) and ``STUB_WAVE`` (N): the first N runs to start each wait
   until N have started (20 s at most, else exit 4): they must run at the same time;
-* ``STUB_SECONDS``: how long each run "trains" (default 0).
+* ``STUB_SECONDS``: how long each run "trains" (default 0);
+* ``STUB_PIDS`` (a folder): each training call writes ``<name>.pid`` there when it starts.
 """
 
 import argparse
@@ -40,6 +41,8 @@ if a.print_run_dir:
     print(run_dir)
     sys.exit(0)
 
+if os.environ.get("STUB_PIDS"):
+    (Path(os.environ["STUB_PIDS"]) / f"{name}.pid").write_text(str(os.getpid()))
 cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
 started = time.time()
 rendezvous = os.environ.get("STUB_RENDEZVOUS")

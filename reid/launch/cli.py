@@ -17,9 +17,10 @@ from typing import Callable, NoReturn, Sequence
 
 from ..cli import EXIT_INTERRUPTED, run_main
 from ..errors import ReidError
-from .runner import LaunchError
+from .runner import LaunchError, OutputClosed
 
 EXIT_RUN_FAILED = 1
+EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE, what a shell reports for a command ended by a closed pipe
 
 
 class Parser(argparse.ArgumentParser):
@@ -72,7 +73,8 @@ def write_comparison(run_dirs: Sequence[Path], out: Path) -> bool:
 
 
 def run_launch(body: Callable[[], int]) -> int:
-    """Run ``body`` as a command: ``error: ...`` and exit 2 for user mistakes, 130 after Ctrl-C/SIGTERM."""
+    """Run ``body`` as a command: ``error: ...`` and exit 2 for user mistakes, 130 after Ctrl-C/SIGTERM,
+    141 when standard output closes (``| head``): the runs are stopped, and stderr says which."""
     def guarded() -> int:
         try:
             return body()
@@ -80,5 +82,32 @@ def run_launch(body: Callable[[], int]) -> int:
             print("interrupted: the runs stopped where they were; rerun the same command to resume them",
                   file=sys.stderr)
             return EXIT_INTERRUPTED
+        except OutputClosed as e:
+            _silence_stdout()
+            stopped = ", ".join(job.label for job in e.stopped)
+            if stopped:
+                logs = ", ".join(str(job.log_path) for job in e.stopped)
+                print(f"output closed: stopped run(s) {stopped} at their next step (each keeps its checkpoint; "
+                      f"their output is in {logs}); no other run was started; rerun the same command to resume "
+                      "them", file=sys.stderr)
+            else:
+                print("output closed: no run is running and no other run was started; rerun the same command "
+                      "to train the rest (finished runs are not redone)", file=sys.stderr)
+            return EXIT_OUTPUT_CLOSED
+        except BrokenPipeError:
+            _silence_stdout()
+            print("output closed: no run is running (none had started, or all had ended); rerun the same command "
+                  "to train what is left (finished runs are not redone)", file=sys.stderr)
+            return EXIT_OUTPUT_CLOSED
 
     return run_main(guarded)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's flush at exit does not fail again on the closed pipe."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

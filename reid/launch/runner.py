@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import os
 import queue
+import select
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -42,6 +44,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 class LaunchError(ReidError):
     """A command line or a config the launcher cannot start runs from."""
+
+
+class OutputClosed(Exception):
+    """The launcher's standard output closed (``| head``): ``stopped`` lists the runs it stopped."""
+
+    def __init__(self, stopped: Sequence["Job"]) -> None:
+        super().__init__("standard output closed")
+        self.stopped = list(stopped)
 
 
 @dataclass
@@ -174,32 +184,39 @@ def run_jobs(jobs: Sequence[Job], slots: Sequence[str | None], trainer: TrainerC
 
     A job whose ``error`` is set is not started (its outcome carries the error, exit code 2).
     Ctrl-C or SIGTERM stops every running trainer (each resumes later with ``--resume auto``)
-    and raises KeyboardInterrupt once they have exited.
+    and raises KeyboardInterrupt once they have exited. When ``out`` closes (the reader of a
+    pipe exits, as ``| head`` does), the running trainers are stopped the same way and
+    :class:`OutputClosed` is raised, naming them; no further run starts.
     """
     out = out or sys.stdout
-    printer = _Printer(out, prefix=len(slots) > 1)
+    done: queue.Queue = queue.Queue()
+    printer = _Printer(out, prefix=len(slots) > 1, on_closed=lambda: done.put((None, None)))
     outcomes: dict[int, Outcome] = {i: Outcome(job, 2, job.error) for i, job in enumerate(jobs) if job.error}
     pending = deque(i for i, job in enumerate(jobs) if not job.error)
     free: deque[str | None] = deque(slots)
-    done: queue.Queue = queue.Queue()
     running: dict[int, subprocess.Popen] = {}
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+    watching = threading.Event()
+    printer.watch(watching)
     try:
         while pending or running:
-            while pending and free:
+            while pending and free and not printer.closed:
                 i, slot = pending.popleft(), free.popleft()
                 running[i] = _start(jobs[i], slot, trainer, printer, done, i)
             i, outcome = done.get()
+            if i is None:  # the printer found the output closed
+                raise BrokenPipeError
             running.pop(i)
             outcomes[i] = outcome
             free.append(outcome.slot)
     except KeyboardInterrupt:
-        for proc in running.values():
-            _terminate(proc)
-        for proc in running.values():
-            proc.wait()
+        _stop(running.values())
         raise
+    except BrokenPipeError:
+        _stop(running.values())
+        raise OutputClosed([jobs[i] for i in running]) from None
     finally:
+        watching.set()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return [outcomes[i] for i in range(len(jobs))]
@@ -240,20 +257,59 @@ def check_distinct_run_dirs(jobs: Sequence[Job]) -> None:
 
 
 class _Printer:
-    """Writes the jobs' output lines to ``out`` one whole line at a time."""
+    """Writes the jobs' output lines to ``out`` one whole line at a time.
 
-    def __init__(self, out: IO[str], prefix: bool) -> None:
+    Once ``out`` is closed (BrokenPipeError) it writes nothing more and calls ``on_closed``
+    once; the output threads go on reading their trainer (into its log), so no trainer
+    blocks on a full pipe and every thread still reports its job's end.
+    """
+
+    def __init__(self, out: IO[str], prefix: bool, on_closed=lambda: None) -> None:
         self.out, self.prefix, self.lock = out, prefix, threading.Lock()
+        self.on_closed, self.closed = on_closed, False
 
     def line(self, label: str, text: str) -> None:
-        with self.lock:
-            self.out.write((f"[{label}] " if self.prefix else "") + text.rstrip("\n") + "\n")
-            self.out.flush()
+        self._write((f"[{label}] " if self.prefix else "") + text.rstrip("\n") + "\n")
 
     def note(self, text: str) -> None:
+        self._write(text + "\n")
+
+    def _write(self, text: str) -> None:
         with self.lock:
-            self.out.write(text + "\n")
-            self.out.flush()
+            if self.closed:
+                return
+            try:
+                self.out.write(text)
+                self.out.flush()
+            except BrokenPipeError:
+                self._found_closed()
+
+    def _found_closed(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.on_closed()
+
+    def watch(self, stop: threading.Event) -> None:
+        """Notice a closed pipe while nothing is printed (a run may be silent for minutes): a thread
+        polls ``out``, when it is a pipe, until ``stop`` is set."""
+        try:
+            fd = self.out.fileno()
+            is_pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
+        except (AttributeError, OSError, ValueError):
+            return
+        if not is_pipe or not hasattr(select, "poll"):
+            return
+
+        def poll() -> None:
+            poller = select.poll()
+            poller.register(fd, 0)  # POLLERR (the reader closed its end) is reported whatever the mask
+            while not stop.is_set():
+                if any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(200)):
+                    with self.lock:
+                        self._found_closed()
+                    return
+
+        threading.Thread(target=poll, name="output watcher", daemon=True).start()
 
 
 def _start(job: Job, slot: str | None, trainer: TrainerCommand, printer: _Printer, done: queue.Queue,
@@ -295,6 +351,15 @@ def _open_log(job: Job, printer: _Printer) -> IO[str] | None:
         return None
     log.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.label}: {job.config} {' '.join(job.overrides)}\n")
     return log
+
+
+def _stop(procs) -> None:
+    """SIGTERM each trainer (it stops at its next step boundary with a checkpoint) and wait for all."""
+    procs = list(procs)
+    for proc in procs:
+        _terminate(proc)
+    for proc in procs:
+        proc.wait()
 
 
 def _terminate(proc: subprocess.Popen) -> None:
