@@ -19,6 +19,7 @@ import copy
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -46,6 +47,18 @@ class DatasetConfig:
     synthetic: Optional[dict] = None
     cuhk03_boxes: Literal["detected", "labeled"] = "detected"
     pattern: Optional[str] = None
+
+
+@dataclass
+class EvalDatasetConfig(DatasetConfig):
+    """An ``eval.datasets`` entry: a dataset, and the label its results are keyed by (default: its name)."""
+
+    label: str = ""
+
+    @property
+    def key(self) -> str:
+        """What results.json's ``datasets`` and the .mat's ``eval_*_<key>`` call this dataset's results."""
+        return self.label or self.name
 
 
 @dataclass
@@ -131,7 +144,7 @@ class EvalConfig:
     rerank: bool = False
     ap: Literal["standard", "trapezoid"] = "standard"
     max_rank: int = _opt(50, min=10)
-    datasets: list[DatasetConfig] = _opt([])
+    datasets: list[EvalDatasetConfig] = _opt([])
 
 
 @dataclass
@@ -421,14 +434,17 @@ def _check_cross_field(cfg: Config, origin: str) -> None:
                           f"sampler.num_instances = {cfg.sampler.num_instances} for the pk sampler")
     if cfg.schedule.name == "multistep" and sorted(cfg.schedule.milestones) != cfg.schedule.milestones:
         raise ConfigError(f"{origin}: schedule.milestones = {cfg.schedule.milestones} must be increasing")
-    names = [entry.name for entry in cfg.eval.datasets]
-    for i, name in enumerate(names):
-        if not name:
+    keys = [entry.key for entry in cfg.eval.datasets]
+    for i, (entry, key) in enumerate(zip(cfg.eval.datasets, keys)):
+        if not entry.name:
             raise ConfigError(f"{origin}: eval.datasets[{i}] has no name; give each entry one, e.g. "
                               "{name: dukemtmc, root: data/DukeMTMC-reID}")
-        if name in names[:i]:
-            raise ConfigError(f"{origin}: eval.datasets lists {name} twice; results are keyed by the dataset name, "
-                              "so list each dataset once (evaluate another variant with python -m reid.evaluate)")
+        if entry.label and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", entry.label):
+            raise ConfigError(f"{origin}: eval.datasets[{i}].label = {entry.label!r} must start with a letter and hold "
+                              "only letters, digits and _ (it names the .mat's eval_*_<label> keys)")
+        if key in keys[:i]:
+            raise ConfigError(f"{origin}: eval.datasets lists {key} twice; results are keyed by the dataset's label "
+                              f"(default: its name), so give one of them its own, e.g. label: {key}_2")
 
 
 # ----------------------------------------------------------------------------- output

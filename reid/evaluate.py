@@ -4,8 +4,16 @@ or score a features file alone: ``python -m reid.evaluate --features FILE.mat``.
 Reads the run's resolved ``config.yaml`` and its checkpoint (``checkpoints/last.pt`` by
 default), extracts query and gallery features, and writes ``results.json``,
 ``features.mat`` and the ``eval_*`` entries of ``mini_batch_data.mat`` (replacing the
-entry of the same epoch), then prints the table. ``eval.datasets`` adds the cross-domain
-evaluations (``results.json``'s ``datasets``, the ``.mat``'s ``eval_*_<name>`` keys).
+entry of the same epoch), then prints the table with the settings that produced it.
+``eval.datasets`` adds cross-domain evaluations (``results.json``'s ``datasets``, the
+``.mat``'s ``eval_*_<label>`` keys) to those the run already has: a dataset evaluated
+before and not listed now keeps its results.
+
+A re-evaluation with other settings than the run's own (``eval.distance``, ``eval.rerank``,
+``eval.flip``, ``eval.ap``) never replaces the run's recorded result: it is written beside
+it, to ``results_<tag>.json`` (the tag names what differs: ``results_rerank.json``,
+``results_euclidean_noflip.json``), and ``features.mat`` and the ``.mat`` are left as they
+are. Every results file records its settings (``"settings"``).
 
 Example::
 
@@ -35,7 +43,7 @@ from .engine.history import History
 from .engine.device import eval_autocast_dtype
 from .engine.trainer import evaluate_datasets, evaluate_model
 from .errors import ReidError
-from .evaluation import evaluate_features, format_results, read_features_mat
+from .evaluation import eval_settings, evaluate_features, format_results, read_features_mat, settings_tag
 from .io import atomic_write_text
 from .rundir import load_run_model
 
@@ -48,25 +56,46 @@ def evaluate_run(run_dir: str | Path, checkpoint: str | Path | None = None, over
     if not config_file.is_file():
         raise ReidError(f"{run_dir}: no config.yaml, so it is not a run directory of train.py; pass one")
     raw = yaml.safe_load(config_file.read_text())
+    own = eval_settings(from_dict(raw, origin=str(config_file)).eval)
     for item in overrides:
         key, value = parse_override(item)
         if not key.startswith(("eval.", "data.root", "data.cache_dir")):
             raise ReidError(f"--set {item}: only eval.*, data.root and data.cache_dir can change at evaluation")
         set_dotted(raw, key, value, origin=f"--set {item}")
+        from_dict(raw, origin=f"--set {item}")  # an error in this value names the --set, not config.yaml
     cfg = from_dict(raw, origin=str(config_file))
+    tag = settings_tag(eval_settings(cfg.eval), own)
     run = load_run_model(run_dir, checkpoint, device, cfg=cfg)
     state, model, dev = run.state, run.model, run.device
     dataset, split = build_split(cfg)
     data = build_data(cfg, dataset, split, progress=progress)
     amp_dtype, channels_last = eval_autocast_dtype(cfg.train.precision, dev), dev.type == "cuda"
     results = evaluate_model(model, data, cfg, dev, amp_dtype, channels_last=channels_last,
-                             features_path=run_dir / "features.mat")
-    if data.eval_sets:
-        results["datasets"] = evaluate_datasets(model, data.eval_sets, cfg, dev, amp_dtype, channels_last, progress)
+                             features_path=None if tag else run_dir / "features.mat")
     results["epoch"] = int(state["epoch"])
-    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
-    update_history(run_dir / "mini_batch_data.mat", state, results)
+    results_path = run_dir / (f"results_{tag}.json" if tag else "results.json")
+    datasets = earlier_datasets(results_path, results["epoch"])
+    if data.eval_sets:
+        datasets.update(evaluate_datasets(model, data.eval_sets, cfg, dev, amp_dtype, channels_last, progress))
+    if datasets:
+        results["datasets"] = datasets
+    atomic_write_text(results_path, json.dumps(results, indent=2) + "\n")
+    if not tag:  # the .mat's eval_* are the run's own settings' results only
+        update_history(run_dir / "mini_batch_data.mat", state, results)
+    results["path"] = str(results_path)
     return results
+
+
+def earlier_datasets(results_path: Path, epoch: int) -> dict[str, dict]:
+    """The cross-domain results already in ``results_path`` for the same epoch: a re-evaluation on
+    other datasets adds to them (an unreadable or other-epoch file contributes nothing)."""
+    try:
+        earlier = json.loads(results_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(earlier, dict) or earlier.get("epoch") != epoch:
+        return {}
+    return dict(earlier.get("datasets") or {})
 
 
 def update_history(mat_path: Path, state: dict, results: dict) -> None:
@@ -88,8 +117,10 @@ def evaluate_features_file(path: str | Path, overrides: list[str] = ()) -> dict:
     if ev.datasets:
         raise ReidError("--set eval.datasets: a cross-domain evaluation needs a run directory (its model), "
                         "not a features file")
-    return evaluate_features(**read_features_mat(path), distance=ev.distance, rerank=ev.rerank, ap=ev.ap,
-                             max_rank=ev.max_rank)
+    results = evaluate_features(**read_features_mat(path), distance=ev.distance, rerank=ev.rerank, ap=ev.ap,
+                                max_rank=ev.max_rank)
+    results["settings"] = {k: v for k, v in eval_settings(ev).items() if k != "flip"}  # made elsewhere: unknown
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,9 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         if args.features is not None:
             results = evaluate_features_file(args.features, args.overrides)
-        else:
-            results = evaluate_run(args.run_dir, args.checkpoint, args.overrides, args.device)
+            print(format_results(results))
+            return 0
+        results = evaluate_run(args.run_dir, args.checkpoint, args.overrides, args.device)
         print(format_results(results))
+        print(f"wrote {results['path']}" + ("" if Path(results["path"]).name == "results.json" else
+                                             " (other settings than the run's: its results.json is unchanged)"))
         return 0
 
     return run_main(body, debug=args.debug)

@@ -127,8 +127,9 @@ def run_checkpoint_path(run_dir: str | Path, checkpoint: str | Path | None = Non
     path = Path(checkpoint) if checkpoint is not None else Path(run_dir) / "checkpoints" / "last.pt"
     if not path.is_file():
         hint = ("pass an existing .pt file to --checkpoint" if checkpoint is not None else
-                "train the run first (python train.py --config CONFIG --resume auto) or pass --checkpoint FILE")
-        raise ReidError(f"{path}: no checkpoint there; {hint}")
+                "finish training the run first (python train.py --config CONFIG --resume auto, with the config it "
+                "was started with) or pass --checkpoint FILE")
+        raise ReidError(f"{path}: no checkpoint there, so the run has no model yet; {hint}")
     return path
 
 

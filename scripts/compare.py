@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--band", choices=("minmax", "std"), default="minmax",
                    help="a study's band around the mean curve: min-max over seeds or ±1 std (default minmax)")
     p.add_argument("--out", default=None, metavar="FILE.png",
-                   help="figure path (default compare.png in the runs' common parent); FILE.md is written beside it")
+                   help="figure path (default: compare_<run>_vs_<run>.png, or study_<config>_vs_<config>.png for a study, in the runs' common parent); FILE.md is written beside it")
     p.add_argument("--debug", action="store_true", help="show the traceback on errors")
     return p
 

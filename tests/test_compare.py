@@ -9,8 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -234,7 +232,7 @@ def test_compare_writes_png_of_expected_size_and_md(tmp_path):
     a = write_run(root / "standard", make_arrays(epochs=5, seed=1, speed=0.8, evals=1, criterion="cross_entropy"))
     b = write_run(root / "soft", make_arrays(epochs=3, seed=2, speed=1.2, criterion="soft_cross_entropy"))
     png, table = compare([a, b])
-    assert png == root / "compare.png"  # default: common parent of the runs
+    assert png == root / "compare_standard_vs_soft.png"  # default: named after the runs, in their common parent
     assert png_size(png) == (1200, 800)  # 2x2 panels of 6x4 in at 100 dpi
     md = png.with_suffix(".md").read_text()
     assert table in md and "| standard |" in table and "| soft |" in table
@@ -289,18 +287,17 @@ def test_errors_name_the_path_and_what_is_missing(tmp_path):
         plot_runs([run], tmp_path / "x.jpg")
 
 
-def test_cli_prints_table_and_error_without_traceback(tmp_path):
+def test_cli_prints_table_and_error_without_traceback(tmp_path, capsys):
     a = write_run(tmp_path / "standard", make_arrays())
     script = REPO / "scripts" / "compare.py"
-    ok = subprocess.run([sys.executable, str(script), str(a), str(tmp_path / "missing"), "--out",
-                         str(tmp_path / "c.png")], capture_output=True, text=True, timeout=120)
-    assert ok.returncode == 2
-    assert ok.stderr.startswith("error: ") and "missing" in ok.stderr and "Traceback" not in ok.stderr
-
-    # scripts/compare.py in-process too (fast), loaded by path so no module name can clash.
+    # scripts/compare.py in-process (fast), loaded by path so no module name can clash.
     spec = importlib.util.spec_from_file_location("compare_cli", script)
     compare_cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(compare_cli)
+    assert compare_cli.main([str(a), str(tmp_path / "missing"), "--out", str(tmp_path / "c.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "missing" in err and "Traceback" not in err and len(err.splitlines()) == 1
+
     assert compare_cli.main([str(a), "--out", str(tmp_path / "c.png"), "--metrics", "train_acc,val_acc",
                              "--smooth", "3", "--x", "epoch", "--range", "0:0.5"]) == 0
     assert png_size(tmp_path / "c.png") == (1200, 400)
@@ -363,3 +360,105 @@ def test_compare_on_a_study_writes_bands_and_the_table_over_seeds(tmp_path):
         assert ys.min() == pytest.approx(lo.min()) and ys.max() == pytest.approx(hi.max())
     with pytest.raises(ReidError, match="band 'iqr' is not one of minmax, std"):
         study_figure(study_groups([load_run(d) for d in dirs]), band="iqr")
+
+
+# --------------------------------------------------------------------------- what a new user trips over
+
+
+def test_default_output_is_named_after_the_runs_so_calls_do_not_overwrite_each_other(tmp_path, capsys):
+    root = tmp_path / "outputs"
+    a, b, c = (write_run(root / n, make_arrays(seed=i)) for i, n in enumerate(("standard", "soft", "ls")))
+    first, _ = compare([a, b])
+    second, _ = compare([a, c])
+    assert (first, second) == (root / "compare_standard_vs_soft.png", root / "compare_standard_vs_ls.png")
+    assert first.is_file() and first.with_suffix(".md").is_file() and second.is_file()
+    study = [write_seed_run(root / f"{n}_s{s}", s) for s in (0, 1) for n in ("std", "soft")]
+    assert compare(study, metrics="train_acc")[0] == root / "study_std_vs_soft.png"  # as study.sh names it
+    spec = importlib.util.spec_from_file_location("compare_cli", REPO / "scripts" / "compare.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    assert cli.main([str(b), str(c)]) == 0
+    assert f"wrote {root / 'compare_soft_vs_ls.png'}" in capsys.readouterr().out
+
+
+def with_eval(arrays: dict, seed: int = 0, **settings) -> dict:
+    """``arrays`` whose resolved config has ``seed`` and an ``eval`` section with ``settings``."""
+    arrays["config"] = f"seed: {seed}\neval:\n" + "".join(f"  {k}: {str(v).lower()}\n" for k, v in settings.items())
+    return arrays
+
+
+def test_tables_say_which_settings_produced_rank1_and_map(tmp_path):
+    """compare's table names each run's evaluation settings: from its results.json, else from its config."""
+    plain = write_run(tmp_path / "standard", with_eval(make_arrays(evals=1), distance="cosine", rerank=False,
+                                                         flip=True, ap="standard"))
+    settings = {"distance": "euclidean", "rerank": True, "flip": False, "ap": "trapezoid"}
+    reranked = write_run(tmp_path / "soft", make_arrays(evals=1),
+                         results={"rank1": 0.6, "mAP": 0.5, "epoch": 1, "settings": settings})
+    not_evaluated = write_run(tmp_path / "new", make_arrays(evals=0))
+    table = summary_table([load_run(d) for d in (plain, reranked, not_evaluated)])
+    header, _, *rows = table.splitlines()
+    assert header.split("|")[-2].strip() == "evaluated with"
+    evaluated = [row.split("|")[-2].strip() for row in rows]
+    assert evaluated == ["cosine distance, no re-ranking, flip, AP standard",
+                         "euclidean distance, re-ranking, no flip, AP trapezoid", "-"]
+
+    dirs = []
+    for s in (0, 1):
+        for name, rerank in (("a", False), ("b", True)):
+            arrays = with_eval(make_arrays(seed=s, evals=1), seed=s, distance="cosine", rerank=rerank, flip=True,
+                               ap="standard")
+            dirs.append(write_run(tmp_path / f"{name}_s{s}", arrays))
+    study = compare(dirs, out=tmp_path / "study.png", metrics="train_acc")[1].splitlines()
+    assert study[0].split("|")[-2].strip() == "evaluated with"
+    assert study[2].endswith("| cosine distance, no re-ranking, flip, AP standard |")
+    assert study[3].endswith("| cosine distance, re-ranking, flip, AP standard |")
+    # a .mat without the settings (not written by train.py) says so rather than guessing
+    bare = summary_table([load_run(write_run(tmp_path / "bare", make_arrays(evals=1)))]).splitlines()[2]
+    assert bare.endswith("| settings not recorded |")
+
+
+def test_format_results_names_the_settings():
+    from reid.evaluation import format_results
+
+    r = {"rank1": 0.5, "rank5": 0.6, "rank10": 0.7, "mAP": 0.4, "num_valid_queries": 3,
+         "settings": {"distance": "cosine", "rerank": True, "flip": True, "ap": "standard"}}
+    assert format_results(r).splitlines()[0] == "evaluated with: cosine distance, re-ranking, flip, AP standard"
+    legacy = {k: v for k, v in r.items() if k != "settings"} | {"distance": "euclidean", "rerank": False,
+                                                                "ap_rule": "trapezoid"}
+    assert format_results(legacy).splitlines()[0] == "evaluated with: euclidean distance, no re-ranking, AP trapezoid"
+
+
+def test_val_panels_have_integer_ticks_and_epoch_boundaries(tmp_path):
+    from reid.analysis.plot import epoch_boundaries
+
+    dirs = [write_seed_run(tmp_path / f"a_s{s}", s, epochs=3, n_val=40, val_batch=16) for s in (0, 1)]
+    runs = [load_run(d) for d in dirs]
+    # 3 val batches per epoch (16, 16, 8): epochs start at 0-based 3 and 6, i.e. between batches 3|4 and 6|7
+    assert epoch_boundaries(runs, "val_acc", (0, 9)) == [3.5, 6.5]
+    assert epoch_boundaries(runs, "val_acc", (4, 9)) == [6.5]
+    fig = study_figure(study_groups(runs), metrics=["val_acc", "train_acc"])
+    val_ax, train_ax = fig.axes
+    fig.canvas.draw()
+    for ax in (val_ax, train_ax):
+        ticks = ax.get_xticks()
+        assert np.all(ticks == np.round(ticks)), ticks
+    marks = [line for line in val_ax.lines if line.get_label() == "epoch boundary" or line.get_linestyle() == ":"]
+    assert sorted(float(line.get_xdata()[0]) for line in marks) == [3.5, 6.5]
+    assert not [line for line in train_ax.lines if line.get_linestyle() == ":"]
+
+
+def test_study_without_val_data_draws_no_val_panel_and_no_row_of_dashes(tmp_path):
+    """data.val_per_id: 0 logs no val mini-batch: the default panels and the tables leave val out."""
+    dirs = []
+    for s in (0, 1):
+        for name in ("std", "soft"):
+            arrays = make_arrays(seed=s, evals=1)
+            for key in ("val_loss", "val_acc", "val_epoch", "val_batch_size"):
+                arrays[key] = np.zeros((1, 0))
+            arrays["config"] = f"seed: {s}\n"
+            dirs.append(write_run(tmp_path / f"{name}_s{s}", arrays))
+    png, table = compare(dirs, out=tmp_path / "study.png")
+    assert png_size(png) == (1200, 400)  # train_loss and train_acc only
+    assert "final val acc" not in table
+    assert not [line for line in table.splitlines() if line.startswith("| soft − std") and "| - | - |" in line]
+    assert "| soft − std | rank-1 |" in table

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from reid.config import load_config
 from reid.data import DukeMTMC
 from reid.engine.builder import build_data, build_model_from_config, build_split
 from reid.engine.trainer import evaluate_model, train
+from reid.evaluate import main as evaluate_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,20 +50,22 @@ def test_trained_model_scores_far_above_a_random_one(demo_run):
     assert trained["rank1"] > random_init["rank1"] + 0.1
 
 
-def test_evaluate_cli_reproduces_the_run_evaluation(demo_run, tmp_path):
+def test_evaluate_cli_reproduces_the_run_evaluation(demo_run, capsys):
     out, _ = demo_run
     before = json.loads((out / "results.json").read_text())
     mat_before = loadmat(out / "mini_batch_data.mat")
     (out / "results.json").unlink()
     (out / "features.mat").unlink()
-    r = subprocess.run([sys.executable, "-m", "reid.evaluate", str(out), "--device", "cpu"], capture_output=True,
-                       text=True, timeout=300, cwd=REPO)
-    assert r.returncode == 0, r.stderr
-    assert "rank-1" in r.stdout and "mAP" in r.stdout
+    assert evaluate_main([str(out), "--device", "cpu"]) == 0
+    stdout = capsys.readouterr().out
+    assert "rank-1" in stdout and "mAP" in stdout
+    assert "evaluated with: cosine distance, no re-ranking, flip, AP standard" in stdout
     after = json.loads((out / "results.json").read_text())
     keys = ("rank1", "rank5", "rank10", "mAP", "mAP_trapezoid", "mINP", "num_valid_queries")
     for key in keys + ("epoch",):
         assert after[key] == pytest.approx(before[key], abs=1e-6), key
+    assert after["settings"] == before["settings"] == {"distance": "cosine", "rerank": False, "flip": True,
+                                                       "ap": "standard"}
     for key in keys + ("num_query", "num_gallery"):  # the cross-domain numbers of the run = the CLI's
         assert after["datasets"]["dukemtmc"][key] == pytest.approx(before["datasets"]["dukemtmc"][key], abs=1e-6), key
     mat_after = loadmat(out / "mini_batch_data.mat")
@@ -72,13 +73,28 @@ def test_evaluate_cli_reproduces_the_run_evaluation(demo_run, tmp_path):
     assert mat_after["eval_epoch_dukemtmc"][0].tolist() == mat_before["eval_epoch_dukemtmc"][0].tolist() == [8]
     np.testing.assert_allclose(mat_after["eval_mAP"], mat_before["eval_mAP"], atol=1e-6)
     np.testing.assert_allclose(mat_after["eval_mAP_dukemtmc"], mat_before["eval_mAP_dukemtmc"], atol=1e-6)
-    assert "dukemtmc (cross-domain):" in r.stdout
+    assert "dukemtmc (cross-domain):" in stdout
     assert set(loadmat(out / "features.mat")) >= {"query_f", "query_label", "query_cam", "gallery_f",
                                                   "gallery_label", "gallery_cam"}
-    rerank = subprocess.run([sys.executable, "-m", "reid.evaluate", str(out), "--device", "cpu",
-                             "--set", "eval.rerank=true"], capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert rerank.returncode == 0, rerank.stderr
-    assert json.loads((out / "results.json").read_text())["rerank"] is True
+
+
+def test_re_evaluating_with_other_settings_keeps_the_recorded_result(demo_run, capsys):
+    """--set eval.rerank=true writes results_rerank.json beside results.json, which (like features.mat and
+    the .mat's eval_*, the original training's result) stays as it was; the printout names the settings."""
+    out, _ = demo_run
+    recorded = {name: (out / name).read_bytes() for name in ("results.json", "features.mat", "mini_batch_data.mat")}
+    assert evaluate_main([str(out), "--device", "cpu", "--set", "eval.rerank=true"]) == 0
+    stdout = capsys.readouterr().out
+    assert stdout.startswith("evaluated with: cosine distance, re-ranking, flip, AP standard\n")
+    assert f"wrote {out / 'results_rerank.json'} (other settings than the run's: its results.json is unchanged)" in stdout
+    for name, content in recorded.items():
+        assert (out / name).read_bytes() == content, f"{name} was rewritten"
+    reranked = json.loads((out / "results_rerank.json").read_text())
+    assert reranked["settings"] == {"distance": "cosine", "rerank": True, "flip": True, "ap": "standard"}
+    assert reranked["rerank"] is True and json.loads(recorded["results.json"])["rerank"] is False
+    assert evaluate_main([str(out), "--device", "cpu", "--set", "eval.flip=false", "--set", "eval.ap=trapezoid"]) == 0
+    assert json.loads((out / "results_noflip_trapezoid.json").read_text())["settings"]["flip"] is False
+    assert (out / "results.json").read_bytes() == recorded["results.json"]
 
 
 def test_cross_domain_results_in_results_json_mat_and_log(demo_run):
@@ -103,27 +119,40 @@ def test_cross_domain_results_in_results_json_mat_and_log(demo_run):
     assert f"dukemtmc_rank1 {duke['rank1']:.4f} dukemtmc_mAP {duke['mAP']:.4f}" in last
 
 
-def test_evaluate_cli_adds_a_cross_domain_dataset(demo_run, tmp_path):
-    """``--set eval.datasets=[...]`` on a finished run: results.json holds the listed dataset, the .mat
-    gains its keys and keeps the training-time ones."""
+def test_evaluate_cli_adds_a_cross_domain_dataset(demo_run, tmp_path, synthetic_root, capsys):
+    """``--set eval.datasets=[...]`` on a finished run adds to its cross-domain results: results.json keeps
+    the training-time dukemtmc and gains each new dataset, the .mat's eval_*_<label> keys match it (none
+    stale), and two folder datasets are told apart by their labels."""
     out, _ = demo_run
     cuhk = f"{{name: cuhk03, root: {tmp_path / 'cuhk'}, cuhk03_boxes: labeled, synthetic: {{ids: 5, images_per_id: 4}}}}"
-    r = subprocess.run([sys.executable, "-m", "reid.evaluate", str(out), "--device", "cpu",
-                        "--set", f"eval.datasets=[{cuhk}]"], capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert r.returncode == 0, r.stderr
+    assert evaluate_main([str(out), "--device", "cpu", "--set", f"eval.datasets=[{cuhk}]"]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert list(results["datasets"]) == ["cuhk03"]
+    assert list(results["datasets"]) == ["dukemtmc", "cuhk03"]
     assert results["datasets"]["cuhk03"]["root"] == str(tmp_path / "cuhk" / "labeled")
     m = loadmat(out / "mini_batch_data.mat")
     assert m["eval_epoch_cuhk03"][0].tolist() == [8] and m["eval_epoch_dukemtmc"][0].tolist() == [8]
     assert m["eval_mAP_cuhk03"][0][0] == pytest.approx(results["datasets"]["cuhk03"]["mAP"])
+    assert m["eval_mAP_dukemtmc"][0][0] == pytest.approx(results["datasets"]["dukemtmc"]["mAP"])
+
+    pattern = r"^(?P<pid>-1|\d+)_c(?P<cam>\d)s"
+    folders = ", ".join(f"{{name: folder, root: {synthetic_root}, pattern: '{pattern}', label: {label}}}"
+                        for label in ("site_a", "site_b"))
+    assert evaluate_main([str(out), "--device", "cpu", "--set", f"eval.datasets=[{folders}]"]) == 0, \
+        capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["datasets"]) == ["dukemtmc", "cuhk03", "site_a", "site_b"]
+    m = loadmat(out / "mini_batch_data.mat")
+    on_mat = sorted(k[len("eval_mAP_"):] for k in m if k.startswith("eval_mAP_"))
+    assert on_mat == sorted(results["datasets"])  # no stale key, none missing
+    for label in ("site_a", "site_b", "cuhk03"):
+        assert m[f"eval_mAP_{label}"][0][-1] == pytest.approx(results["datasets"][label]["mAP"])
+    assert "site_a (cross-domain):" in capsys.readouterr().out
 
 
-def test_evaluate_cli_errors_are_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "reid.evaluate", str(tmp_path)], capture_output=True, text=True,
-                       timeout=120, cwd=REPO)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.strip() == f"error: {tmp_path}: no config.yaml, so it is not a run directory of train.py; pass one"
+def test_evaluate_cli_errors_are_one_line(tmp_path, capsys):
+    assert evaluate_main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {tmp_path}: no config.yaml, so it is not a run directory of train.py; pass one"
 
 
 def test_cross_domain_needs_a_run_not_a_features_file(tmp_path):

@@ -60,15 +60,31 @@ from ..errors import ReidError
 from ..io import atomic_write_text
 from .curves import parse_range
 from .plot import BANDS, DEFAULT_METRICS, plot_runs, plot_study
-from .runs import Run, unique_names, load_run
+from .runs import Run, load_run, metric_group, unique_names
 from .study import Group, study_groups, study_table
 from .summary import summary_table
 
 
 def default_out(runs: Sequence[Run]) -> Path:
-    """``compare.png`` in the deepest folder holding all the run directories."""
+    """``compare_<run>_vs_<run>....png`` (as paired.sh names it; ``study_<config>_vs_...`` for a study over
+    seeds, as study.sh does) in the deepest folder holding all the run directories.
+
+    Example::
+
+        default_out([load_run("outputs/standard"), load_run("outputs/soft")])   # outputs/compare_standard_vs_soft.png
+    """
     parents = [str(run.path.resolve().parent) for run in runs]
-    return Path(os.path.commonpath(parents)) / "compare.png"
+    groups = study_groups(runs)
+    names = [g.name for g in groups] if groups else [n.replace("/", "_") for n in unique_names(runs)]
+    stem = ("study_" if groups else "compare_") + "_vs_".join(names)
+    if len(stem) > 150:  # many runs: keep the file name within file-system limits
+        stem = f"{stem[:120]}_and_{len(names)}_runs"
+    return Path(os.path.commonpath(parents)) / f"{stem}.png"
+
+
+def default_metrics(runs: Sequence[Run]) -> list[str]:
+    """``DEFAULT_METRICS`` less the val ones no run has (a run with ``data.val_per_id: 0`` logs no val batch)."""
+    return [m for m in DEFAULT_METRICS if metric_group(m) == "train" or any(run.arrays[m].size for run in runs)]
 
 
 def _parse_metrics(metrics: str | Iterable[str] | None) -> list[str]:
@@ -101,7 +117,7 @@ def compare(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = 
     if not paths:
         raise ReidError("no runs to compare; pass at least one run directory or .mat file")
     runs = [load_run(p) for p in paths]
-    metric_list = _parse_metrics(metrics)
+    metric_list = _parse_metrics(metrics) if metrics is not None else default_metrics(runs)
     fraction = parse_range(range_)
     out_path = Path(out) if out is not None else default_out(runs)
     if not out_path.suffix:

@@ -92,6 +92,7 @@ def plot_runs(runs: Sequence[Run], out_path: str | os.PathLike,
                     markersize=3, label=label)
             drawn += ys.size
         _label_panel(ax, metric, x, drawn)
+        _mark_epochs(ax, runs, metric, x, window)
     fig.suptitle(_title(names, int(smooth), fraction, figure_size_px(len(metrics))[0]), fontsize=11)
     return _save(fig, out_path, fmt)
 
@@ -133,6 +134,7 @@ def study_figure(groups: Sequence[Group], metrics: Sequence[str] = DEFAULT_METRI
                 lo, hi = _band(stack, mean, band)
                 ax.fill_between(xs, lo, hi, color=f"C{i % 10}", alpha=0.25, linewidth=0)
         _label_panel(ax, metric, x, drawn)
+        _mark_epochs(ax, runs, metric, x, window)
     fig.suptitle(_title([g.name for g in groups], int(smooth), fraction, figure_size_px(len(metrics))[0]),
                  fontsize=11)
     return fig
@@ -217,6 +219,37 @@ def _label_panel(ax, metric: str, x: str, drawn: int) -> None:
     ax.set_title(metric, fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
+
+
+def epoch_boundaries(runs: Sequence[Run], metric: str, window: tuple[int, int]) -> list[float]:
+    """x positions (1-based mini-batch axis) between the last mini-batch of an epoch and the first
+    of the next, from the run with the most mini-batches of ``metric``'s group, inside ``window``
+    (0-based ``[start, stop)``).
+
+    Example::
+
+        epoch_boundaries([run], "val_acc", (0, 6))   # val_epoch [1, 1, 2, 2, 3, 3] -> [2.5, 4.5]
+    """
+    epochs = max((run.arrays[f"{metric_group(metric)}_epoch"] for run in runs), key=len)
+    changes = np.nonzero(np.diff(epochs))[0] + 1  # 0-based index of each epoch's first mini-batch
+    start, stop = window
+    return [float(i) + 0.5 for i in changes if start < i < stop]
+
+
+def _mark_epochs(ax, runs: Sequence[Run], metric: str, x: str, window: tuple[int, int]) -> None:
+    """On a mini-batch axis: integer ticks, and a dotted line at each epoch boundary of a val panel
+    (a val epoch is a handful of mini-batches, so where one ends is not otherwise visible)."""
+    if x != "batch":
+        return
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if metric_group(metric) != "val":
+        return
+    for i, position in enumerate(epoch_boundaries(runs, metric, window)):
+        ax.axvline(position, color="0.6", linestyle=":", linewidth=0.8, label="epoch boundary" if i == 0 else None)
+    if ax.get_legend() is not None:
+        ax.legend(fontsize=8, loc="best")
 
 
 def _save(fig, out_path: str | os.PathLike, fmt: str) -> Path:

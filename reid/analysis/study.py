@@ -36,7 +36,7 @@ import yaml
 
 from ..errors import ReidError
 from .runs import Run
-from .summary import as_percent, summarize
+from .summary import as_percent, eval_label, summarize
 
 SEED_SUFFIX = re.compile(r"^(?P<name>.+)_s(?P<seed>\d+)$")
 # (summarize key, column title) of the numbers compared over seeds.
@@ -173,20 +173,27 @@ def study_table(groups: Sequence[Group]) -> str:
 
         print(study_table(study_groups(runs)))
     """
-    header = ["config", "seeds"] + [title for _, title in STUDY_METRICS]
-    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * len(STUDY_METRICS)]
+    metrics = present_metrics(groups)
+    header = ["config", "seeds"] + [title for _, title in metrics] + ["evaluated with"]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * len(metrics) + "---|"]
     for g in groups:
-        cells = [_mean_std_cell(seed_values(g, key), len(g.runs)) for key, _ in STUDY_METRICS]
-        lines.append(f"| {g.name} | {', '.join(map(str, g.runs))} | " + " | ".join(cells) + " |")
-    if len(groups) > 1:
+        cells = [_mean_std_cell(seed_values(g, key), len(g.runs)) for key, _ in metrics]
+        evaluated = eval_label(list(g.runs.values())) if any(seed_values(g, k) for k in ("rank1", "mAP")) else "-"
+        lines.append(f"| {g.name} | {', '.join(map(str, g.runs))} | " + " | ".join(cells) + f" | {evaluated} |")
+    if len(groups) > 1 and metrics:
         lines += ["", f"Paired differences (same seed = same data order), in percentage points; "
                       f"{CONFIDENCE:.0%} CI = mean ± t(0.975, n-1) · sd / √n (Student t):", "",
                   "| pair | metric | per seed | mean | 95% CI (t) | wins |", "|---|---|---|---:|---|---|"]
         for i, a in enumerate(groups):
             for b in groups[i + 1:]:
-                for key, title in STUDY_METRICS:
+                for key, title in metrics:
                     lines.append(_difference_row(a, b, key, title))
     return "\n".join(lines) + "\n"
+
+
+def present_metrics(groups: Sequence[Group]) -> list[tuple[str, str]]:
+    """The ``STUDY_METRICS`` some run of ``groups`` has (a study with ``data.val_per_id: 0`` has no val accuracy)."""
+    return [(key, title) for key, title in STUDY_METRICS if any(seed_values(g, key) for g in groups)]
 
 
 def _difference_row(a: Group, b: Group, key: str, title: str) -> str:

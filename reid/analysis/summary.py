@@ -14,8 +14,39 @@ from typing import Sequence
 
 import numpy as np
 
+import yaml
+
 from ..engine.history import per_epoch_weighted
+from ..evaluation.report import SETTING_KEYS, results_settings, settings_label
 from .runs import Run, unique_names
+
+
+def eval_settings_of(run: Run) -> dict:
+    """The evaluation settings behind ``run``'s rank-1/mAP: those recorded in its results.json, else its
+    config's ``eval`` section (the settings training evaluated with); {} when neither says."""
+    if run.results and run.results.get("settings"):
+        return results_settings(run.results)
+    try:
+        config = yaml.safe_load(run.config_text) if run.config_text else None
+    except yaml.YAMLError:
+        config = None
+    ev = config.get("eval") if isinstance(config, dict) else None
+    if not isinstance(ev, dict):
+        return results_settings(run.results) if run.results else {}
+    from ..config import EvalConfig
+
+    defaults = EvalConfig()
+    return {key: ev.get(key, getattr(defaults, key)) for key in SETTING_KEYS}
+
+
+def eval_label(runs: Sequence[Run]) -> str:
+    """:func:`settings_label` of the runs' settings; different ones joined by `` / ``."""
+    labels = []
+    for run in runs:
+        label = settings_label(eval_settings_of(run))
+        if label not in labels:
+            labels.append(label)
+    return " / ".join(labels)
 
 
 def summarize(run: Run) -> dict:
@@ -108,8 +139,8 @@ def summary_table(runs: Sequence[Run]) -> str:
         print(summary_table([load_run("outputs/standard"), load_run("outputs/soft")]))
     """
     header = ["run", "criterion", "epochs", "final val acc", "best val acc", "final val loss",
-              "best val loss", "rank-1", "mAP"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
+              "best val loss", "rank-1", "mAP", "evaluated with"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 3) + ["---"]) + "|"]
     for name, run in zip(unique_names(runs), runs):
         s = summarize(run)
         epochs = str(s["epochs"])
@@ -120,7 +151,8 @@ def summary_table(runs: Sequence[Run]) -> str:
         rank1 = _pct(s["rank1"])
         if s["rank1"] is not None and s["eval_epoch"] is not None:
             rank1 += f" (ep {s['eval_epoch']})"
+        evaluated = eval_label([run]) if s["rank1"] is not None or s["mAP"] is not None else "-"
         row = [name, s["criterion"], epochs, _pct(s["val_acc_final"]), best_acc,
-               _num(s["val_loss_final"]), best_loss, rank1, _pct(s["mAP"])]
+               _num(s["val_loss_final"]), best_loss, rank1, _pct(s["mAP"]), evaluated]
         lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
     return "\n".join(lines) + "\n"

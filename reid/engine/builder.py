@@ -110,8 +110,8 @@ def build_eval_sets(cfg: Config) -> list[EvalSet]:
             dataset = build_dataset(source)
         except ReidError as e:  # the loaders name data.*; here the keys are the entry's
             message = re.sub(r"\bdata\.(?=root|pattern|cuhk03_boxes|synthetic)", f"eval.datasets[{i}].", str(e))
-            raise type(e)(f"eval.datasets[{i}] ({source.name}): {message}") from e
-        sets.append(EvalSet(source.name, str(dataset.root), dataset.query, dataset.gallery))
+            raise type(e)(f"eval.datasets[{i}] ({source.key}): {message}") from e
+        sets.append(EvalSet(source.key, str(dataset.root), dataset.query, dataset.gallery))
     return sets
 
 

@@ -32,7 +32,7 @@ from ..data import (BatchAugment, PKSampler, RandomBatchSampler, SequentialBatch
                     eval_transform, resize_images, shard_bounds)
 from ..data.augment import async_to
 from ..errors import CheckpointError, ConfigError, TrainingDivergedError
-from ..evaluation import evaluate_features, extract_features, format_results, write_features_mat
+from ..evaluation import eval_settings, evaluate_features, extract_features, format_results, write_features_mat
 from ..io import atomic_write_text
 from ..losses import BatchShare, CombinedCriterion
 from . import distributed
@@ -414,6 +414,7 @@ def evaluate_model(model: nn.Module, data: RunData | RetrievalData, cfg: Config,
     results = evaluate_features(qf, gf, data.query.pids, data.query.camids, data.gallery.pids, data.gallery.camids,
                                 distance=cfg.eval.distance, rerank=cfg.eval.rerank, ap=cfg.eval.ap,
                                 max_rank=cfg.eval.max_rank)
+    results["settings"] = eval_settings(cfg.eval)
     if features_path is not None:
         write_features_mat(features_path, qf, data.query.pids, data.query.camids,
                            gf, data.gallery.pids, data.gallery.camids)

@@ -18,18 +18,22 @@ from .features import (
     write_features_mat,
 )
 from .ranking import AP_RULES, rank_metrics
-from .report import format_results
+from .report import eval_settings, format_results, results_settings, settings_label, settings_tag
 from .rerank import re_ranking
 
 __all__ = [
     "AP_RULES",
     "compute_distance",
+    "eval_settings",
     "evaluate_features",
     "extract_features",
     "format_results",
     "rank_metrics",
     "re_ranking",
     "read_features_mat",
+    "results_settings",
     "retrieval_feature",
+    "settings_label",
+    "settings_tag",
     "write_features_mat",
 ]
