@@ -181,14 +181,39 @@ RESUMABLE_CHANGES = ("train.epochs", "train.compile", "train.deterministic", "tr
 
 # ----------------------------------------------------------------------------- loading
 
+class Origins(str):
+    """Where a config's values came from: the file (the string itself) and, per dotted key, the
+    ``--set`` that gave it; an error about a value names the one it came from (see :func:`_where`)."""
+
+    def __new__(cls, default: str, by_key: dict[str, str] | None = None) -> "Origins":
+        self = super().__new__(cls, default)
+        self.by_key = dict(by_key or {})
+        return self
+
+
+def _where(origin: str, *keys: str) -> str:
+    """The origin of the first of ``keys`` that a ``--set`` gave (or a section or list above it), else the file."""
+    by_key = getattr(origin, "by_key", {})
+    for key in keys:
+        for given, source in reversed(list(by_key.items())):  # the last --set of a key wins
+            if key == given or key.startswith((given + ".", given + "[")):
+                return source
+    return str(origin)
+
+
 def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read ``path`` (following ``_base_``), apply ``key.path=value`` overrides, validate."""
+    """Read ``path`` (following ``_base_``), apply ``key.path=value`` overrides, validate.
+
+    An error about a value names where it came from: the config file, or the ``--set`` that gave it.
+    """
     path = Path(path)
     raw = _read_with_bases(path, seen=())
+    given: dict[str, str] = {}
     for item in overrides:
         key, value = parse_override(item)
         set_dotted(raw, key, value, origin=f"--set {item}")
-    cfg = from_dict(raw, origin=str(path))
+        given[key] = f"--set {item}"
+    cfg = from_dict(raw, origin=Origins(str(path), given))
     cfg.source = path.stem
     return cfg
 
@@ -226,12 +251,29 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict:
         raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    if isinstance(data.get("imports"), list):
+        data["imports"] = [_resolve_import(path, name) for name in data["imports"]]
     base = data.pop("_base_", None)
     if base is None:
         return data
     merged = _read_with_bases((path.parent / base), seen + (path.resolve(),))
     _deep_merge(merged, data)
     return merged
+
+
+def _resolve_import(config: Path, name: Any) -> Any:
+    """A relative ``.py`` path of ``imports`` is taken from the folder of the config file that lists it
+    (then, as before, from the working directory); modules are left to the Python path."""
+    if not isinstance(name, str) or not name.endswith(".py") or Path(name).is_absolute():
+        return name
+    beside = config.parent / name
+    if beside.is_file():
+        return str(beside)
+    if Path(name).is_file():
+        return name
+    raise ConfigError(f"{config}: imports: {name} not found; looked in the config file's folder "
+                      f"{config.parent.resolve()} and in the working directory {Path.cwd()}; give the .py path "
+                      "relative to the config file")
 
 
 def _deep_merge(into: dict, new: dict) -> None:
@@ -273,12 +315,14 @@ def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
 
 def _build(cls: type, raw: Any, prefix: str, origin: str) -> Any:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{origin}: '{prefix.rstrip('.')}' must be a section of keys, got {raw!r}")
+        raise ConfigError(f"{_where(origin, prefix.rstrip('.'))}: '{prefix.rstrip('.')}' must be a section of keys, "
+                          f"got {raw!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     for key in raw:
         if key not in fields:
-            raise ConfigError(f"{origin}: unknown key '{prefix}{key}'{_suggest(prefix + str(key))}")
+            raise ConfigError(f"{_where(origin, prefix + str(key))}: unknown key '{prefix}{key}'"
+                              f"{_suggest(prefix + str(key))}")
     values = {}
     for name, f in fields.items():
         if name not in raw:
@@ -297,19 +341,22 @@ SYNONYMS = {"learning_rate": "lr", "base_lr": "lr", "num_epochs": "epochs", "max
 
 
 def _suggest(key: str) -> str:
+    """``; did you mean 'optim.lr'?`` for an unknown ``key``: first a key with the same last part (or its
+    synonym) in any section, the key's own section first (``train.lr`` -> ``optim.lr``); then the closest
+    key of its section; then the closest key or section anywhere."""
     section = key.rsplit(".", 1)[0] + "." if "." in key else ""
     leaf = key.rsplit(".", 1)[-1]
-    if leaf in SYNONYMS and section + SYNONYMS[leaf] in all_keys():
-        return f"; did you mean '{section + SYNONYMS[leaf]}'?"
-    siblings = [k for k in all_keys() if k.startswith(section) and section]
+    keys = all_keys()
+    for name in dict.fromkeys([leaf, SYNONYMS.get(leaf, leaf)]):
+        same_leaf = sorted((k for k in keys if k.rsplit(".", 1)[-1] == name), key=lambda k: not k.startswith(section))
+        if same_leaf and same_leaf[0] != key:
+            return f"; did you mean '{same_leaf[0]}'?"
+    siblings = [k for k in keys if k.startswith(section) and section]
     close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.6)  # same section first
     if close:
         return f"; did you mean '{close[0]}'?"
-    valid = all_keys() + sorted({k.split(".")[0] for k in all_keys()})
+    valid = keys + sorted({k.split(".")[0] for k in keys})
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    if not close:
-        leaf = key.rsplit(".", 1)[-1]
-        close = [k for k in valid if k.rsplit(".", 1)[-1] == leaf][:1]
     return f"; did you mean '{close[0]}'?" if close else "; see configs/base.yaml for the valid keys"
 
 
@@ -319,11 +366,11 @@ def _check_value(key: str, value: Any, kind: Any, checks: typing.Mapping, origin
         if isinstance(item, bool) or not isinstance(item, (int, float)):
             continue
         if "min" in checks and item < checks["min"]:
-            raise ConfigError(f"{origin}: {key} = {value!r} is out of range; it must be >= {checks['min']}")
+            raise ConfigError(f"{_where(origin, key)}: {key} = {value!r} is out of range; it must be >= {checks['min']}")
         if "gt" in checks and item <= checks["gt"]:
-            raise ConfigError(f"{origin}: {key} = {value!r} is out of range; it must be > {checks['gt']}")
+            raise ConfigError(f"{_where(origin, key)}: {key} = {value!r} is out of range; it must be > {checks['gt']}")
         if "max" in checks and item > checks["max"]:
-            raise ConfigError(f"{origin}: {key} = {value!r} is out of range; it must be <= {checks['max']}")
+            raise ConfigError(f"{_where(origin, key)}: {key} = {value!r} is out of range; it must be <= {checks['max']}")
     return value
 
 
@@ -357,7 +404,7 @@ def _coerce(key: str, value: Any, kind: Any, origin: str) -> Any:
             value = "on" if value else "off"
         if not any(value == c and isinstance(value, bool) == isinstance(c, bool) for c in choices):
             listed = ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
-            raise ConfigError(f"{origin}: {key} = {value!r} is not allowed; choose one of: {listed}")
+            raise ConfigError(f"{_where(origin, key)}: {key} = {value!r} is not allowed; choose one of: {listed}")
         return value
     if origin_kind is list:
         (item_kind,) = typing.get_args(kind)
@@ -366,12 +413,12 @@ def _coerce(key: str, value: Any, kind: Any, origin: str) -> Any:
         pair = not key.endswith(("milestones", "imports"))
         if not isinstance(value, list) or (pair and len(value) != 2):
             shape = "two " if pair else ""
-            raise ConfigError(f"{origin}: {key} = {value!r} must be a list of {shape}{item_kind.__name__}s")
+            raise ConfigError(f"{_where(origin, key)}: {key} = {value!r} must be a list of {shape}{item_kind.__name__}s")
         return [_coerce(key, v, item_kind, origin) for v in value]
     if kind in _SCALARS:
         accepts, described = _SCALARS[kind]
         if not accepts(value):
-            raise ConfigError(f"{origin}: {key} = {value!r} must be {described}")
+            raise ConfigError(f"{_where(origin, key)}: {key} = {value!r} must be {described}")
         return float(value) if kind is float else value
     raise TypeError(f"unsupported schema type for {key}: {kind}")  # a bug in the schema, not user input
 
@@ -379,7 +426,7 @@ def _coerce(key: str, value: Any, kind: Any, origin: str) -> Any:
 def _coerce_entries(key: str, value: Any, kind: type, origin: str) -> list:
     """A list of sections (``eval.datasets``): each a mapping of ``kind``'s keys, or a bare name."""
     if not isinstance(value, list):
-        raise ConfigError(f"{origin}: {key} = {value!r} must be a list, e.g. [{{name: dukemtmc, root: data}}]")
+        raise ConfigError(f"{_where(origin, key)}: {key} = {value!r} must be a list, e.g. [{{name: dukemtmc, root: data}}]")
     entries = []
     for i, item in enumerate(value):
         item = {"name": item} if isinstance(item, str) else item
@@ -387,7 +434,7 @@ def _coerce_entries(key: str, value: Any, kind: type, origin: str) -> list:
         valid = [f.name for f in dataclasses.fields(kind)]
         unknown = [k for k in item if k not in valid] if isinstance(item, dict) else []
         if unknown:
-            raise ConfigError(f"{origin}: {where}: unknown key '{unknown[0]}'; valid keys: {', '.join(valid)}")
+            raise ConfigError(f"{_where(origin, where)}: {where}: unknown key '{unknown[0]}'; valid keys: {', '.join(valid)}")
         entries.append(_build(kind, item, prefix=f"{where}.", origin=origin))
     return entries
 
@@ -407,9 +454,12 @@ def import_plugins(cfg: Config) -> None:
                 spec.loader.exec_module(module)  # type: ignore[union-attr]
             else:
                 importlib.import_module(name)
-        except (ImportError, FileNotFoundError) as e:
-            raise ConfigError(f"imports: cannot import {name!r} ({e}); give a module on the Python path or "
-                              "the path of a .py file") from e
+        except FileNotFoundError as e:
+            raise ConfigError(f"imports: {name} not found in the working directory {Path.cwd()}; give the path of "
+                              "the .py file (in a config file: relative to that file)") from e
+        except ImportError as e:
+            raise ConfigError(f"imports: cannot import {name!r} ({e}); give a module on the Python path (searched: "
+                              "the working directory and PYTHONPATH) or the path of a .py file") from e
 
 
 def normalise_criterion(spec: Any, origin: str = "config") -> list[dict]:
@@ -420,30 +470,31 @@ def normalise_criterion(spec: Any, origin: str = "config") -> list[dict]:
         if isinstance(item, str):
             item = {"name": item}
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise ConfigError(f"{origin}: criterion = {spec!r}; give a name or a list of "
+            raise ConfigError(f"{_where(origin, 'criterion')}: criterion = {spec!r}; give a name or a list of "
                               "{{name: ..., weight: ...}} entries, e.g. criterion: soft_cross_entropy")
         out.append(dict(item))
     if not out:
-        raise ConfigError(f"{origin}: criterion is empty; name at least one, e.g. criterion: cross_entropy")
+        raise ConfigError(f"{_where(origin, 'criterion')}: criterion is empty; name at least one, e.g. criterion: cross_entropy")
     return out
 
 
 def _check_cross_field(cfg: Config, origin: str) -> None:
     if cfg.sampler.name == "pk" and cfg.train.batch_size % cfg.sampler.num_instances:
-        raise ConfigError(f"{origin}: train.batch_size = {cfg.train.batch_size} must be a multiple of "
+        raise ConfigError(f"{_where(origin, 'train.batch_size', 'sampler.num_instances')}: train.batch_size = "
+                          f"{cfg.train.batch_size} must be a multiple of "
                           f"sampler.num_instances = {cfg.sampler.num_instances} for the pk sampler")
     if cfg.schedule.name == "multistep" and sorted(cfg.schedule.milestones) != cfg.schedule.milestones:
-        raise ConfigError(f"{origin}: schedule.milestones = {cfg.schedule.milestones} must be increasing")
+        raise ConfigError(f"{_where(origin, 'schedule.milestones')}: schedule.milestones = {cfg.schedule.milestones} must be increasing")
     keys = [entry.key for entry in cfg.eval.datasets]
     for i, (entry, key) in enumerate(zip(cfg.eval.datasets, keys)):
         if not entry.name:
-            raise ConfigError(f"{origin}: eval.datasets[{i}] has no name; give each entry one, e.g. "
+            raise ConfigError(f"{_where(origin, 'eval.datasets')}: eval.datasets[{i}] has no name; give each entry one, e.g. "
                               "{name: dukemtmc, root: data/DukeMTMC-reID}")
         if entry.label and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", entry.label):
-            raise ConfigError(f"{origin}: eval.datasets[{i}].label = {entry.label!r} must start with a letter and hold "
+            raise ConfigError(f"{_where(origin, 'eval.datasets')}: eval.datasets[{i}].label = {entry.label!r} must start with a letter and hold "
                               "only letters, digits and _ (it names the .mat's eval_*_<label> keys)")
         if key in keys[:i]:
-            raise ConfigError(f"{origin}: eval.datasets lists {key} twice; results are keyed by the dataset's label "
+            raise ConfigError(f"{_where(origin, 'eval.datasets')}: eval.datasets lists {key} twice; results are keyed by the dataset's label "
                               f"(default: its name), so give one of them its own, e.g. label: {key}_2")
 
 

@@ -245,14 +245,16 @@ def test_folder_keeps_junk_and_distractors_as_named(synthetic_root):
 def test_folder_errors_are_one_line(tmp_path, synthetic_root):
     with pytest.raises(ConfigError) as e:
         FolderDataset(synthetic_root, pattern=r"(?P<pid>\d+)_c")
-    one_line_naming(e, "data.pattern", "no named group cam", "(?P<cam>...)")
+    one_line_naming(e, r"data.pattern = '(?P<pid>\d+)_c'", "no named group cam", "(?P<cam>...)")
     with pytest.raises(ConfigError) as e:
         FolderDataset(synthetic_root, pattern=r"(?P<pid>\d+_c(?P<cam>\d)")
     one_line_naming(e, "data.pattern", "not a valid regex")
     with pytest.raises(DatasetError) as e:  # the pattern does not fit these names
         FolderDataset(synthetic_root, pattern=r"^person(?P<pid>\d+)_cam(?P<cam>\d+)")
     first = sorted((synthetic_root / "bounding_box_train").iterdir())[0]
-    one_line_naming(e, first, "data.pattern", "remove or rename it")
+    # the pattern as written (no doubled backslash), and the fix is the pattern, not the user's file names
+    one_line_naming(e, first, r"data.pattern '^person(?P<pid>\d+)_cam(?P<cam>\d+)'", "fix data.pattern")
+    assert "rename" not in str(e.value) and "\\\\" not in str(e.value)
     with pytest.raises(DatasetError) as e:
         FolderDataset(tmp_path, pattern=r"(?P<pid>\d+)_c(?P<cam>\d)")
     one_line_naming(e, tmp_path, "no bounding_box_train/ folder")

@@ -124,12 +124,18 @@ def folder_names(pattern: str) -> NameScheme:
     try:
         regex = re.compile(pattern)
     except re.error as e:
-        raise ConfigError(f"data.pattern = {pattern!r} is not a valid regex ({e}); fix it") from e
+        raise ConfigError(f"data.pattern = '{pattern}' is not a valid regex ({e}); fix it") from e
     missing = sorted({"pid", "cam"} - set(regex.groupindex))
     if missing:
-        raise ConfigError(f"data.pattern = {pattern!r} has no named group {' or '.join(missing)}; mark the person "
+        raise ConfigError(f"data.pattern = '{pattern}' has no named group {' or '.join(missing)}; mark the person "
                           "id and the camera as (?P<pid>...) and (?P<cam>...)")
-    return NameScheme("folder dataset", regex, f"data.pattern {pattern!r}", cameras=(0, sys.maxsize))
+    # The pattern as the user wrote it (a repr would double every backslash).
+    return NameScheme("folder dataset", regex, f"data.pattern '{pattern}' (its groups pid and cam must match numbers)",
+                      cameras=(0, sys.maxsize),
+                      fix="fix data.pattern so that it matches every image name in the folder (it is searched in the "
+                          r"file name, e.g. '^(?P<pid>-1|\d+)_c(?P<cam>\d+)'), or move files that are not images of "
+                          "the dataset out of the folder")
+
 
 
 # ----------------------------------------------------------------------------- MSMT17

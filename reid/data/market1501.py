@@ -76,6 +76,9 @@ class NameScheme:
     regex: re.Pattern
     form: str
     cameras: tuple[int, int] = (1, 9)
+    # What to do about a file whose name does not follow: a release's names are fixed, a user's
+    # data.pattern is what to correct.
+    fix: str = "remove or rename it"
 
     def parse(self, filename: str) -> tuple[int, int]:
         """``(pid, camid)`` of one file name; DatasetError naming the file when it does not follow the scheme."""
@@ -85,7 +88,7 @@ class NameScheme:
         except (TypeError, ValueError):  # no match, or a group that is not a number
             pid, cam = None, None
         if pid is None or pid < -1 or not self.cameras[0] <= cam <= self.cameras[1]:
-            raise DatasetError(f"{filename}: file name does not follow {self.form}; remove or rename it")
+            raise DatasetError(f"{filename}: file name does not follow {self.form}; {self.fix}")
         return pid, cam
 
 

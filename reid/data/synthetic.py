@@ -473,6 +473,10 @@ def read_params(out_dir: str | os.PathLike) -> dict[str, Any] | None:
     return {k: data.get(k) for k in _DEFAULTS}
 
 
+class NotSyntheticError(DatasetError):
+    """The folder asked to hold a synthetic dataset holds something else (perhaps the user's real data)."""
+
+
 def ensure_synthetic(out_dir: str | os.PathLike, progress: bool = False, **params: Any) -> Path:
     """Generate ``out_dir`` unless it already holds the synthetic dataset with these parameters.
 
@@ -499,7 +503,7 @@ def ensure_synthetic(out_dir: str | os.PathLike, progress: bool = False, **param
                 raise
     have = read_params(out_dir)
     if have is None:
-        raise DatasetError(f"{out_dir}: exists but holds no synthetic.json, so it is not a synthetic dataset; "
+        raise NotSyntheticError(f"{out_dir}: exists but holds no synthetic.json, so it is not a synthetic dataset; "
                            "delete it or choose another folder")
     diff = [f"{k}={have[k]} (wanted {wanted[k]})" for k in _DEFAULTS if have[k] != wanted[k]]
     if diff:

@@ -22,8 +22,8 @@ from torch import nn
 
 from ..config import Config, DatasetConfig
 from ..data import DATASETS, ReidDataset, Sample, TrainValSplit, load_image_cache, split_train_val
-from ..data.synthetic import ensure_synthetic
-from ..errors import ConfigError, ReidError
+from ..data.synthetic import NotSyntheticError, ensure_synthetic
+from ..errors import ConfigError, DatasetError, ReidError
 from ..losses import CRITERIA, build_criterion
 from ..models import MODELS, build_model
 
@@ -82,18 +82,32 @@ def check_names(cfg: Config) -> None:
         DATASETS.get(source.name)
     MODELS.get(cfg.model.name)
     for spec in cfg.criterion:
-        CRITERIA.get(spec["name"])
+        criterion = CRITERIA.get(spec["name"])
+        if getattr(criterion, "needs_identity_batches", False) and cfg.sampler.name != "pk":
+            raise ConfigError(f"criterion '{spec['name']}' compares images of the same identity within a batch, which "
+                              f"the {cfg.sampler.name} sampler does not guarantee; set sampler.name: pk (P x K batches: "
+                              "train.batch_size / sampler.num_instances identities, sampler.num_instances images each)")
 
 
 def build_dataset(source: DatasetConfig) -> ReidDataset:
     """The dataset a config entry (``data`` or an ``eval.datasets`` entry) describes; with
-    ``synthetic`` set, a synthetic one in that dataset's layout is generated at its root first."""
+    ``synthetic`` set, a synthetic one in that dataset's layout is generated at its root first
+    (saying so on stdout: where, and that it is synthetic)."""
     if source.synthetic is not None:
         params = {"layout": source.name, **source.synthetic}
         if params["layout"] != source.name:
             raise ConfigError(f"synthetic: layout = {params['layout']!r}, but the dataset is {source.name}; "
                               "remove layout, the generator writes the layout of the dataset's name")
-        ensure_synthetic(source.root, **params)
+        if not Path(source.root).exists():
+            print(f"generating a synthetic {source.name} dataset at {Path(source.root).resolve()} (data.synthetic is "
+                  "set; it is not real data; it is made once and reused)", flush=True)
+        try:
+            ensure_synthetic(source.root, **params)
+        except NotSyntheticError as e:
+            raise DatasetError(f"{source.root}: data.synthetic is set, which generates a synthetic dataset at data.root, "
+                          "but this folder already holds other data (no synthetic.json); to train on the data there, "
+                          "--set data.synthetic=null (or remove synthetic from the config); for a synthetic dataset, "
+                          "set data.root to a folder that does not exist yet") from e
     return DATASETS.get(source.name).from_config(source)
 
 

@@ -474,12 +474,28 @@ def train(cfg: Config, device: str = "auto", resume: Optional[str] = None, progr
     check_names(cfg)  # before the run directory is touched
     check_device_options(cfg, dev, dist.world_size)
     out = config_run_dir(cfg)
+    fresh = not out.exists()
     lock = RunLock(out).acquire() if dist.is_main else None
     try:
         return _train_locked(cfg, out, dev, dist, resume, progress)
+    except BaseException:
+        if lock and fresh:
+            remove_if_only_lock(out)
+        raise
     finally:
         if lock:
             lock.release()
+
+
+def remove_if_only_lock(run_dir: Path) -> None:
+    """Remove a run directory this process created when a failed start left nothing in it but ``.lock``
+    (the lock is still held, so no other process is using it)."""
+    try:
+        if [p.name for p in run_dir.iterdir()] == [".lock"]:
+            (run_dir / ".lock").unlink()
+            run_dir.rmdir()
+    except OSError:
+        pass  # another process wrote there meanwhile: leave it
 
 
 def _train_locked(cfg: Config, out: Path, dev: torch.device, dist: distributed.DistInfo,
@@ -514,8 +530,10 @@ def _train_locked(cfg: Config, out: Path, dev: torch.device, dist: distributed.D
         start = trainer.load_state_dict(state).next()
         trainer.log(f"resumed from {state_path} at epoch {start.epoch}, step {start.step}")
     else:
+        synthetic = "a synthetic " if cfg.data.synthetic is not None else ""
         trainer.log(f"training {cfg.source or 'run'}: {split.num_classes} identities, {len(split.train)} train / "
-                    f"{len(split.val)} val images, criterion {' + '.join(criterion.names)}, device {dev}")
+                    f"{len(split.val)} val images of {synthetic}{cfg.data.name} at {dataset.root}, criterion "
+                    f"{' + '.join(criterion.names)}, device {dev}")
     note = distributed.per_process_batchnorm_note(model, cfg.train.sync_bn, dev, dist.world_size)
     if note:
         trainer.log(note)

@@ -44,7 +44,13 @@ def euclidean_dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @register_criterion("triplet")
 class TripletLoss(nn.Module):
+    # Compares images of one identity within a batch: P x K batches needed (checked before training).
+    needs_identity_batches = True
+
     """Batch-hard triplet loss (Hermans et al. 2017), as in BoT.
+
+    It needs identity-balanced batches (``sampler.name: pk``); a config with the random
+    sampler is refused before training (:func:`reid.engine.builder.check_names`).
 
     For each anchor i: ``d_ap`` = largest distance to another image of the same id,
     ``d_an`` = smallest distance to an image of another id (Euclidean);
@@ -111,7 +117,7 @@ class TripletLoss(nn.Module):
                 what = "no two images of the same identity" if not bool((same & ~eye).any()) else "a single identity"
                 raise ReidError(
                     f"criterion 'triplet': the batch has {what}, so there is no (positive, negative) pair; "
-                    "use a P x K identity sampler (P identities, K >= 2 images each)"
+                    "set sampler.name: pk (P x K batches: P identities, sampler.num_instances = K >= 2 images each)"
                 )
         return valid
 
