@@ -1,22 +1,29 @@
 """Every bad input of issue 10 meets one line ``error: ...`` naming the file/key/value, exit code 2,
 no traceback, and leaves what was written before byte for byte as it was.
 
-Each CLI-level case runs the real ``train.py`` in a subprocess on a tiny synthetic Market-1501
-(ResNet-18 at 32x16, no pretrained weights). A finished two-epoch run (``finished`` fixture) is made
-once per module; every test snapshots the output root before the bad command and compares after.
-The write failure mid-run is simulated in-process (a patched ``torch.save`` / ``scipy.io.savemat``).
+Each CLI-level case calls ``train.py``'s ``main(argv)`` in-process (its stdout, stderr, warnings
+and exit code captured) on a tiny synthetic Market-1501 (ResNet-18 at 32x16, no pretrained
+weights); what needs a real process runs ``train.py`` in one: the lock of another or a killed
+process, and one check that a user error prints one line and no traceback. A finished two-epoch
+run (``finished`` fixture) is made once per module; every test snapshots the output root before
+the bad command and compares after. The write failure mid-run is simulated in-process (a patched
+``torch.save`` / ``scipy.io.savemat``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
+import importlib.util
+import io
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +46,33 @@ def sets(root: Path, cache: Path, out_root: Path, name: str, epochs: int = 1, ex
     return args
 
 
-def run_train(args: list[str], resume: str | None = None, timeout: int = 300,
-              flags: tuple = ()) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(TRAIN), "--config", str(CONFIG), *args, "--device", "cpu", "--no-progress", *flags]
+def train_main():
+    """``main`` of train.py, loaded by path (the checkout's entry point, not an installed module)."""
+    spec = importlib.util.spec_from_file_location("train_entry", TRAIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def run_train(args: list[str], resume: str | None = None, flags: tuple = (),
+              config: Path = CONFIG) -> subprocess.CompletedProcess:
+    """``train.py --config CONFIG ARGS --device cpu --no-progress`` in-process: its exit code and output
+    (warnings first on stderr, as ``warning: ...`` lines)."""
+    argv = ["--config", str(config), *args, "--device", "cpu", "--no-progress", *flags]
     if resume:
-        cmd += ["--resume", resume]
+        argv += ["--resume", resume]
+    out, err = io.StringIO(), io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err):
+        warnings.simplefilter("always")
+        code = train_main()(argv)
+    said = "".join(f"warning: {w.message}\n" for w in caught)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), said + err.getvalue())
+
+
+def run_train_process(args: list[str], config: Path = CONFIG, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``train.py`` in a real process of its own."""
+    cmd = [sys.executable, str(TRAIN), "--config", str(config), *args, "--device", "cpu", "--no-progress"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
@@ -117,7 +146,7 @@ def test_missing_dataset_root(guard, tmp_path):
     missing = tmp_path / "no-such-market"
     r = run_train(fresh_run_args(guard, "missing_root", root=missing))
     user_error(r, str(missing), "does not exist", "data.root")
-    no_run_written(guard[2] / "missing_root")
+    assert not (guard[2] / "missing_root").exists()  # a failed start leaves no directory holding only .lock
 
 
 def test_wrong_dataset_root(guard, tmp_path):
@@ -177,16 +206,17 @@ def test_corrupt_jpeg_is_named_before_training(guard, tmp_path):
 # ----------------------------------------------------------------------------- config
 
 def test_unknown_config_key_suggests_the_closest(guard):
-    r = run_train(fresh_run_args(guard, "typo", extra=("train.epoch=3",)))
+    """The one real-process check: a user error is one line on stderr, exit code 2, no traceback."""
+    r = run_train_process(fresh_run_args(guard, "typo", extra=("train.epoch=3",)))
     user_error(r, "'train.epoch'", "did you mean 'train.epochs'")
+    assert r.stderr.count("\n") == 1
     assert not (guard[2] / "typo").exists()
 
 
 def test_unknown_key_in_config_file_names_the_file(guard, tmp_path):
     cfg = tmp_path / "mine.yaml"
     cfg.write_text(f"_base_: {CONFIG}\noptim:\n  learning_rate: 0.1\n")
-    cmd = [sys.executable, str(TRAIN), "--config", str(cfg), *fresh_run_args(guard, "typo2"), "--device", "cpu"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+    r = run_train(fresh_run_args(guard, "typo2"), config=cfg)
     user_error(r, str(cfg), "'optim.learning_rate'", "did you mean")
     assert not (guard[2] / "typo2").exists()
 
@@ -199,8 +229,64 @@ def test_debug_shows_the_traceback_and_the_same_error(guard):
 
 def test_wrong_value_type(guard):
     r = run_train(fresh_run_args(guard, "bad_type", extra=("train.batch_size=many",)))
-    user_error(r, "train.batch_size", "'many'", "integer")
+    line = user_error(r, "train.batch_size", "'many'", "integer")
+    assert line.startswith("error: --set train.batch_size=many: ")  # the --set gave it, not the config file
+    assert str(CONFIG) not in line
     assert not (guard[2] / "bad_type").exists()
+
+
+def test_a_misplaced_key_suggests_the_same_key_in_its_section(guard):
+    r = run_train(fresh_run_args(guard, "misplaced", extra=("train.lr=0.1",)))
+    user_error(r, "--set train.lr=0.1: ", "unknown key 'train.lr'", "did you mean 'optim.lr'?")
+    assert not (guard[2] / "misplaced").exists()
+
+
+def test_triplet_with_the_random_sampler_names_the_key_that_fixes_it(guard):
+    r = run_train(fresh_run_args(guard, "triplet_random", extra=("criterion=[cross_entropy, triplet]",)))
+    user_error(r, "criterion 'triplet'", "random sampler", "sampler.name: pk")
+    assert not (guard[2] / "triplet_random").exists()
+
+
+def test_imports_are_relative_to_the_config_file_and_the_error_names_the_folders(guard, tmp_path, monkeypatch):
+    folder = tmp_path / "experiment"
+    folder.mkdir()
+    (folder / "my_plugin.py").write_text("from reid.losses import CRITERIA\nIMPORTED_FROM_BESIDE_THE_CONFIG = 1\n")
+    cfg = folder / "exp.yaml"
+    cfg.write_text(f"_base_: {CONFIG}\nimports: [my_plugin.py]\n")
+    monkeypatch.chdir(tmp_path)  # not the config's folder
+    from reid.config import load_config
+
+    assert load_config(cfg).imports == [str(folder / "my_plugin.py")]
+    cfg.write_text(f"_base_: {CONFIG}\nimports: [missing_plugin.py]\n")
+    r = run_train(fresh_run_args(guard, "imports_missing"), config=cfg)
+    user_error(r, str(cfg), "missing_plugin.py not found", str(folder), str(tmp_path))
+    assert not (guard[2] / "imports_missing").exists()
+
+
+def test_synthetic_set_on_real_data_gives_the_real_fix(guard, tmp_path):
+    real = copy_dataset(guard[0], tmp_path / "my_market")
+    (real / "synthetic.json").unlink(missing_ok=True)
+    before = snapshot(real)
+    r = run_train(fresh_run_args(guard, "on_real", root=real, extra=("data.synthetic={ids: 4}",)))
+    line = user_error(r, str(real), "data.synthetic is set", "--set data.synthetic=null")
+    assert "delete" not in line
+    assert snapshot(real) == before
+    assert not (guard[2] / "on_real").exists()
+
+
+def test_evaluate_a_run_without_checkpoint_does_not_suggest_resume(guard, tmp_path, capsys):
+    from reid.evaluate import main as evaluate_main
+
+    run = tmp_path / "unfinished"
+    run.mkdir()
+    shutil.copy(guard[3] / "config.yaml", run / "config.yaml")
+    assert evaluate_main([str(run), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {run / 'checkpoints' / 'last.pt'}: no checkpoint there") and "--checkpoint" in err
+    assert "to --resume" not in err and "use --resume" not in err
+    assert evaluate_main([str(run), "--checkpoint", str(tmp_path / "nope.pt"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --checkpoint {tmp_path / 'nope.pt'}: no such file") and "--resume" not in err
 
 
 def test_unknown_criterion_lists_the_valid_names(guard):
