@@ -16,7 +16,10 @@ def test_features_file_reproduces_results_json(trained_demo_run, capsys):
     assert main(["--features", str(trained_demo_run / "features.mat")]) == 0
     results = json.loads((trained_demo_run / "results.json").read_text())
     assert results["num_valid_queries"] > 0 and 0 < results["mAP_trapezoid"] < results["mAP_standard"] < 1
-    assert capsys.readouterr().out == format_results(results) + "\n"  # both AP rules, rank-k, mINP, valid queries
+    said, table = capsys.readouterr().out.split("\n", 1)
+    assert table == format_results(results).split("\n", 1)[1] + "\n"  # both AP rules, rank-k, mINP, valid queries
+    # the settings it was scored with; whether the features were flip-averaged is not known from the file
+    assert said == "evaluated with: cosine distance, no re-ranking, AP standard"
 
 
 def test_eval_settings_apply_to_a_features_file(trained_demo_run, tmp_path, capsys):
@@ -26,7 +29,8 @@ def test_eval_settings_apply_to_a_features_file(trained_demo_run, tmp_path, caps
     savemat(tmp_path / "pytorch_result.mat", other)
     assert main(["--features", str(tmp_path / "pytorch_result.mat"), "--set", "eval.ap=trapezoid"]) == 0
     results = json.loads((trained_demo_run / "results.json").read_text())
-    head, values = capsys.readouterr().out.splitlines()
+    said, head, values = capsys.readouterr().out.splitlines()
+    assert said == "evaluated with: cosine distance, no re-ranking, AP trapezoid"
     assert head.split()[3] == "mAP(trapezoid)" and values.split()[3] == f"{100 * results['mAP_trapezoid']:.1f}%"
 
 
