@@ -37,7 +37,7 @@ from pathlib import Path
 import yaml
 
 from .cli import run_main
-from .config import from_dict, parse_override, set_dotted
+from .config import Origins, from_dict, parse_override, set_dotted
 from .engine.builder import build_data, build_split
 from .engine.history import History
 from .engine.device import eval_autocast_dtype
@@ -57,13 +57,14 @@ def evaluate_run(run_dir: str | Path, checkpoint: str | Path | None = None, over
         raise ReidError(f"{run_dir}: no config.yaml, so it is not a run directory of train.py; pass one")
     raw = yaml.safe_load(config_file.read_text())
     own = eval_settings(from_dict(raw, origin=str(config_file)).eval)
+    given: dict[str, str] = {}
     for item in overrides:
         key, value = parse_override(item)
         if not key.startswith(("eval.", "data.root", "data.cache_dir")):
             raise ReidError(f"--set {item}: only eval.*, data.root and data.cache_dir can change at evaluation")
         set_dotted(raw, key, value, origin=f"--set {item}")
-        from_dict(raw, origin=f"--set {item}")  # an error in this value names the --set, not config.yaml
-    cfg = from_dict(raw, origin=str(config_file))
+        given[key] = f"--set {item}"
+    cfg = from_dict(raw, origin=Origins(str(config_file), given))  # an error names the --set that gave the value
     tag = settings_tag(eval_settings(cfg.eval), own)
     run = load_run_model(run_dir, checkpoint, device, cfg=cfg)
     state, model, dev = run.state, run.model, run.device

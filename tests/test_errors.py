@@ -510,3 +510,13 @@ def test_write_failure_mid_run_names_the_path_and_keeps_the_previous_files(finis
     assert train(cfg, device="cpu", resume="auto", progress=False) == run
     assert load_checkpoint(last)["finished"]
     assert loadmat(mat)["train_epoch"].max() == 3
+
+
+def test_evaluate_names_the_set_that_gave_a_bad_value(guard, capsys):
+    from reid.evaluate import main as evaluate_main
+
+    run = guard[3]
+    assert evaluate_main([str(run), "--set", "eval.distance=manhattan", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --set eval.distance=manhattan: eval.distance = 'manhattan' is not allowed"), err
+    assert str(run / "config.yaml") not in err
