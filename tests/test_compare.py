@@ -462,3 +462,13 @@ def test_study_without_val_data_draws_no_val_panel_and_no_row_of_dashes(tmp_path
     assert "final val acc" not in table
     assert not [line for line in table.splitlines() if line.startswith("| soft − std") and "| - | - |" in line]
     assert "| soft − std | rank-1 |" in table
+
+
+def test_settings_tag_names_what_differs_from_the_runs_own():
+    from reid.evaluation import settings_tag
+
+    own = {"distance": "cosine", "rerank": False, "flip": True, "ap": "standard"}
+    assert settings_tag(own, own) == ""  # the run's own settings: results.json itself
+    assert settings_tag({**own, "rerank": True}, own) == "rerank"
+    assert settings_tag({**own, "distance": "euclidean", "flip": False}, own) == "euclidean_noflip"
+    assert settings_tag({**own, "ap": "trapezoid"}, {**own, "rerank": True}) == "norerank_trapezoid"
