@@ -124,13 +124,17 @@ def checkpoint_num_classes(state: dict, cfg: Config) -> int:
 
 def run_checkpoint_path(run_dir: str | Path, checkpoint: str | Path | None = None) -> Path:
     """``checkpoint`` when given, else ``run_dir/checkpoints/last.pt``, which must exist."""
-    path = Path(checkpoint) if checkpoint is not None else Path(run_dir) / "checkpoints" / "last.pt"
-    if not path.is_file():
-        hint = ("pass an existing .pt file to --checkpoint" if checkpoint is not None else
-                "finish training the run first (python train.py --config CONFIG --resume auto, with the config it "
-                "was started with) or pass --checkpoint FILE")
-        raise ReidError(f"{path}: no checkpoint there, so the run has no model yet; {hint}")
-    return path
+    last = Path(run_dir) / "checkpoints" / "last.pt"
+    if checkpoint is not None:
+        if not Path(checkpoint).is_file():
+            raise ReidError(f"--checkpoint {checkpoint}: no such file; pass an existing .pt file of this run "
+                            f"(e.g. {last})")
+        return Path(checkpoint)
+    if not last.is_file():
+        raise ReidError(f"{last}: no checkpoint there, so the run has no model yet; finish training the run first "
+                        "(python train.py --config CONFIG --resume auto, with the config it was started with) "
+                        "or pass --checkpoint FILE")
+    return last
 
 
 def run_features_path(run_dir: str | Path) -> Path:

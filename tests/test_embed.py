@@ -95,8 +95,8 @@ def test_run_directory_without_checkpoint_or_config_says_what_is_missing(trained
     no_ckpt.mkdir()
     shutil.copy(trained_demo_run / "config.yaml", no_ckpt)
     assert main([str(no_ckpt), str(tmp_path), "--out", str(tmp_path / "f.npy")]) == 2
-    assert capsys.readouterr().err.startswith(f"error: {no_ckpt / 'checkpoints' / 'last.pt'}: no checkpoint there; "
-                                              "train the run first")
+    assert capsys.readouterr().err.startswith(f"error: {no_ckpt / 'checkpoints' / 'last.pt'}: no checkpoint there, so the "
+                                              "run has no model yet; finish training the run first")
     with pytest.raises(ReidError, match="no config.yaml"):
         reid.load_model(tmp_path)
     img = tmp_path / "a.jpg"

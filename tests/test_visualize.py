@@ -115,7 +115,8 @@ def test_evaluate_features_scores_the_hand_made_file(hand_made_run, capsys):
     assert evaluate_main(["--features", str(hand_made_run / "features.mat")]) == 0
     table = capsys.readouterr().out.splitlines()
     # rank-1: B only (1/2); standard mAP (0.5 + 1) / 2; trapezoid: A (1/4 + 5/12) / 2 = 1/3, B 1 -> 2/3
-    head, values = table[0].split(), table[1].split()
+    assert table[0] == "evaluated with: cosine distance, no re-ranking, AP standard"  # a features file: no flip
+    head, values = table[1].split(), table[2].split()
     got = dict(zip(head[:6], values[:6]))
     assert got == {"rank-1": "50.0%", "rank-5": "100.0%", "rank-10": "100.0%", "mAP(standard)": "75.0%",
                    "mAP(trapezoid)": "66.7%", "mINP": "75.0%"}
