@@ -1,9 +1,7 @@
 """The five parts of the GPU check (README "The GPU check" says what each reports), each run in a
-process of its own by __main__.py. A part is a sequence of steps: a step that raises is recorded
-with its error line and the part goes on; the part's result is rewritten to
-``WORK/parts/<name>.json`` after every step and table, so a part killed at its limit keeps what
-finished.
-"""
+process of its own by __main__.py. A step of a part that raises is recorded with its error line and
+the part goes on; the part's result (``WORK/parts/<name>.json``) is rewritten after every step and
+table, so a part killed at its limit keeps what finished."""
 
 from __future__ import annotations
 
@@ -44,29 +42,29 @@ SCALES = {
     "full": SimpleNamespace(
         bench=["--batch", "64", "--size", "256x128", "--precision", "bf16"], compile=True,
         epoch_images=12936, epoch_ids=751,  # Market-1501's train split
-        matmul=8192, train=[],
-        synthetic={"ids": 100, "images_per_id": 40, "cameras": 6, "distractors": 20, "junk": 10, "seed": 0},
-        bot_epochs=3, pair_epochs=2, det_epochs=3, det_every_steps=30, note=None),
-    "tiny": SimpleNamespace(
+        matmul=8192, train=[], bot_epochs=3, pair_epochs=2, det_epochs=3, det_every_steps=30, note=None),
+    "tiny": SimpleNamespace(  # 2 or 3 steps an epoch: a kill after step 1 is mid-epoch
         bench=["--batch", "8", "--size", "32x16", "--model", "resnet18", "--steps", "2", "--warmup", "1"],
-        compile=False, epoch_images=32, epoch_ids=4, matmul=256,
+        compile=False, epoch_images=16, epoch_ids=4, matmul=256,
         train=["data.size=[32,16]", "model.name=resnet18", "train.batch_size=8", "eval.batch_size=64"],
-        synthetic={"ids": 8, "images_per_id": 6, "cameras": 6, "distractors": 2, "junk": 1, "seed": 0},
-        bot_epochs=1, pair_epochs=1, det_epochs=2, det_every_steps=2,
+        synthetic={"ids": 4, "images_per_id": 6, "cameras": 6, "distractors": 2, "junk": 1, "seed": 0},
+        bot_epochs=1, pair_epochs=1, det_epochs=2, det_every_steps=1,
         note="--tiny: synthetic data, ResNet-18 at 32x16, 1-2 epochs per run; the figures test the check, "
              "not the hardware"),
 }
 
 
+class StepError(Exception):
+    """A failure whose message is the line to report."""
+
+
 class Part:
-    """One part's settings and result, saved after every change."""
+    """One part's settings and result; the result is saved after every change."""
 
     def __init__(self, name: str, args: argparse.Namespace) -> None:
-        self.name, self.args, self.device = name, args, args.device
-        self.scale = SCALES[args.scale]
-        self.runs, self.out = args.work / "runs", args.out
+        self.args, self.device, self.scale = args, args.device, SCALES[args.scale]
+        self.runs, self.path = args.work / "runs", args.work / "parts" / f"{name}.json"
         self.result: dict[str, Any] = {"tables": [], "notes": [], "pngs": [], "facts": {}, "errors": []}
-        self.path = args.work / "parts" / f"{name}.json"
 
     @contextmanager
     def step(self, label: str) -> Iterator[None]:
@@ -91,35 +89,23 @@ class Part:
         self.result["notes"].append(text)
         self.save()
 
-    def fact(self, key: str, value: Any) -> None:
-        self.result["facts"][key] = value
-        self.save()
-
     def save(self) -> None:
         atomic_write_text(self.path, json.dumps(self.result, indent=2, default=str) + "\n")
 
-    def data_root(self) -> Path:
-        if self.args.market_root is not None and not self.args.tiny:
-            return self.args.market_root
-        return ensure_synthetic(self.args.work / "synthetic", **self.scale.synthetic)
-
-    def overrides(self, name: str, *sets: str) -> list[str]:
-        """``--set`` items of a run of this check: from scratch, into WORK/runs/<name>, the scale's sizes."""
-        return [f"data.root={self.data_root()}", f"data.cache_dir={self.args.work / 'cache'}", "model.pretrained=none",
-                f"output.root={self.runs}", f"output.name={name}", "seed=0", "eval.every_epochs=0",
-                *self.scale.train, *sets]
+    def config(self, file: str, *sets: str):
+        """``configs/<file>`` from scratch at this scale's sizes, with ``sets`` (``--set`` items)."""
+        return load_config(CONFIGS / file, ["model.pretrained=none", "seed=0", "eval.every_epochs=0",
+                                            *self.scale.train, *sets])
 
     def train(self, file: str, name: str, *sets: str) -> dict:
-        """Train ``configs/<file>`` (in this process) and return the run's results.json."""
-        train(load_config(CONFIGS / file, self.overrides(name, *sets)), device=self.device, resume="auto",
-              progress=False)
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        """Train ``configs/<file>`` on the check's data into WORK/runs/<name> (in this process); its results.json."""
+        a = self.args
+        data = a.market_root if a.market_root and not a.tiny else ensure_synthetic(a.work / "synthetic",
+                                                                                    **self.scale.synthetic)
+        cfg = self.config(file, f"data.root={data}", f"data.cache_dir={a.work / 'cache'}",
+                          f"output.root={self.runs}", f"output.name={name}", *sets)
+        train(cfg, device=self.device, resume="auto", progress=False)
         return json.loads((self.runs / name / "results.json").read_text())
-
-
-class StepError(Exception):
-    """A failure whose message is the line to report."""
 
 
 def run_part(name: str, args: argparse.Namespace) -> int:
@@ -147,8 +133,7 @@ def environment(part: Part) -> None:
         cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
         facts.update(torch=torch.__version__, cuda_build=str(torch.version.cuda), cudnn=str(cudnn),
                      python=platform.python_version(), cpu_threads=torch.get_num_threads())
-        for key, value in facts.items():
-            part.fact(key, value)
+        part.result["facts"] = facts  # the report's header
         part.table("machine", ["what", "value"], [[k.replace("_", " "), v] for k, v in facts.items()])
 
 
@@ -164,9 +149,8 @@ def cuda_tests(part: Part) -> None:
         outcomes = Outcomes()
         code = pytest.main(["-m", "cuda", "-q", "-p", "no:cacheprovider", "--rootdir", str(REPO), *files],
                            plugins=[outcomes])
-        counts = {k: sum(o == k for _, o in outcomes.rows) for k in ("passed", "failed", "skipped")}
-        part.fact("cuda_tests", counts)
         part.table("tests marked cuda", ["test", "outcome"], outcomes.rows)
+        counts = {k: sum(o == k for _, o in outcomes.rows) for k in ("failed", "skipped")}
         if not outcomes.rows:
             raise StepError(f"no test marked @pytest.mark.cuda ran (pytest exit code {code})")
         if counts["failed"]:
@@ -189,35 +173,30 @@ class Outcomes:
 
 # ----------------------------------------------------------------------------- 3. speed
 
-BENCH_COLUMNS = ["torch.compile", "model", "batch", "size", "precision", "bare images/s", "trainer images/s",
-                 "trainer / bare", "bare peak MiB", "trainer peak MiB"]
-
-
 def speed(part: Part) -> None:
-    rows: list[list[Any]] = []
-    for compile_model in (False, True):
-        if compile_model and not part.scale.compile:
-            part.note("bench.py train --compile: not run with --tiny (compiling takes minutes on a CPU)")
-            continue
+    rows: list[list[str]] = []
+    for compile_model in (False, True) if part.scale.compile else (False,):
         with part.step(f"bench.py train{' --compile' if compile_model else ''}"):
             parser = argparse.ArgumentParser()
             bench.add_arguments(parser)
             r = bench.run(parser.parse_args(["--device", part.device, *part.scale.bench,
                                              *(["--compile"] if compile_model else [])]))
-            part.fact(f"bench{'_compile' if compile_model else ''}", r)
             rows.append([r["compile"], r["model"], r["batch"], r["size"], r["precision"],
                          f"{r['bare_images_per_s']:.1f}", f"{r['trainer_images_per_s']:.1f}", f"{r['ratio']:.3f}",
                          f"{r['bare_peak_memory_mib']:.0f}", f"{r['trainer_peak_memory_mib']:.0f}"])
-            part.table("scripts/bench.py train", BENCH_COLUMNS, rows)
+            part.table("scripts/bench.py train", ["torch.compile", "model", "batch", "size", "precision",
+                                                  "bare images/s", "trainer images/s", "trainer / bare",
+                                                  "bare peak MiB", "trainer peak MiB"], rows)
         if not compile_model:
             with part.step("full-size epoch"):
                 epoch_against_floor(part)
+    if not part.scale.compile:
+        part.note("bench.py train --compile: not run with --tiny (compiling takes minutes on a CPU)")
 
 
 def epoch_against_floor(part: Part) -> None:
     device, s = torch.device(part.device), part.scale
-    cfg = load_config(CONFIGS / "bot.yaml", ["model.pretrained=none", "data.val_per_id=0", "eval.every_epochs=0",
-                                             *s.train])
+    cfg = part.config("bot.yaml", "data.val_per_id=0")
     configure_backends(cfg.train.deterministic, cfg.train.tf32)  # as train() does
     trainer = bench.bench_trainer(cfg, device, torch.as_tensor(np.sort(np.arange(s.epoch_images) % s.epoch_ids)))
     seconds = [timed(lambda e=e: trainer.train_epoch(epoch=e, first_step=0), device=device)[0][0] for e in (1, 2)]
@@ -227,8 +206,6 @@ def epoch_against_floor(part: Part) -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     peak = matmul_tflops(device, s.matmul, dtype)
     floor = images * flops / (peak * 1e12)
-    part.fact("epoch", {"images": images, "seconds": seconds, "training_flops_per_image": flops,
-                        "matmul_tflops": peak, "floor_s": floor})
     m = cfg.model
     part.table(f"one epoch of the BoT config ({m.name}, last stride {m.last_stride}, {m.neck}, P x K = "
                f"{cfg.train.batch_size // cfg.sampler.num_instances} x {cfg.sampler.num_instances}, "
@@ -248,12 +225,12 @@ def training_flops_per_image(cfg, n_ids: int, batch: int = 4) -> float:
     criterion = build_criterion_from_config(cfg, SimpleNamespace(train_labels=labels.tolist(), num_classes=n_ids),
                                             model.feature_dim)
     images = torch.randn(batch, 3, *cfg.data.size)
-    return count_flops(lambda: backward_of(model, criterion, images, labels)) / batch
 
+    def step() -> None:
+        logits, features = model(images)
+        criterion(logits.float(), labels, features.float()).backward()
 
-def backward_of(model, criterion, images: torch.Tensor, labels: torch.Tensor) -> None:
-    logits, features = model(images)
-    criterion(logits.float(), labels, features.float()).backward()
+    return count_flops(step) / batch
 
 
 def count_flops(fn) -> int:
@@ -273,53 +250,46 @@ def matmul_tflops(device: torch.device, n: int, dtype: torch.dtype, repeats: int
 
 # ----------------------------------------------------------------------------- 4. real images
 
-RUN_COLUMNS = ["run", "config", "precision", "seed", "epochs", "steps", "s / epoch", "rank-1", "mAP"]
-
-
 def real_images(part: Part) -> None:
     if part.args.market_root is None and not part.args.tiny:
         part.result["errors"].append("data: no --market-root given; pass the folder holding bounding_box_train/, "
                                      "query/ and bounding_box_test/ (the Market-1501 mini set)")
         return part.save()
+    from scipy.io import loadmat
+
     if part.scale.note:
         part.note(part.scale.note)
     rows: list[list[str]] = []
-    results: dict[str, dict] = {}
-    epochs = part.scale.bot_epochs
+
+    def run(name: str, config: str, precision: str, seed: int, *sets: str) -> float:
+        """Train the run, add its row to the table; its mAP in points."""
+        r = part.train(config, name, f"seed={seed}", *sets)
+        m = loadmat(part.runs / name / "mini_batch_data.mat")
+        epochs = epoch_seconds(part.runs / name)
+        rows.append([name, config, precision, seed, len(epochs), m["train_loss"].shape[1],
+                     f"{np.mean(list(epochs.values())):.1f}", f"{100 * r['rank1']:.1f}%", f"{100 * r['mAP']:.2f}%"])
+        part.table("trained from scratch", ["run", "config", "precision", "seed", "epochs", "steps", "s / epoch",
+                                            "rank-1", "mAP"], rows)
+        return 100 * r["mAP"]
+
+    m = {}
     for name, precision, seed in (("bot_bf16", "bf16", 0), ("bot_bf16_seed1", "bf16", 1), ("bot_fp32", "fp32", 0)):
         with part.step(name):
             # warm-up off: BoT's 10 warm-up epochs start at lr x 0.01, where bf16 and fp32 cannot differ yet
-            results[name] = part.train("bot.yaml", name, f"train.precision={precision}", "train.tf32=false",
-                                       f"seed={seed}", f"train.epochs={epochs}", "schedule.warmup_epochs=0")
-            rows.append(run_row(part.runs / name, "bot.yaml", precision, seed, results[name]))
-            part.table("trained from scratch", RUN_COLUMNS, rows)
+            m[name] = run(name, "bot.yaml", precision, seed, f"train.precision={precision}", "train.tf32=false",
+                          f"train.epochs={part.scale.bot_epochs}", "schedule.warmup_epochs=0")
     with part.step("bf16 vs fp32"):
-        m = {k: 100 * results[k]["mAP"] for k in ("bot_bf16", "bot_bf16_seed1", "bot_fp32")}
-        part.fact("bf16_vs_fp32_map_points", {"bf16 - fp32": m["bot_bf16"] - m["bot_fp32"],
-                                              "seed 0 - seed 1 (bf16)": m["bot_bf16"] - m["bot_bf16_seed1"]})
-        part.table(f"bot.yaml, warm-up off, {epochs} epochs: final mAP difference in points",
+        part.table(f"bot.yaml, warm-up off, {part.scale.bot_epochs} epochs: final mAP difference in points",
                    ["bf16 - fp32 (seed 0)", "run-to-run noise: bf16 seed 0 - seed 1"],
                    [[f"{m['bot_bf16'] - m['bot_fp32']:+.2f}", f"{m['bot_bf16'] - m['bot_bf16_seed1']:+.2f}"]])
     with part.step("standard vs soft"):
         for name in ("standard", "soft"):
-            r = part.train(f"{name}.yaml", name, f"train.epochs={part.scale.pair_epochs}")
-            rows.append(run_row(part.runs / name, f"{name}.yaml", "auto", 0, r))
-            part.table("trained from scratch", RUN_COLUMNS, rows)
+            run(name, f"{name}.yaml", "auto", 0, f"train.epochs={part.scale.pair_epochs}")
         from reid.analysis import compare
 
         png, _ = compare([part.runs / "standard", part.runs / "soft"], out=part.runs / "standard_vs_soft.png")
-        atomic_write_bytes(part.out / "standard_vs_soft.png", Path(png).read_bytes())
+        atomic_write_bytes(part.args.out / "standard_vs_soft.png", Path(png).read_bytes())
         part.result["pngs"].append("standard_vs_soft.png")
-        part.save()
-
-
-def run_row(run_dir: Path, config: str, precision: str, seed: int, r: dict) -> list[str]:
-    from scipy.io import loadmat
-
-    m = loadmat(run_dir / "mini_batch_data.mat")
-    epochs = epoch_seconds(run_dir)
-    return [run_dir.name, config, precision, seed, len(epochs), m["train_loss"].shape[1],
-            f"{np.mean(list(epochs.values())):.1f}", f"{100 * r['rank1']:.1f}%", f"{100 * r['mAP']:.2f}%"]
 
 
 def epoch_seconds(run_dir: Path) -> dict[int, float]:
@@ -332,9 +302,8 @@ def epoch_seconds(run_dir: Path) -> dict[int, float]:
 # ----------------------------------------------------------------------------- 5. determinism
 
 def determinism(part: Part) -> None:
-    s = part.scale
-    sets = [f"train.epochs={s.det_epochs}", "train.deterministic=true"]
-    killed = [*sets, f"checkpoint.every_steps={s.det_every_steps}"]
+    sets = [f"train.epochs={part.scale.det_epochs}", "train.deterministic=true"]
+    killed = [*sets, f"checkpoint.every_steps={part.scale.det_every_steps}"]
     with part.step("killed and resumed"):
         killed_at = kill_after_first_checkpoint(part, killed)  # forked first: this process has not started CUDA
         part.train("bot_center.yaml", "det_reference", *sets)
@@ -348,9 +317,8 @@ def determinism(part: Part) -> None:
             raise StepError(f"{len(differ)} of {len(a)} weight tensors differ from the uninterrupted run "
                             f"(first: {differ[0]})")
     with part.step("speed of the mode"):
-        part.train("bot_center.yaml", "det_off", f"train.epochs={s.det_epochs}", "train.deterministic=false")
+        part.train("bot_center.yaml", "det_off", f"train.epochs={part.scale.det_epochs}", "train.deterministic=false")
         on, off = (epoch_seconds(part.runs / n)[2] for n in ("det_reference", "det_off"))
-        part.fact("deterministic_epoch2_s", {"true": on, "false": off})
         part.table("train.deterministic: epoch 2 (no step checkpoints in either run)",
                    ["deterministic", "seconds"], [["true", f"{on:.2f}"], ["false", f"{off:.2f}"]])
         part.note(f"the deterministic mode costs {100 * (on / off - 1):+.0f}% epoch time")
@@ -372,17 +340,16 @@ def kill_after_first_checkpoint(part: Part, sets: list[str]) -> str:
             traceback.print_exc()
         finally:
             os._exit(1)  # it was meant to be killed before the end
-    status = None
-    while not last.exists() and status is None:
-        done, code = os.waitpid(pid, os.WNOHANG)
-        status = code if done else None
+    done, status = 0, 0
+    while not last.exists() and not done:
+        done, status = os.waitpid(pid, os.WNOHANG)
         time.sleep(0.01)
-    if status is None:
+    if not done:
         os.kill(pid, signal.SIGKILL)
         status = os.waitpid(pid, 0)[1]
-    if os.waitstatus_to_exitcode(status) != -signal.SIGKILL:
-        raise StepError(f"the run ended (exit code {os.waitstatus_to_exitcode(status)}) before its first step "
-                        "checkpoint")
+    code = os.waitstatus_to_exitcode(status)
+    if code != -signal.SIGKILL:
+        raise StepError(f"the run ended (exit code {code}) before its first step checkpoint")
     state = torch.load(last, map_location="cpu", weights_only=True)
     if state["epoch_done"]:
         raise StepError(f"the kill came after epoch {state['epoch']} ended, not mid-epoch; checkpoint more often")
