@@ -140,8 +140,12 @@ def run_part(name: str, body: Callable[[], int], work: Path, limit_s: float) -> 
             time.sleep(0.02)
     except KeyboardInterrupt:
         ended = "interrupted"
-    finally:
-        kill_group(pid)  # also when it ended by itself: nothing it started outlives it
+    finally:  # also when it ended by itself: nothing it started outlives it
+        for kill in (os.killpg, os.kill):
+            with suppress(ProcessLookupError, PermissionError):
+                kill(pid, signal.SIGKILL)
+        with suppress(ChildProcessError):
+            os.waitpid(pid, 0)
     result = json.loads(result_file.read_text()) if result_file.exists() else {}  # written atomically
     status, error = ended, None
     if ended == "exited":
@@ -170,14 +174,6 @@ def part_process(body: Callable[[], int], log: Path) -> int:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-
-
-def kill_group(pid: int) -> None:
-    for kill in (os.killpg, os.kill):
-        with suppress(ProcessLookupError, PermissionError):
-            kill(pid, signal.SIGKILL)
-    with suppress(ChildProcessError):
-        os.waitpid(pid, 0)
 
 
 def status_text(part: dict[str, Any]) -> str:

@@ -26,7 +26,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from reid.config import load_config
 from reid.data.synthetic import ensure_synthetic
-from reid.engine.builder import build_criterion_from_config, build_model_from_config
 from reid.engine.device import configure_backends
 from reid.engine.trainer import train
 from reid.errors import ReidError
@@ -42,7 +41,9 @@ SCALES = {
     "full": SimpleNamespace(
         bench=["--batch", "64", "--size", "256x128", "--precision", "bf16"], compile=True,
         epoch_images=12936, epoch_ids=751,  # Market-1501's train split
-        matmul=8192, train=[], bot_epochs=3, pair_epochs=2, det_epochs=3, det_every_steps=30, note=None),
+        matmul=8192, train=[],
+        synthetic={"ids": 100, "images_per_id": 40, "cameras": 6, "distractors": 20, "junk": 10, "seed": 0},
+        bot_epochs=3, pair_epochs=2, det_epochs=3, det_every_steps=30, note=None),
     "tiny": SimpleNamespace(  # 2 or 3 steps an epoch: a kill after step 1 is mid-epoch
         bench=["--batch", "8", "--size", "32x16", "--model", "resnet18", "--steps", "2", "--warmup", "1"],
         compile=False, epoch_images=16, epoch_ids=4, matmul=256,
@@ -201,8 +202,9 @@ def epoch_against_floor(part: Part) -> None:
     trainer = bench.bench_trainer(cfg, device, torch.as_tensor(np.sort(np.arange(s.epoch_images) % s.epoch_ids)))
     seconds = [timed(lambda e=e: trainer.train_epoch(epoch=e, first_step=0), device=device)[0][0] for e in (1, 2)]
     images = sum(len(b) for b in trainer.sampler.batches(2))
+    batch, labels = trainer.train_batch(trainer.sampler.batches(2)[0], 2, 0)
+    flops = count_flops(lambda: trainer.train_step(batch, labels)) / len(labels)  # the optimiser step: no matmuls
     del trainer
-    flops = training_flops_per_image(cfg, s.epoch_ids)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     peak = matmul_tflops(device, s.matmul, dtype)
     floor = images * flops / (peak * 1e12)
@@ -214,23 +216,8 @@ def epoch_against_floor(part: Part) -> None:
                 f"{s.matmul}^3 {str(dtype)[6:]} matmul TFLOP/s", "floor s", "epoch 2 / floor"],
                [[f"{seconds[0]:.2f}", f"{seconds[1]:.2f}", f"{images / seconds[1]:.1f}", f"{flops / 1e9:.2f}",
                  f"{peak:.1f}", f"{floor:.2f}", f"{seconds[1] / floor:.1f}"]])
-    part.note("floor: images x training FLOPs per image (forward, criterion, backward; FlopCounterMode) / the "
-              "measured matmul peak; the PK sampler trains whole chunks of 4 images per identity")
-
-
-def training_flops_per_image(cfg, n_ids: int, batch: int = 4) -> float:
-    """FLOPs of one training step (forward, criterion, backward) per image, counted on the CPU."""
-    model = build_model_from_config(cfg, n_ids).train()
-    labels = torch.arange(batch) // 2  # pairs of one identity: the triplet term has positives
-    criterion = build_criterion_from_config(cfg, SimpleNamespace(train_labels=labels.tolist(), num_classes=n_ids),
-                                            model.feature_dim)
-    images = torch.randn(batch, 3, *cfg.data.size)
-
-    def step() -> None:
-        logits, features = model(images)
-        criterion(logits.float(), labels, features.float()).backward()
-
-    return count_flops(step) / batch
+    part.note("floor: images x FLOPs per image of a training step (forward, criterion, backward; FlopCounterMode) "
+              "/ the measured matmul peak; the PK sampler trains whole chunks of 4 images per identity")
 
 
 def count_flops(fn) -> int:
