@@ -45,8 +45,8 @@ SCALES = {
         synthetic={"ids": 100, "images_per_id": 40, "cameras": 6, "distractors": 20, "junk": 10, "seed": 0},
         bot_epochs=3, pair_epochs=2, det_epochs=3, det_every_steps=30, note=None),
     "tiny": SimpleNamespace(  # 2 or 3 steps an epoch: a kill after step 1 is mid-epoch; 1 epoch per run
-        bench=["--batch", "8", "--size", "32x16", "--model", "resnet18", "--steps", "2", "--warmup", "1"],
-        compile=False, epoch_images=16, epoch_ids=4, matmul=256,
+        bench=["--batch", "8", "--size", "32x16", "--model", "resnet18", "--steps", "1", "--warmup", "1"],
+        compile=False, epoch_images=8, epoch_ids=2, matmul=256,
         train=["data.size=[32,16]", "model.name=resnet18", "train.batch_size=8", "eval.batch_size=64"],
         synthetic={"ids": 4, "images_per_id": 6, "cameras": 6, "distractors": 2, "junk": 1, "seed": 0},
         bot_epochs=1, pair_epochs=1, det_epochs=1, det_every_steps=1,
