@@ -2,7 +2,7 @@
 # The prepared GPU check: five parts, each in its own process with its own time limit, one report.
 #
 #   scripts/gpu_check.sh --market-root data/market1501-mini      # one GPU, at most 7.5 minutes
-#   scripts/gpu_check.sh --device cpu --tiny --out /tmp/check     # the CPU rehearsal (under 30 s; the suite runs it)
+#   scripts/gpu_check.sh --device cpu --tiny --out /tmp/check     # the CPU rehearsal (about 12 s of CPU; the suite runs it)
 #
 # Options:
 #   --market-root DIR   the Market-1501 (mini) set: bounding_box_train/, query/, bounding_box_test/

@@ -94,6 +94,11 @@ def test_tiny_check_on_the_cpu_reports_every_part_ok_and_out_holds_only_the_repo
     assert killed_at.startswith("epoch 1, step ") and int(tensors) == int(identical) > 0
     reference = yaml.safe_load((work / "runs" / "det_reference" / "config.yaml").read_text())
     assert reference["checkpoint"]["every_steps"] == 0 and reference["train"]["deterministic"] is True
+    # ... and the mode's epoch time beside a run without it, neither writing step checkpoints
+    off = yaml.safe_load((work / "runs" / "det_off" / "config.yaml").read_text())
+    assert off["checkpoint"]["every_steps"] == 0 and off["train"]["deterministic"] is False
+    mode = tables["train.deterministic: epoch 1 (no step checkpoints in either run)"]["rows"]
+    assert [row[0] for row in mode] == ["true", "false"] and all(float(row[1]) > 0 for row in mode)
 
 
 # ----------------------------------------------------------------------------- the runner, with stand-in parts
