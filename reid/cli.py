@@ -1,5 +1,10 @@
 """What every command-line entry point shares: ``error: <message>`` and an exit code
-instead of a traceback for user mistakes (``--debug`` shows the traceback)."""
+instead of a traceback for user mistakes (``--debug`` shows the traceback).
+
+Exit codes: 0 done; 2 a user mistake (:data:`EXIT_USER_ERROR`); 75 stopped by SIGTERM or
+SIGUSR1 at a step boundary with a checkpoint written, to be continued with ``--resume auto``
+(:data:`EXIT_STOPPED`, EX_TEMPFAIL: "try again later"); 130 interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,10 @@ import warnings
 from typing import Callable
 
 from .errors import ReidError
+from .signals import Stopped
 
 EXIT_USER_ERROR = 2
+EXIT_STOPPED = 75
 EXIT_INTERRUPTED = 130
 
 
@@ -24,8 +31,12 @@ def run_main(body: Callable[[], int | None], debug: bool = False) -> int:
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted; continue with --resume auto", file=sys.stderr)
+    except Stopped as e:
+        if str(e):
+            print(e, file=sys.stderr)
+        return EXIT_STOPPED
+    except KeyboardInterrupt as e:
+        print(str(e) or "interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

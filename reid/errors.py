@@ -38,3 +38,7 @@ class TrainingDivergedError(ReidError):
 
 class OutputError(ReidError):
     """A file or folder the program must write cannot be written."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says what is saved and what ``--resume auto`` will redo."""

@@ -31,10 +31,11 @@ from ..config import Config, experiment_differences, import_plugins, run_dir as 
 from ..data import (BatchAugment, PKSampler, RandomBatchSampler, SequentialBatchSampler, batch_generator,
                     eval_transform, resize_images, shard_bounds)
 from ..data.augment import async_to
-from ..errors import CheckpointError, ConfigError, TrainingDivergedError
+from ..errors import CheckpointError, ConfigError, Interrupted, TrainingDivergedError
 from ..evaluation import eval_settings, evaluate_features, extract_features, format_results, write_features_mat
 from ..io import atomic_write_text
 from ..losses import BatchShare, CombinedCriterion
+from ..signals import StopFlag, Stopped, on_stop_signals
 from . import distributed
 from .builder import (EvalSet, RetrievalData, RunData, build_criterion_from_config, build_data,
                       build_model_from_config, build_split, check_names)
@@ -103,6 +104,10 @@ class Trainer:
         self.history = History(criterion=" + ".join(criterion.names), config_text=to_yaml(cfg))
         self.log_lines: list[str] = []
         self.store = CheckpointStore(run_dir) if run_dir is not None else None
+        self.stop = StopFlag()           # set by SIGTERM/SIGUSR1 while fit() runs (see train())
+        self.saved: Optional[Position] = None  # the newest checkpoint on disk
+        self.at = Position()             # training steps done so far
+        self.steps_since_save = 0
 
     def _wrap_for_training(self, model: nn.Module) -> nn.Module:
         net = model
@@ -157,6 +162,7 @@ class Trainer:
         if self.dist.is_main:
             self.store.save(self.state_dict(position, finished))
             self.write_history()
+        self.saved, self.steps_since_save = position, 0
 
     def write_history(self) -> None:
         if self.dist.is_main:
@@ -182,6 +188,8 @@ class Trainer:
                 self.evaluate(epoch, write_files=last)
             self.log(self.epoch_line(epoch, time.perf_counter() - started))
             self.save(Position(epoch, steps, epoch_done=True), finished=last)
+            if not last and self.stop_agreed():  # a signal during val or evaluation: stop at the epoch's end
+                self.stopped(epoch, steps)
 
     def train_epoch(self, epoch: int, first_step: int) -> int:
         """Train steps ``first_step..`` of ``epoch``; returns the epoch's number of steps."""
@@ -197,12 +205,48 @@ class Trainer:
                 torch.manual_seed(step_seed(self.cfg.seed, epoch, step))  # dropout
                 loss, correct = self.train_step(images, labels)
                 records.record_part(step, loss, correct)
+                self.at, self.steps_since_save = Position(epoch, step + 1), self.steps_since_save + 1
                 bar.advance(len(batches[step]), records, step + 1)
-                if every and (step + 1) % every == 0 and step + 1 < len(batches):
+                stop = step + 1 < len(batches) and self.stop_agreed(step + 1)
+                if stop or (every and (step + 1) % every == 0 and step + 1 < len(batches)):
                     self.flush_train(epoch, records, step + 1, lr)
                     self.save(Position(epoch, step + 1))
+                if stop:
+                    self.stopped(epoch, step + 1)
         self.flush_train(epoch, records, len(batches), lr)
         return len(batches)
+
+    def stop_agreed(self, step: Optional[int] = None) -> bool:
+        """Whether to stop now, after ``step`` steps of the epoch (None: at its end), on every process alike.
+
+        One process reads its own flag at every step: no synchronisation. Under torchrun the
+        processes agree (any flag set stops all) with an all-reduce, done at every step on the
+        CPU (gloo) but only every ``STOP_CHECK_EVERY_CUDA`` steps on CUDA, where reading the
+        result waits for the GPU: a stop costs at most that many more steps, and the GPU
+        keeps its queue full in between.
+        """
+        if not self.dist.enabled:
+            return self.stop.requested
+        every = STOP_CHECK_EVERY_CUDA if self.device.type == "cuda" else 1
+        if step is not None and step % every:
+            return False
+        flag = torch.tensor([float(self.stop.requested)], device=self.device)
+        return distributed.all_reduce_max(flag).item() > 0
+
+    def stopped(self, epoch: int, step: int) -> None:
+        """After the checkpoint of (epoch, step) is written: wait for rank 0 to write it, then end the run."""
+        distributed.barrier()
+        raise Stopped(f"stopped at epoch {epoch}, step {step}: checkpoint written; continue with --resume auto"
+                      if self.dist.is_main else "")
+
+    def interrupted_message(self) -> str:
+        """What Ctrl-C leaves: where the newest checkpoint is and how much ``--resume auto`` redoes."""
+        here = f"interrupted at epoch {self.at.epoch}, step {self.at.step}"
+        if self.saved is None:
+            return f"{here}, before the first checkpoint: nothing is saved, so --resume auto starts the run over"
+        n = self.steps_since_save
+        return (f"{here}; the last checkpoint ({self.store.last}) is at epoch {self.saved.epoch}, step "
+                f"{self.saved.step}: continue with --resume auto, which redoes {n} training step{'s' * (n != 1)}")
 
     def train_step(self, images: torch.Tensor, batch_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, loss in float32, backward, optimiser step on this process's ``images`` of a global batch
@@ -356,6 +400,10 @@ class Trainer:
 
 # ----------------------------------------------------------------------------- pieces
 
+# Under torchrun on CUDA the processes agree whether to stop every this many steps (see Trainer.stop_agreed).
+STOP_CHECK_EVERY_CUDA = 20
+
+
 def classification_terms(criterion: CombinedCriterion) -> CombinedCriterion:
     """The criterion without its feature terms: the val loss (val batches hold no positive pairs)."""
     terms = [t for t in criterion.terms if not getattr(t[2], "needs_features", False)]
@@ -464,7 +512,13 @@ def check_same_experiment(state: dict, cfg: Config, path: Path) -> None:
 
 
 def train(cfg: Config, device: str = "auto", resume: Optional[str] = None, progress: bool = True) -> Path:
-    """Train (or resume) the run described by ``cfg``; returns its run directory."""
+    """Train (or resume) the run described by ``cfg``; returns its run directory.
+
+    While it trains, SIGTERM or SIGUSR1 (a cluster's preemption or time-limit warning) stops it at the
+    next step boundary: the checkpoint and the ``.mat`` are written, then :class:`reid.signals.Stopped`
+    says where (``--resume auto`` continues exactly there). Ctrl-C raises :class:`reid.errors.Interrupted`,
+    whose message says where the last checkpoint is and how many steps resuming redoes.
+    """
     dev = resolve_device(device)
     configure_backends(cfg.train.deterministic, cfg.train.tf32)  # before CUDA starts (cuBLAS workspace)
     dist = distributed.init_distributed(dev.type)
@@ -478,9 +532,12 @@ def train(cfg: Config, device: str = "auto", resume: Optional[str] = None, progr
     lock = RunLock(out).acquire() if dist.is_main else None
     try:
         return _train_locked(cfg, out, dev, dist, resume, progress)
-    except BaseException:
+    except BaseException as e:
         if lock and fresh:
             remove_if_only_lock(out)
+        if isinstance(e, KeyboardInterrupt) and not isinstance(e, Interrupted):
+            raise Interrupted("interrupted before training started: this start saved nothing; start again with "
+                              "--resume auto") from e
         raise
     finally:
         if lock:
@@ -527,7 +584,9 @@ def _train_locked(cfg: Config, out: Path, dev: torch.device, dist: distributed.D
     trainer = Trainer(cfg, out, dev, data, model, criterion, dist, progress=progress)
     start = Position()
     if state is not None:
+        trainer.saved = Position(state["epoch"], state["step"], state["epoch_done"])
         start = trainer.load_state_dict(state).next()
+        trainer.at = Position(start.epoch, start.step)
         trainer.log(f"resumed from {state_path} at epoch {start.epoch}, step {start.step}")
     else:
         synthetic = "a synthetic " if cfg.data.synthetic is not None else ""
@@ -537,6 +596,10 @@ def _train_locked(cfg: Config, out: Path, dev: torch.device, dist: distributed.D
     note = distributed.per_process_batchnorm_note(model, cfg.train.sync_bn, dev, dist.world_size)
     if note:
         trainer.log(note)
-    trainer.fit(start)
+    try:
+        with on_stop_signals(trainer.stop):  # SIGTERM/SIGUSR1: stop at the next step boundary, checkpointed
+            trainer.fit(start)
+    except KeyboardInterrupt as e:
+        raise Interrupted(trainer.interrupted_message()) from e
     distributed.shutdown_distributed()
     return out

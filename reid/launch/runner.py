@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import IO, Sequence
 
 from ..errors import ReidError
+from ..signals import on_stop_signals, raise_interrupt
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -195,20 +196,20 @@ def run_jobs(jobs: Sequence[Job], slots: Sequence[str | None], trainer: TrainerC
     pending = deque(i for i, job in enumerate(jobs) if not job.error)
     free: deque[str | None] = deque(slots)
     running: dict[int, subprocess.Popen] = {}
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     watching = threading.Event()
     printer.watch(watching)
     try:
-        while pending or running:
-            while pending and free and not printer.closed:
-                i, slot = pending.popleft(), free.popleft()
-                running[i] = _start(jobs[i], slot, trainer, printer, done, i)
-            i, outcome = done.get()
-            if i is None:  # the printer found the output closed
-                raise BrokenPipeError
-            running.pop(i)
-            outcomes[i] = outcome
-            free.append(outcome.slot)
+        with on_stop_signals(raise_interrupt, [signal.SIGTERM]):
+            while pending or running:
+                while pending and free and not printer.closed:
+                    i, slot = pending.popleft(), free.popleft()
+                    running[i] = _start(jobs[i], slot, trainer, printer, done, i)
+                i, outcome = done.get()
+                if i is None:  # the printer found the output closed
+                    raise BrokenPipeError
+                running.pop(i)
+                outcomes[i] = outcome
+                free.append(outcome.slot)
     except KeyboardInterrupt:
         _stop(running.values())
         raise
@@ -217,8 +218,6 @@ def run_jobs(jobs: Sequence[Job], slots: Sequence[str | None], trainer: TrainerC
         raise OutputClosed([jobs[i] for i in running]) from None
     finally:
         watching.set()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     return [outcomes[i] for i in range(len(jobs))]
 
 
@@ -368,10 +367,3 @@ def _terminate(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
 
-
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
-def _main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()

@@ -1,0 +1,77 @@
+"""Stop signals (SIGTERM, SIGUSR1) turned into a flag or an exception, for as long as a block runs.
+
+A cluster stops a job with SIGTERM (preemption, ``scancel``, ``scontrol requeue``) and can warn
+it with another signal before its time limit (``sbatch --signal=USR1@120``). The trainer asks
+"was I told to stop?" at its step boundaries (:class:`StopFlag`); the launchers stop their
+children at once (:func:`raise_interrupt` turns the signal into KeyboardInterrupt, as Ctrl-C).
+Handlers are installed only in the main thread (Python delivers signals there) and the
+previous ones are put back when the block ends.
+
+Example::
+
+    with on_stop_signals(StopFlag()) as stop:     # SIGTERM/SIGUSR1 set stop.signum
+        for step in steps:
+            train(step)
+            if stop.requested:
+                save_checkpoint(); break
+
+    with on_stop_signals(raise_interrupt, [signal.SIGTERM]):
+        run_children()                            # SIGTERM raises KeyboardInterrupt here
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional, Sequence, TypeVar
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+Handler = TypeVar("Handler", bound=Callable)
+
+
+class StopFlag:
+    """A signal handler that only records the signal: :attr:`requested` is True once one arrived."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.signum = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        """The signal's name (``SIGTERM``), or ``""`` before one arrived."""
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+
+def raise_interrupt(signum: int, frame: object) -> None:
+    """A handler that turns the signal into KeyboardInterrupt, as Ctrl-C."""
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def on_stop_signals(handler: Handler, signals: Sequence[int] = STOP_SIGNALS) -> Iterator[Handler]:
+    """Call ``handler`` on ``signals`` inside the block (main thread only; elsewhere it does nothing)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield handler
+        return
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield handler
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class Stopped(Exception):
+    """A stop signal ended the run at a step boundary, its checkpoint written; the message says where.
+
+    Entry points exit with :data:`reid.cli.EXIT_STOPPED`; a process with nothing to say (a
+    torchrun rank other than 0) carries an empty message.
+    """

@@ -1,0 +1,189 @@
+"""Stop signals and Ctrl-C in train.py: SIGTERM/SIGUSR1 stop at a step boundary with a checkpoint and
+exit 75, loses no step and damages nothing (mid-epoch, during evaluation, during a checkpoint write);
+the resumed run equals the uninterrupted one. Ctrl-C says where the last checkpoint is.
+torchrun --max-restarts continues a group from the last checkpoint after a worker dies."""
+
+from __future__ import annotations
+
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.io import loadmat
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "demo_standard.yaml"
+TRAIN = runpy.run_path(str(REPO / "train.py"))["main"]
+STOP_LINE = "stopped at epoch {}, step {}: checkpoint written; continue with --resume auto"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread in this process, as in the trainer subprocesses (OMP_NUM_THREADS=1): the number
+    of threads changes the order of float sums, so exact-resume comparisons need the same count everywhere."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def overrides(tmp_path_factory, synthetic_root, one_thread) -> list[str]:
+    """tiny_overrides (conftest) for runs shared by the tests of this file (one thread): 2 epochs of 7 steps."""
+    tmp = tmp_path_factory.mktemp("preemption")
+    return [f"data.root={synthetic_root}", "data.synthetic=null", f"data.cache_dir={tmp / 'cache'}",
+            "data.size=[32,16]", "data.val_per_id=1", "model.name=resnet18", "model.pretrained=none",
+            "train.batch_size=6", "train.epochs=2", "eval.every_epochs=1", f"output.root={tmp / 'outputs'}"]
+
+
+def out_dir(overrides: list[str], name: str) -> Path:
+    return Path(next(o.split("=", 1)[1] for o in overrides if o.startswith("output.root="))) / name
+
+
+def argv(overrides: list[str], name: str, *extra: str) -> list[str]:
+    return ["--config", str(CONFIG), "--device", "cpu", "--no-progress", "--resume", "auto",
+            *(a for o in [*overrides, f"output.name={name}", *extra] for a in ("--set", o))]
+
+
+@pytest.fixture(scope="module")
+def reference(overrides) -> Path:
+    """The uninterrupted run, trained once per session."""
+    assert TRAIN(argv(overrides, "reference")) == 0
+    return out_dir(overrides, "reference")
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Every .mat array (but the config text, which names the run) and every weight bit-identical."""
+    ma, mb = loadmat(a / "mini_batch_data.mat"), loadmat(b / "mini_batch_data.mat")
+    assert sorted(ma) == sorted(mb)
+    for key in ma:
+        if not key.startswith("__") and key != "config":
+            np.testing.assert_array_equal(ma[key], mb[key], err_msg=key)
+    sa = torch.load(a / "checkpoints" / "last.pt", weights_only=True)
+    sb = torch.load(b / "checkpoints" / "last.pt", weights_only=True)
+    assert sa["finished"] and sb["finished"]
+    for key in sa["model"]:
+        assert torch.equal(sa["model"][key], sb["model"][key]), key
+
+
+def checkpoint(run: Path, name: str = "last.pt") -> dict:
+    return torch.load(run / "checkpoints" / name, weights_only=True)
+
+
+SLOW_STEPS = """
+import os, runpy, sys, time
+from reid.engine import trainer
+
+real_step = trainer.Trainer.train_step
+
+def step(self, images, labels):
+    with open(os.environ["STEPS_FILE"], "a") as f:
+        f.write("started\\n")
+    time.sleep(0.3)  # a step long enough for a signal to arrive in the middle of it
+    return real_step(self, images, labels)
+
+trainer.Trainer.train_step = step
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_sigterm_mid_epoch_stops_at_the_step_boundary_and_resumes_exactly(reference, overrides, tmp_path):
+    driver, steps = tmp_path / "slow.py", tmp_path / "steps.txt"
+    driver.write_text(SLOW_STEPS)
+    run = out_dir(overrides, "sigterm")
+    proc = subprocess.Popen([sys.executable, str(driver), str(REPO / "train.py"), *argv(overrides, "sigterm")],
+                            env=dict(os.environ, STEPS_FILE=str(steps), OMP_NUM_THREADS="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (steps.exists() and len(steps.read_text().splitlines()) >= 3):  # in epoch 1's third step
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    started = len(steps.read_text().splitlines())
+    assert proc.returncode == 75, out + err
+    assert STOP_LINE.format(1, started) in err.splitlines(), err
+    state = checkpoint(run)
+    # no step lost: every step begun before the signal is in the checkpoint, and in the .mat
+    assert (state["epoch"], state["step"], state["epoch_done"], state["finished"]) == (1, started, False, False)
+    assert loadmat(run / "mini_batch_data.mat")["train_loss"][0].size == started
+    assert TRAIN(argv(overrides, "sigterm")) == 0
+    assert f"resumed from {run / 'checkpoints' / 'last.pt'} at epoch 1, step {started}" in (run / "log.txt").read_text()
+    assert_same_run(reference, run)
+
+
+def test_stop_signal_during_evaluation_ends_the_epoch_first(reference, overrides, monkeypatch, capsys):
+    from reid.engine import trainer
+
+    real = trainer.Trainer.evaluate
+
+    def evaluate(self, epoch, write_files):
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGUSR1)  # the cluster's time-limit warning, mid-evaluation
+        return real(self, epoch, write_files)
+
+    monkeypatch.setattr(trainer.Trainer, "evaluate", evaluate)
+    assert TRAIN(argv(overrides, "during_eval")) == 75
+    assert STOP_LINE.format(1, 7) in capsys.readouterr().err
+    run = out_dir(overrides, "during_eval")
+    state = checkpoint(run)
+    assert (state["epoch"], state["step"], state["epoch_done"]) == (1, 7, True)
+    assert loadmat(run / "mini_batch_data.mat")["eval_epoch"][0].tolist() == [1]  # the evaluation was recorded
+    monkeypatch.setattr(trainer.Trainer, "evaluate", real)
+    assert TRAIN(argv(overrides, "during_eval")) == 0
+    assert_same_run(reference, run)
+
+
+def test_stop_signal_during_a_checkpoint_write_leaves_both_checkpoints_whole(reference, overrides,
+                                                                             monkeypatch, capsys):
+    real_save, calls = torch.save, []
+
+    def save(obj, f, *a, **k):
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives while the first checkpoint is being written
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", save)
+    name = "during_write"
+    assert TRAIN(argv(overrides, name, "checkpoint.every_steps=2")) == 75
+    assert STOP_LINE.format(1, 3) in capsys.readouterr().err  # the write at step 2 completed, step 3 trained
+    run = out_dir(overrides, name)
+    assert (checkpoint(run, "previous.pt")["step"], checkpoint(run)["step"]) == (2, 3)
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.setattr(torch, "save", real_save)
+    assert TRAIN(argv(overrides, name, "checkpoint.every_steps=2")) == 0
+    assert_same_run(reference, run)
+
+
+@pytest.mark.parametrize("at_call, expected", [
+    (6, "interrupted at epoch 1, step 5; the last checkpoint ({last}) is at epoch 1, step 4: continue with "
+        "--resume auto, which redoes 1 training step"),
+    (1, "interrupted at epoch 1, step 0, before the first checkpoint: nothing is saved, so --resume auto starts "
+        "the run over"),
+])
+def test_ctrl_c_says_where_the_last_checkpoint_is_and_what_is_redone(overrides, monkeypatch, capsys,
+                                                                     at_call, expected):
+    from reid.engine import trainer
+
+    real, calls = trainer.Trainer.train_step, []
+
+    def step(self, images, labels):
+        calls.append(1)
+        if len(calls) == at_call:
+            raise KeyboardInterrupt  # Ctrl-C before this step
+        return real(self, images, labels)
+
+    monkeypatch.setattr(trainer.Trainer, "train_step", step)
+    name = f"ctrl_c_{at_call}"
+    assert TRAIN(argv(overrides, name, "checkpoint.every_steps=2")) == 130
+    last = out_dir(overrides, name) / "checkpoints" / "last.pt"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == expected.format(last=last)
