@@ -129,3 +129,20 @@ def trained_demo_run(tmp_path_factory, synthetic_root) -> Path:
                        f"data.cache_dir={tmp / 'cache'}", f"output.root={tmp / 'out'}", "train.epochs=1",
                        "eval.flip=true"])
     return train(cfg, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A real single-node SLURM (tests/slurm_cluster.py), started once per session and stopped by pid.
+
+    Skipped, with the reason, only where it cannot start (packages missing, not root); ``.ci/run``
+    installs the packages, so CI runs these tests.
+    """
+    import slurm_cluster as sc
+
+    try:
+        cluster = sc.start()
+    except sc.Unavailable as e:
+        pytest.skip(f"no SLURM: {e}")
+    yield cluster
+    cluster.stop()

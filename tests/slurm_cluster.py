@@ -69,26 +69,31 @@ class Cluster:
         raise TimeoutError(f"SLURM jobs still queued after {timeout} s:\n" + self.run("squeue", check=False))
 
     def stop(self) -> None:
-        for name in ("slurmd", "slurmctld", "munged"):
-            pid = self.pids.pop(name, None)
-            if pid is None:
-                continue
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-            for _ in range(100):
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.05)
-            else:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        """SIGTERM to the daemons started here (by pid), SIGKILL to any still alive after 10 s."""
+        pids = [self.pids.pop(name) for name in ("slurmd", "slurmctld", "munged") if name in self.pids]
+        for pid in pids:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.time() + 10
+        while time.time() < deadline and any(_alive(pid) for pid in pids):
+            time.sleep(0.05)
+        for pid in pids:
+            _signal(pid, signal.SIGKILL)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _free_port() -> int:

@@ -98,6 +98,31 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
+def is_finished(state: dict, epochs: int) -> bool:
+    """Whether a checkpoint's run has trained all ``epochs`` epochs (and evaluated the last)."""
+    return bool(state.get("finished")) and state.get("epoch", 0) >= epochs
+
+
+def run_finished(run_dir: str | Path, epochs: int) -> bool:
+    """Whether the run in ``run_dir`` has finished ``epochs`` epochs, by its ``checkpoints/last.pt``.
+
+    The file is memory-mapped, so asking costs no read of the weights; a missing or unreadable
+    checkpoint means not finished (``--resume auto`` then decides what to do with it).
+
+    Example::
+
+        run_finished("outputs/soft_s0", epochs=60)   # -> True once train.py finished it
+    """
+    path = CheckpointStore(run_dir).last
+    if not path.is_file():
+        return False
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # damaged: not finished; the trainer falls back to previous.pt or says why
+        return False
+    return isinstance(state, dict) and is_finished(state, epochs)
+
+
 class RunLock:
     """An exclusive lock on a run directory, held for the life of the process.
 

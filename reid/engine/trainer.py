@@ -39,7 +39,7 @@ from ..signals import StopFlag, Stopped, on_stop_signals
 from . import distributed
 from .builder import (EvalSet, RetrievalData, RunData, build_criterion_from_config, build_data,
                       build_model_from_config, build_split, check_names)
-from .checkpoint import CheckpointStore, RunLock, load_checkpoint
+from .checkpoint import CheckpointStore, RunLock, is_finished, load_checkpoint
 from .device import autocast_dtype, configure_backends, precision_name, resolve_device
 from .history import History
 from .optim import EpochSchedule, build_optimizer
@@ -565,7 +565,7 @@ def _train_locked(cfg: Config, out: Path, dev: torch.device, dist: distributed.D
             state = load_checkpoint(state_path)
     if state is not None:
         check_same_experiment(state, cfg, state_path)
-        if state["finished"] and state["epoch"] >= cfg.train.epochs:
+        if is_finished(state, cfg.train.epochs):
             if dist.is_main:
                 print(f"{out}: already finished ({state['epoch']} epochs); nothing to do")
             return out

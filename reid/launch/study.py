@@ -14,17 +14,24 @@ load) is reported at the end with the last line of its output; the others go on.
 run finished, ``output.root/study_<stem>_vs_<stem>....png`` and ``.md`` hold the mean curves
 with bands and the table over seeds (``scripts/compare.py`` on the run directories).
 
-Exit status: 0 every run and the comparison succeeded; 1 a run or the comparison failed;
-2 usage error; 130 interrupted.
+``--slurm`` submits the unfinished runs as a SLURM job array instead, then a comparison job
+that depends on it (see :mod:`reid.launch.slurm`); ``--print-commands`` prints one ``train.py``
+command per unfinished run, for any other scheduler. Both decide "finished" from each run's
+``checkpoints/last.pt``, so the same command again schedules only what is left.
+
+Exit status: 0 every run and the comparison succeeded (``--slurm``: submitted); 1 a run or the
+comparison failed; 2 usage error; 130 interrupted.
 """
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
 from .cli import EXIT_RUN_FAILED, Parser, add_run_arguments, check_configs, check_sets, run_launch, write_comparison
 from .runner import Job, LaunchError, TrainerCommand, check_distinct_run_dirs, device_slots, parse_gpus, report, run_jobs
+from . import slurm
 
 # Keys the study sets itself for each run, and what to use instead.
 RESERVED = {"seed": "the study sets each run's seed; list them with --seeds",
@@ -40,6 +47,17 @@ def build_parser() -> Parser:
                    help="with --gpus: runs trained at once on each GPU (default 1)")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="without --gpus: runs trained at once (default 1; each CPU run uses every core)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--slurm", action="store_true", help="submit the unfinished runs as a SLURM job array, "
+                       "then a comparison job after it (output.root/study_*.sbatch)")
+    where.add_argument("--print-commands", action="store_true",
+                       help="print one train.py command per unfinished run, one per line, and exit")
+    where.add_argument("--compare-only", action="store_true",
+                       help="train nothing: write the comparison when every run has finished (the SLURM "
+                       "comparison job runs this)")
+    p.add_argument("--sbatch", default="", metavar="OPTIONS",
+                   help='with --slurm: sbatch options passed through unchanged, e.g. "--partition=gpu '
+                   '--gres=gpu:1 --time=4:00:00"')
     return p
 
 
@@ -91,9 +109,82 @@ def study_out(jobs: list[Job], configs: list[Path]) -> Path:
     return jobs[0].run_dir.parent / ("study_" + "_vs_".join(c.stem for c in configs) + ".png")
 
 
+def unfinished(jobs: list[Job]) -> list[int]:
+    """Indices of the jobs whose run has not finished all its epochs (by its checkpoint)."""
+    from ..config import load_config
+    from ..engine.checkpoint import run_finished
+
+    return [i for i, job in enumerate(jobs)
+            if not run_finished(job.run_dir, load_config(job.config, job.overrides).train.epochs)]
+
+
+def check_loadable(jobs: list[Job]) -> None:
+    """Scheduling elsewhere starts nothing whose config does not load: name the first such run."""
+    for job in jobs:
+        if job.error:
+            raise LaunchError(f"run {job.label} ({job.config}) cannot start: {job.error}; nothing was scheduled")
+
+
+def print_commands(jobs: list[Job], trainer: TrainerCommand) -> int:
+    """One shell command line per unfinished run on stdout (what a local study would run)."""
+    check_loadable(jobs)
+    todo = unfinished(jobs)
+    for i in todo:
+        print(shlex.join(trainer.argv(jobs[i])))
+    if not todo:
+        print("study: every run has finished; no command to print", file=sys.stderr)
+    return 0
+
+
+def submit_to_slurm(jobs: list[Job], configs: list[Path], trainer: TrainerCommand, compare_argv: list[str],
+                    sbatch_options: str) -> int:
+    """Write the study's sbatch script and submit the unfinished runs, then the comparison job."""
+    check_loadable(jobs)
+    out = study_out(jobs, configs)
+    name = out.stem
+    queued = slurm.queued_jobs(name)
+    if queued:
+        raise LaunchError(f"jobs {', '.join(queued)} of this study ({name}) are still queued or running; wait for "
+                          f"them (squeue -n {name}) or cancel them (scancel -n {name}), then run this command again")
+    todo = unfinished(jobs)
+    if not todo:
+        print("study: every run has finished; nothing submitted")
+        return 0 if write_comparison([job.run_dir for job in jobs], out) else EXIT_RUN_FAILED
+    slurm_out = out.parent / "slurm"
+    script = slurm.write_script(out.with_suffix(".sbatch"), jobs, trainer, compare_argv, name, slurm_out)
+    try:
+        options = shlex.split(sbatch_options)
+    except ValueError as e:
+        raise LaunchError(f"--sbatch {sbatch_options!r}: {e}; quote it as one argument") from e
+    array_id, compare_id = slurm.submit(script, todo, options, slurm_out)
+    print(f"study: {len(todo)} of {len(jobs)} runs to train; wrote {script}")
+    print(f"submitted job array {array_id} ({len(todo)} tasks) and comparison job {compare_id} (after the array)")
+    for i in todo:
+        print(f"  task {array_id}_{i}: {jobs[i].label}, log {jobs[i].log_path}")
+    print(f"comparison: {out} and {out.with_suffix('.md')} when job {compare_id} ends (its output in {slurm_out})")
+    return 0
+
+
+def compare_only(jobs: list[Job], configs: list[Path]) -> int:
+    """Write the comparison if every run has finished; else name the runs that have not."""
+    check_loadable(jobs)
+    left = unfinished(jobs)
+    if left:
+        print(f"error: no comparison written: {len(left)} run(s) have not finished: "
+              f"{', '.join(f'{jobs[i].label} (output in {jobs[i].log_path})' for i in left)}; run the same study "
+              "command again to train them", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    out = study_out(jobs, configs)
+    return 0 if write_comparison([job.run_dir for job in jobs], out) else EXIT_RUN_FAILED
+
+
 def study(configs: list[str], seeds: str | None, sets: list[str], gpus: str, per_gpu: int, jobs_at_once: int,
-          device: str | None) -> int:
-    """Train configs x seeds and compare them; returns the exit status (see the module docstring)."""
+          device: str | None, where: str = "here", sbatch_options: str = "") -> int:
+    """Train configs x seeds and compare them; returns the exit status (see the module docstring).
+
+    ``where``: ``here`` trains locally; ``slurm`` submits to SLURM, ``print`` prints the commands,
+    ``compare`` only writes the comparison.
+    """
     if not configs:
         raise LaunchError("give at least one config")
     seed_list = parse_seeds(seeds)
@@ -103,6 +194,9 @@ def study(configs: list[str], seeds: str | None, sets: list[str], gpus: str, per
         raise LaunchError("--per-gpu needs --gpus; without GPUs use --jobs N")
     if jobs_at_once != 1 and gpu_ids:
         raise LaunchError("--jobs is for runs without --gpus; with GPUs use --per-gpu N")
+    if where != "here" and (gpu_ids or per_gpu != 1 or jobs_at_once != 1):
+        raise LaunchError("--gpus, --per-gpu and --jobs place runs on this machine; with --slurm ask for GPUs with "
+                          '--sbatch "--gres=gpu:1", with --print-commands your scheduler places them')
     slots = device_slots(gpu_ids, per_gpu, jobs_at_once)
     trainer = TrainerCommand.from_env(device)
     config_paths = check_configs(configs)
@@ -112,6 +206,14 @@ def study(configs: list[str], seeds: str | None, sets: list[str], gpus: str, per
 
     jobs = plan(config_paths, seed_list, list(sets))
     resolve(jobs, trainer)
+    if where == "print":
+        return print_commands(jobs, trainer)
+    if where == "compare":
+        return compare_only(jobs, config_paths)
+    if where == "slurm":
+        compare_argv = [trainer.python, "-m", "reid.launch.study", *map(str, configs), "--seeds", seeds,
+                        *(a for s in sets for a in ("--set", s)), "--compare-only"]
+        return submit_to_slurm(jobs, config_paths, trainer, compare_argv, sbatch_options)
     print(f"study: {len(config_paths)} config(s) x {len(seed_list)} seed(s) = {len(jobs)} runs, "
           f"{len(slots)} at once")
     outcomes = run_jobs(jobs, slots, trainer)
@@ -130,8 +232,11 @@ def study(configs: list[str], seeds: str | None, sets: list[str], gpus: str, per
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
+    where = "slurm" if args.slurm else "print" if args.print_commands else "compare" if args.compare_only else "here"
+    if args.sbatch and not args.slurm:
+        return Parser(prog="study.sh").error("--sbatch is for --slurm")
     return run_launch(lambda: study(args.configs, args.seeds, args.sets, args.gpus, args.per_gpu, args.jobs,
-                                    args.device))
+                                    args.device, where, args.sbatch))
 
 
 if __name__ == "__main__":
