@@ -187,3 +187,41 @@ def test_ctrl_c_says_where_the_last_checkpoint_is_and_what_is_redone(overrides, 
     assert TRAIN(argv(overrides, name, "checkpoint.every_steps=2")) == 130
     last = out_dir(overrides, name) / "checkpoints" / "last.pt"
     assert capsys.readouterr().err.strip().splitlines()[-1] == expected.format(last=last)
+
+
+KILL_ONE_WORKER = """
+import os, runpy, signal, sys
+from reid.engine import trainer
+
+real_step, calls = trainer.Trainer.train_step, [0]
+
+def step(self, images, labels):
+    calls[0] += 1
+    if os.environ["RANK"] == "1" and calls[0] == 10 and os.environ["TORCHELASTIC_RESTART_COUNT"] == "0":
+        os.kill(os.getpid(), signal.SIGKILL)  # one worker dies in epoch 2's third step, the first time only
+    return real_step(self, images, labels)
+
+trainer.Trainer.train_step = step
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def torchrun(overrides: list[str], name: str, *script: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=1",
+           *script, str(REPO / "train.py"), *argv(overrides, name, "checkpoint.every_steps=1")]
+    return subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1"), capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_torchrun_max_restarts_continues_the_group_from_the_last_checkpoint(overrides, tmp_path):
+    reference = torchrun(overrides, "ddp_reference")
+    assert reference.returncode == 0, reference.stdout + reference.stderr
+    driver = tmp_path / "kill_one.py"
+    driver.write_text(KILL_ONE_WORKER)
+    restarted = torchrun(overrides, "ddp_restarted", str(driver))
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    assert "exitcode: -9" in restarted.stderr or "Signal 9" in restarted.stderr, restarted.stderr  # it did die
+    run = out_dir(overrides, "ddp_restarted")
+    assert f"resumed from {run / 'checkpoints' / 'last.pt'} at epoch 2, step 2" in (run / "log.txt").read_text()
+    assert_same_run(out_dir(overrides, "ddp_reference"), run)

@@ -53,7 +53,10 @@ def init_distributed(device_type: str) -> DistInfo:
     if not dist.is_initialized():
         # rank 0 evaluates (features, ranking, optional re-ranking) while the others wait at a
         # barrier: minutes at Market size, more than the default 10-minute collective timeout allows
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT)
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+        where = {} if attempt is None else dict(store=attempt_store(attempt), rank=info.rank, world_size=info.world_size)
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT,
+                                **where)
     return info
 
 
@@ -129,6 +132,16 @@ def with_share_dropout(model: nn.Module, rows: ShareRows) -> nn.Module:
         else:
             with_share_dropout(child, rows)
     return model
+
+
+def attempt_store(attempt: str) -> dist.Store:
+    """torchrun's key-value store, under a prefix of its own for this start of the group.
+
+    With ``--max-restarts`` torchrun starts the group again on the same store; without a prefix
+    the new processes would read the addresses the dead ones left there and fail to connect.
+    """
+    store, _, _ = next(dist.rendezvous("env://", timeout=COLLECTIVE_TIMEOUT))
+    return dist.PrefixStore(f"reid/start_{attempt}", store)
 
 
 def shutdown_distributed() -> None:
