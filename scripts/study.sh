@@ -11,6 +11,11 @@
 #   --per-gpu N       with --gpus: N runs at once on each GPU (default 1)
 #   --jobs N          without --gpus: N runs at once (default 1)
 #   --device D        forwarded to train.py (cpu|cuda|auto)
+#   --slurm           submit the unfinished runs as a SLURM job array (output.root/study_<a>_vs_<b>.sbatch),
+#                     then a comparison job after it; prints the job ids and each run's log
+#   --sbatch "OPTS"   with --slurm: sbatch options passed through unchanged (partition, --gres=gpu:1, --time ...)
+#   --print-commands  print one train.py command per unfinished run, one per line (any other scheduler)
+#   --compare-only    train nothing; write the comparison once every run has finished
 #   -h, --help
 # Environment: PYTHON (default: python) runs the launcher and train.py;
 #   REID_TRAIN_PY (default: train.py beside scripts/) is the trainer script.
