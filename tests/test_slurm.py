@@ -79,7 +79,8 @@ if sys.argv[1] == "-m":  # the comparison job: python -m reid.launch.study ...
     sys.argv = sys.argv[2:]
     runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
     raise SystemExit(0)
-if "output.name=demo_standard_s0" in sys.argv:  # this run's steps are slow; its numbers are unchanged
+name = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("output.name=")), "")
+if name in ("demo_standard_s0", "demo_soft_s0"):  # these runs' steps are slow; their numbers are unchanged
     from reid.engine import trainer
 
     real_step, calls = trainer.Trainer.train_step, [0]
@@ -87,7 +88,7 @@ if "output.name=demo_standard_s0" in sys.argv:  # this run's steps are slow; its
     def step(self, images, labels):
         calls[0] += 1
         if calls[0] == 3 and os.environ.get("SLURM_RESTART_COUNT", "0") == "0":
-            open(os.environ["MARK"], "w").close()  # the first life is in epoch 1's third step
+            open(os.path.join(os.environ["MARKS"], name), "w").close()  # the first life is in epoch 1's step 3
         time.sleep(0.4)
         return real_step(self, images, labels)
 
@@ -100,39 +101,47 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 @pytest.fixture(scope="module")
 def slurm_study(slurm_cluster, local_study, tmp_path_factory) -> dict:
     """The local study's runs as a study on SLURM, on a fresh data root and cache (the four tasks generate
-    and decode the same files at the same moment); task 0 is requeued with ``scontrol requeue`` in the
-    middle of epoch 1, then let start again at once. What the test saw, as a dict."""
+    and decode the same files at the same moment). In the middle of epoch 1, task 0 is requeued with
+    ``scontrol requeue`` (SIGTERM) and task 1 gets the time-limit warning (SIGUSR1 to its batch shell);
+    both are then let start again at once. What the test saw, as a dict."""
     local, overrides = local_study
     tmp = tmp_path_factory.mktemp("slurm_study")
-    out, mark, driver, python = tmp / "outputs", tmp / "third_step", tmp / "slow.py", tmp / "python"
+    out, marks, driver, python = tmp / "outputs", tmp / "marks", tmp / "slow.py", tmp / "python"
+    marks.mkdir()
     driver.write_text(SLOW_PYTHON)
     python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{driver}" "$@"\n')  # the study's PYTHON
     python.chmod(0o755)
     fresh = [o for o in overrides if not o.startswith(("data.root=", "data.synthetic=", "data.cache_dir="))]
     fresh += [f"data.root={tmp / 'data' / 'market'}", SYNTHETIC, f"data.cache_dir={tmp / 'cache'}"]
     args = [*DEMO, "--seeds", "0,1", "--device", "cpu", "--slurm", *sets([*fresh, f"output.root={out}"])]
-    environ = dict(env(SLURM_CONF=slurm_cluster.env["SLURM_CONF"], MARK=str(mark)), PYTHON=str(python))
+    environ = dict(env(SLURM_CONF=slurm_cluster.env["SLURM_CONF"], MARKS=str(marks)), PYTHON=str(python))
     r = study(args, environ)
     m = re.search(r"submitted job array (\d+) \(4 tasks\) and comparison job (\d+)", r.stdout)
     assert m, r.stdout + r.stderr
     array, compare = m.groups()
-    task, log = f"{array}_0", out / "demo_standard_s0.log"
+    stopped = {f"{array}_0": ("demo_standard_s0", ["scontrol", "requeue", f"{array}_0"]),
+               f"{array}_1": ("demo_soft_s0", ["scancel", "--batch", "--signal=USR1", f"{array}_1"])}
     deadline = time.time() + 300
-    while not mark.exists():
-        assert time.time() < deadline and slurm_cluster.job_state(task) in ("PENDING", "RUNNING"), \
-            (slurm_cluster.job_state(task), log.read_text()[-2000:] if log.exists() else "")
-        time.sleep(0.05)
-    slurm_cluster.run("scontrol", "requeue", task)
-    while not STOP_LINE.search(log.read_text()) or slurm_cluster.job_state(task) != "PENDING":
-        assert time.time() < deadline, (slurm_cluster.job_state(task), log.read_text()[-2000:])
-        time.sleep(0.1)
-    stopped_at = int(STOP_LINE.search(log.read_text()).group(1))
-    requeued_state = torch.load(out / "demo_standard_s0" / "checkpoints" / "last.pt", weights_only=True)
+    for task, (name, command) in stopped.items():
+        while not (marks / name).exists():
+            assert time.time() < deadline and slurm_cluster.job_state(task) in ("PENDING", "RUNNING"), \
+                (slurm_cluster.job_state(task), (out / f"{name}.log").read_text()[-2000:])
+            time.sleep(0.05)
+        slurm_cluster.run(*command)
+    seen = {}
+    for task, (name, _) in stopped.items():
+        log = out / f"{name}.log"
+        while not STOP_LINE.search(log.read_text()) or slurm_cluster.job_state(task) != "PENDING":
+            assert time.time() < deadline, (slurm_cluster.job_state(task), log.read_text()[-2000:])
+            time.sleep(0.1)
+        seen[name] = dict(step=int(STOP_LINE.search(log.read_text()).group(1)),
+                          state=torch.load(out / name / "checkpoints" / "last.pt", weights_only=True))
     compare_while_requeued = slurm_cluster.job_state(compare)
-    slurm_cluster.run("scontrol", "update", f"JobId={task}", "StartTime=now")  # skip the requeue delay
+    for task in stopped:
+        slurm_cluster.run("scontrol", "update", f"JobId={task}", "StartTime=now")  # skip the requeue delay
     slurm_cluster.wait_idle()
-    return dict(args=args, env=environ, out=out, stdout=r.stdout, array=array, compare=compare, stopped_at=stopped_at,
-                requeued_state=requeued_state, compare_while_requeued=compare_while_requeued,
+    return dict(args=args, env=environ, out=out, stdout=r.stdout, array=array, compare=compare, stopped=seen,
+                compare_while_requeued=compare_while_requeued,
                 states={j: slurm_cluster.job_state(j) for j in [f"{array}_{i}" for i in range(4)] + [compare]})
 
 
@@ -160,21 +169,40 @@ def test_study_on_slurm_matches_the_local_study_and_a_rerun_submits_nothing(slur
     assert (out / "study_demo_standard_vs_demo_soft.md").is_file()  # the comparison, written again
 
 
-def test_scontrol_requeue_mid_epoch_stops_at_a_step_boundary_and_resumes_exactly(slurm_study, local_study):
+@pytest.mark.parametrize("task, name", [(0, "demo_standard_s0"), (1, "demo_soft_s0")],
+                         ids=["scontrol requeue", "time-limit warning"])
+def test_a_task_stopped_mid_epoch_is_requeued_and_resumes_exactly(slurm_study, local_study, task, name):
     local, _ = local_study
-    out, stopped_at, state = slurm_study["out"], slurm_study["stopped_at"], slurm_study["requeued_state"]
-    text = (out / "demo_standard_s0.log").read_text()
+    out, seen = slurm_study["out"], slurm_study["stopped"][name]
+    text = (out / f"{name}.log").read_text()
     # stopped after the step it was in (the third or a later one), its checkpoint at that step boundary
-    assert stopped_at >= 3 and (state["epoch"], state["step"], state["finished"]) == (1, stopped_at, False)
-    assert slurm_study["compare_while_requeued"] == "PENDING"  # the comparison waits for the requeued task
-    assert slurm_study["states"][f"{slurm_study['array']}_0"] == "COMPLETED", text[-3000:]
+    assert seen["step"] >= 3, text[-3000:]
+    assert (seen["state"]["epoch"], seen["state"]["step"], seen["state"]["finished"]) == (1, seen["step"], False)
+    assert slurm_study["compare_while_requeued"] == "PENDING"  # the comparison waits for the requeued tasks
+    assert slurm_study["states"][f"{slurm_study['array']}_{task}"] == "COMPLETED", text[-3000:]
     assert "restart 1" in text, text[-3000:]
-    last = out / "demo_standard_s0" / "checkpoints" / "last.pt"
-    assert f"resumed from {last} at epoch 1, step {stopped_at}" in text, text[-3000:]
-    assert_same_mat(local / "demo_standard_s0", out / "demo_standard_s0")
-    a = torch.load(local / "demo_standard_s0" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    last = out / name / "checkpoints" / "last.pt"
+    assert f"resumed from {last} at epoch 1, step {seen['step']}" in text, text[-3000:]
+    assert_same_mat(local / name, out / name)
+    a = torch.load(local / name / "checkpoints" / "last.pt", weights_only=True)["model"]
     b = torch.load(last, weights_only=True)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_task_that_fails_otherwise_is_not_requeued(slurm_cluster, local_study, tmp_path):
+    _, overrides = local_study
+    out = tmp_path / "outputs"
+    broken = [o for o in overrides if not o.startswith("data.root=")] + [f"data.root={tmp_path / 'missing'}"]
+    r = study([DEMO[0], "--seeds", "0", "--device", "cpu", "--slurm", *sets([*broken, f"output.root={out}"])],
+              env(SLURM_CONF=slurm_cluster.env["SLURM_CONF"]))
+    array, compare = re.search(r"submitted job array (\d+) \(1 tasks\) and comparison job (\d+)", r.stdout).groups()
+    slurm_cluster.wait_idle()
+    info = slurm_cluster.run("scontrol", "-o", "show", "job", f"{array}_0")
+    assert "JobState=FAILED" in info and "Restarts=0" in info and "ExitCode=2:0" in info, info
+    assert "dataset root does not exist" in (out / "demo_standard_s0.log").read_text()
+    assert slurm_cluster.job_state(compare) == "FAILED"  # no comparison: a run has not finished
+    assert "no comparison written: 1 run(s) have not finished: demo_standard_s0" in \
+        "".join(p.read_text() for p in (out / "slurm").glob("*compare*"))
 
 
 def test_print_commands_run_by_a_shell_loop_make_the_study_runs(local_study, tmp_path):

@@ -76,7 +76,8 @@ pid=$!
 while kill -0 "$pid" 2>/dev/null; do wait "$pid"; done
 wait "$pid"
 status=$?
-if [ "$status" -eq {EXIT_STOPPED} ] && [ -n "$warned" ]; then
+# stopped by the warning: with its checkpoint (exit {EXIT_STOPPED}), or by the signal itself before training began
+if [ -n "$warned" ] && {{ [ "$status" -eq {EXIT_STOPPED} ] || [ "$status" -eq 138 ]; }}; then
     echo "requeueing $task before its time limit; it resumes from its checkpoint"
     scontrol requeue "$task"
 fi
