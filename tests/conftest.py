@@ -146,3 +146,36 @@ def slurm_cluster():
         pytest.skip(f"no SLURM: {e}")
     yield cluster
     cluster.stop()
+
+
+DEMO_CONFIGS = [REPO / "configs" / "demo_standard.yaml", REPO / "configs" / "demo_soft.yaml"]
+
+
+@pytest.fixture(scope="session")
+def demo_study(tmp_path_factory, synthetic_root) -> tuple[Path, list[str]]:
+    """The runs of ``study.sh configs/demo_standard.yaml configs/demo_soft.yaml --seeds 0,1`` on
+    ``synthetic_root`` (tiny: 32x16, resnet18, 2 epochs of 7 steps, evaluated every epoch), trained once
+    per session with the very commands the local study runs, called in this process with one thread
+    (trainer subprocesses run with OMP_NUM_THREADS=1: the thread count changes float sums). The oracle
+    of the preemption and cluster tests. Returns (output root, overrides without output.root)."""
+    import runpy
+
+    import torch
+
+    from reid.launch.runner import TrainerCommand
+    from reid.launch.study import plan
+
+    tmp = tmp_path_factory.mktemp("demo_study")
+    overrides = [f"data.root={synthetic_root}", "data.synthetic=null", f"data.cache_dir={tmp / 'cache'}",
+                 "data.size=[32,16]", "data.val_per_id=1", "model.name=resnet18", "model.pretrained=none",
+                 "train.batch_size=6", "train.epochs=2", "eval.every_epochs=1"]
+    trainer = TrainerCommand(sys.executable, REPO / "train.py", ["--resume", "auto", "--device", "cpu"])
+    main = runpy.run_path(str(REPO / "train.py"))["main"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for job in plan(DEMO_CONFIGS, [0, 1], [*overrides, f"output.root={tmp / 'outputs'}"]):
+            assert main([*trainer.argv(job)[2:], "--no-progress"]) == 0, job.label
+    finally:
+        torch.set_num_threads(threads)
+    return tmp / "outputs", overrides

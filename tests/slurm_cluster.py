@@ -65,7 +65,7 @@ class Cluster:
         while time.time() < deadline:
             if not self.run("squeue", "-h", "-o", "%i %T", check=False).strip():
                 return
-            time.sleep(0.2)
+            time.sleep(0.5)
         raise TimeoutError(f"SLURM jobs still queued after {timeout} s:\n" + self.run("squeue", check=False))
 
     def stop(self) -> None:

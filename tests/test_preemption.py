@@ -35,12 +35,10 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def overrides(tmp_path_factory, synthetic_root, one_thread) -> list[str]:
-    """tiny_overrides (conftest) for runs shared by the tests of this file (one thread): 2 epochs of 7 steps."""
-    tmp = tmp_path_factory.mktemp("preemption")
-    return [f"data.root={synthetic_root}", "data.synthetic=null", f"data.cache_dir={tmp / 'cache'}",
-            "data.size=[32,16]", "data.val_per_id=1", "model.name=resnet18", "model.pretrained=none",
-            "train.batch_size=6", "train.epochs=2", "eval.every_epochs=1", f"output.root={tmp / 'outputs'}"]
+def overrides(demo_study, tmp_path_factory, one_thread) -> list[str]:
+    """The overrides of conftest's demo_study run demo_standard_s0, writing under a folder of this module."""
+    _, common = demo_study
+    return [*common, "seed=0", f"output.root={tmp_path_factory.mktemp('preemption') / 'outputs'}"]
 
 
 def out_dir(overrides: list[str], name: str) -> Path:
@@ -53,10 +51,9 @@ def argv(overrides: list[str], name: str, *extra: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def reference(overrides) -> Path:
-    """The uninterrupted run, trained once per session."""
-    assert TRAIN(argv(overrides, "reference")) == 0
-    return out_dir(overrides, "reference")
+def reference(demo_study) -> Path:
+    """The uninterrupted run (conftest's demo_study)."""
+    return demo_study[0] / "demo_standard_s0"
 
 
 def assert_same_run(a: Path, b: Path) -> None:
@@ -68,7 +65,7 @@ def assert_same_run(a: Path, b: Path) -> None:
             np.testing.assert_array_equal(ma[key], mb[key], err_msg=key)
     sa = torch.load(a / "checkpoints" / "last.pt", weights_only=True)
     sb = torch.load(b / "checkpoints" / "last.pt", weights_only=True)
-    assert sa["finished"] and sb["finished"]
+    assert sa["finished"] and sb["finished"] and (sa["epoch"], sa["step"]) == (sb["epoch"], sb["step"])
     for key in sa["model"]:
         assert torch.equal(sa["model"][key], sb["model"][key]), key
 
@@ -209,7 +206,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 def torchrun(overrides: list[str], name: str, *script: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=1",
-           *script, str(REPO / "train.py"), *argv(overrides, name, "checkpoint.every_steps=1")]
+           *script, str(REPO / "train.py"), *argv(overrides, name, "checkpoint.every_steps=2")]
     return subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1"), capture_output=True,
                           text=True, timeout=300)
 

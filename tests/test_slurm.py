@@ -4,9 +4,12 @@
   the PNG; every .mat equals the local study's bit for bit; the same command again submits nothing.
   The four tasks start together on a fresh data root: each generates the synthetic dataset and
   decodes into the same cache at the same moment.
-* ``scontrol requeue`` of a task mid-epoch: it stops at a step boundary, is requeued, resumes and
-  ends with the .mat and weights of the uninterrupted run.
+* ``scontrol requeue`` of a task mid-epoch, and the time-limit warning (SIGUSR1): the task stops at
+  a step boundary, is requeued, resumes and ends with the .mat and weights of the uninterrupted run.
+  A task that fails otherwise is not requeued.
 * The ``--print-commands`` lines run by a plain shell loop make the same runs as the study.
+
+The local study (the oracle) is conftest's ``demo_study``, shared with tests/test_preemption.py.
 """
 
 from __future__ import annotations
@@ -33,12 +36,6 @@ STOP_LINE = re.compile(r"stopped at epoch 1, step (\d): checkpoint written; cont
 SYNTHETIC = "data.synthetic={ids: 8, images_per_id: 6, cameras: 6, distractors: 4, junk: 3, seed: 0}"
 
 
-def common(synthetic_root: Path, cache: Path) -> list[str]:
-    return [f"data.root={synthetic_root}", "data.synthetic=null", f"data.cache_dir={cache}", "data.size=[32,16]",
-            "data.val_per_id=1", "model.name=resnet18", "model.pretrained=none", "train.batch_size=6",
-            "train.epochs=2", "eval.every_epochs=0"]
-
-
 def sets(overrides: list[str]) -> list[str]:
     return [a for o in overrides for a in ("--set", o)]
 
@@ -54,6 +51,19 @@ def study(args: list, environ: dict, timeout: float = 300) -> subprocess.Complet
     return r
 
 
+def study_here(args: list, environ: dict, monkeypatch, capsys) -> tuple[int, str, str]:
+    """The study command called in this process (no interpreter start-up): (exit status, stdout, stderr)."""
+    from reid.launch.study import main
+
+    for key, value in environ.items():
+        if os.environ.get(key) != value:
+            monkeypatch.setenv(key, value)
+    capsys.readouterr()
+    status = main(list(map(str, args)))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
 def assert_same_mat(a: Path, b: Path) -> None:
     """Every array of the two .mat files bit-identical (the config text names its own paths)."""
     ma, mb = loadmat(a / "mini_batch_data.mat"), loadmat(b / "mini_batch_data.mat")
@@ -61,16 +71,6 @@ def assert_same_mat(a: Path, b: Path) -> None:
     for key in ma:
         if not key.startswith("__") and key != "config":
             assert ma[key].dtype == mb[key].dtype and np.array_equal(ma[key], mb[key]), (a, key)
-
-
-@pytest.fixture(scope="module")
-def local_study(tmp_path_factory, synthetic_root) -> tuple[Path, list[str]]:
-    """The study of demo_standard and demo_soft, seeds 0 and 1, trained here: the oracle. (root, overrides)"""
-    tmp = tmp_path_factory.mktemp("local_study")
-    overrides = common(synthetic_root, tmp / "cache")
-    study([*DEMO, "--seeds", "0,1", "--device", "cpu", "--jobs", "2",
-           *sets([*overrides, f"output.root={tmp / 'outputs'}"])], env())
-    return tmp / "outputs", overrides
 
 
 SLOW_PYTHON = """
@@ -89,7 +89,7 @@ if name in ("demo_standard_s0", "demo_soft_s0"):  # these runs' steps are slow; 
         calls[0] += 1
         if calls[0] == 3 and os.environ.get("SLURM_RESTART_COUNT", "0") == "0":
             open(os.path.join(os.environ["MARKS"], name), "w").close()  # the first life is in epoch 1's step 3
-        time.sleep(0.4)
+        time.sleep(0.25)
         return real_step(self, images, labels)
 
     trainer.Trainer.train_step = step
@@ -99,12 +99,12 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 @pytest.fixture(scope="module")
-def slurm_study(slurm_cluster, local_study, tmp_path_factory) -> dict:
-    """The local study's runs as a study on SLURM, on a fresh data root and cache (the four tasks generate
+def slurm_study(slurm_cluster, demo_study, tmp_path_factory) -> dict:
+    """conftest's demo_study as a study on SLURM, on a fresh data root and cache (the four tasks generate
     and decode the same files at the same moment). In the middle of epoch 1, task 0 is requeued with
     ``scontrol requeue`` (SIGTERM) and task 1 gets the time-limit warning (SIGUSR1 to its batch shell);
     both are then let start again at once. What the test saw, as a dict."""
-    local, overrides = local_study
+    local, overrides = demo_study
     tmp = tmp_path_factory.mktemp("slurm_study")
     out, marks, driver, python = tmp / "outputs", tmp / "marks", tmp / "slow.py", tmp / "python"
     marks.mkdir()
@@ -123,9 +123,12 @@ def slurm_study(slurm_cluster, local_study, tmp_path_factory) -> dict:
                f"{array}_1": ("demo_soft_s0", ["scancel", "--batch", "--signal=USR1", f"{array}_1"])}
     deadline = time.time() + 300
     for task, (name, command) in stopped.items():
-        while not (marks / name).exists():
-            assert time.time() < deadline and slurm_cluster.job_state(task) in ("PENDING", "RUNNING"), \
-                (slurm_cluster.job_state(task), (out / f"{name}.log").read_text()[-2000:])
+        asked = 0.0
+        while not (marks / name).exists():  # files are polled often, the controller seldom (each call costs CPU)
+            if time.time() > asked + 2:
+                asked = time.time()
+                assert asked < deadline and slurm_cluster.job_state(task) in ("PENDING", "RUNNING"), \
+                    (slurm_cluster.job_state(task), (out / f"{name}.log").read_text()[-2000:])
             time.sleep(0.05)
         slurm_cluster.run(*command)
     seen = {}
@@ -133,7 +136,7 @@ def slurm_study(slurm_cluster, local_study, tmp_path_factory) -> dict:
         log = out / f"{name}.log"
         while not STOP_LINE.search(log.read_text()) or slurm_cluster.job_state(task) != "PENDING":
             assert time.time() < deadline, (slurm_cluster.job_state(task), log.read_text()[-2000:])
-            time.sleep(0.1)
+            time.sleep(0.3)
         seen[name] = dict(step=int(STOP_LINE.search(log.read_text()).group(1)),
                           state=torch.load(out / name / "checkpoints" / "last.pt", weights_only=True))
     compare_while_requeued = slurm_cluster.job_state(compare)
@@ -145,8 +148,9 @@ def slurm_study(slurm_cluster, local_study, tmp_path_factory) -> dict:
                 states={j: slurm_cluster.job_state(j) for j in [f"{array}_{i}" for i in range(4)] + [compare]})
 
 
-def test_study_on_slurm_matches_the_local_study_and_a_rerun_submits_nothing(slurm_cluster, slurm_study, local_study):
-    local, _ = local_study
+def test_study_on_slurm_matches_the_local_study_and_a_rerun_submits_nothing(slurm_cluster, slurm_study, demo_study,
+                                                                              monkeypatch, capsys):
+    local, _ = demo_study
     out, array, compare = slurm_study["out"], slurm_study["array"], slurm_study["compare"]
     script = out / "study_demo_standard_vs_demo_soft.sbatch"
     assert f"wrote {script}" in slurm_study["stdout"]
@@ -163,16 +167,16 @@ def test_study_on_slurm_matches_the_local_study_and_a_rerun_submits_nothing(slur
 
     jobs_before = slurm_cluster.jobs()
     (out / "study_demo_standard_vs_demo_soft.md").unlink()
-    again = study(slurm_study["args"], slurm_study["env"])
-    assert "study: every run has finished; nothing submitted" in again.stdout, again.stdout
+    status, again, err = study_here(slurm_study["args"], slurm_study["env"], monkeypatch, capsys)
+    assert status == 0 and "study: every run has finished; nothing submitted" in again, again + err
     assert slurm_cluster.jobs() == jobs_before  # no job submitted
     assert (out / "study_demo_standard_vs_demo_soft.md").is_file()  # the comparison, written again
 
 
 @pytest.mark.parametrize("task, name", [(0, "demo_standard_s0"), (1, "demo_soft_s0")],
                          ids=["scontrol requeue", "time-limit warning"])
-def test_a_task_stopped_mid_epoch_is_requeued_and_resumes_exactly(slurm_study, local_study, task, name):
-    local, _ = local_study
+def test_a_task_stopped_mid_epoch_is_requeued_and_resumes_exactly(slurm_study, demo_study, task, name):
+    local, _ = demo_study
     out, seen = slurm_study["out"], slurm_study["stopped"][name]
     text = (out / f"{name}.log").read_text()
     # stopped after the step it was in (the third or a later one), its checkpoint at that step boundary
@@ -189,13 +193,15 @@ def test_a_task_stopped_mid_epoch_is_requeued_and_resumes_exactly(slurm_study, l
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_task_that_fails_otherwise_is_not_requeued(slurm_cluster, local_study, tmp_path):
-    _, overrides = local_study
+def test_a_task_that_fails_otherwise_is_not_requeued(slurm_cluster, demo_study, tmp_path, monkeypatch, capsys):
+    _, overrides = demo_study
     out = tmp_path / "outputs"
     broken = [o for o in overrides if not o.startswith("data.root=")] + [f"data.root={tmp_path / 'missing'}"]
-    r = study([DEMO[0], "--seeds", "0", "--device", "cpu", "--slurm", *sets([*broken, f"output.root={out}"])],
-              env(SLURM_CONF=slurm_cluster.env["SLURM_CONF"]))
-    array, compare = re.search(r"submitted job array (\d+) \(1 tasks\) and comparison job (\d+)", r.stdout).groups()
+    status, stdout, err = study_here([DEMO[0], "--seeds", "0", "--device", "cpu", "--slurm",
+                                      *sets([*broken, f"output.root={out}"])],
+                                     env(SLURM_CONF=slurm_cluster.env["SLURM_CONF"]), monkeypatch, capsys)
+    assert status == 0, stdout + err
+    array, compare = re.search(r"submitted job array (\d+) \(1 tasks\) and comparison job (\d+)", stdout).groups()
     slurm_cluster.wait_idle()
     info = slurm_cluster.run("scontrol", "-o", "show", "job", f"{array}_0")
     assert "JobState=FAILED" in info and "Restarts=0" in info and "ExitCode=2:0" in info, info
@@ -205,18 +211,20 @@ def test_a_task_that_fails_otherwise_is_not_requeued(slurm_cluster, local_study,
         "".join(p.read_text() for p in (out / "slurm").glob("*compare*"))
 
 
-def test_print_commands_run_by_a_shell_loop_make_the_study_runs(local_study, tmp_path):
-    local, overrides = local_study
+def test_print_commands_run_by_a_shell_loop_make_the_study_runs(demo_study, tmp_path, monkeypatch, capsys):
+    local, overrides = demo_study
     out = tmp_path / "outputs"
     shutil.copytree(local, out)  # three runs finished, one to train
     shutil.rmtree(out / "demo_soft_s1")
     args = [*DEMO, "--seeds", "0,1", "--device", "cpu", "--print-commands", *sets([*overrides, f"output.root={out}"])]
-    r = study(args, env())
-    lines = r.stdout.splitlines()
-    assert len(lines) == 1 and "--set output.name=demo_soft_s1" in lines[0] and "--resume auto" in lines[0], r.stdout
-    (tmp_path / "commands.txt").write_text(r.stdout)
+    status, stdout, err = study_here(args, env(), monkeypatch, capsys)
+    lines = stdout.splitlines()
+    assert status == 0 and len(lines) == 1, stdout + err
+    assert "--set output.name=demo_soft_s1" in lines[0] and "--resume auto" in lines[0], stdout
+    (tmp_path / "commands.txt").write_text(stdout)
     loop = subprocess.run(["bash", "-c", 'while IFS= read -r line; do eval "$line" || exit 1; done < commands.txt'],
                           cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
     assert loop.returncode == 0, loop.stdout + loop.stderr
     assert_same_mat(local / "demo_soft_s1", out / "demo_soft_s1")
-    assert study(args, env()).stdout == ""  # nothing left to run
+    status, stdout, err = study_here(args, env(), monkeypatch, capsys)
+    assert status == 0 and stdout == "" and "every run has finished" in err  # nothing left to run
