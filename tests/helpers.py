@@ -18,3 +18,23 @@ def run_snapshot(run_dir: Path) -> dict[str, tuple[int, str]]:
     append a line saying so) and .lock (it names the process holding the run); its artefacts must not change."""
     return {str(p.relative_to(run_dir)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
             for p in sorted(run_dir.rglob("*")) if p.is_file() and p.name not in ("log.txt", ".lock")}
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Two finished runs are the same: every .mat array bit-identical (not the resolved config text, which
+    names each run's own folders) and every weight of their last checkpoint equal."""
+    import numpy as np
+    import torch
+    from scipy.io import loadmat
+
+    ma, mb = loadmat(a / "mini_batch_data.mat"), loadmat(b / "mini_batch_data.mat")
+    assert sorted(ma) == sorted(mb)
+    for key in ma:
+        if not key.startswith("__") and key != "config":
+            assert ma[key].dtype == mb[key].dtype and np.array_equal(ma[key], mb[key]), (a, b, key)
+    sa = torch.load(a / "checkpoints" / "last.pt", weights_only=True)
+    sb = torch.load(b / "checkpoints" / "last.pt", weights_only=True)
+    assert sa["finished"] and sb["finished"] and (sa["epoch"], sa["step"]) == (sb["epoch"], sb["step"])
+    assert sa["model"].keys() == sb["model"].keys()
+    for key in sa["model"]:
+        assert torch.equal(sa["model"][key], sb["model"][key]), (a, b, key)

@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from helpers import assert_same_run
 from scipy.io import loadmat
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,20 +54,6 @@ def argv(overrides: list[str], name: str, *extra: str) -> list[str]:
 def reference(demo_study) -> Path:
     """The uninterrupted run (conftest's demo_study)."""
     return demo_study[0] / "demo_standard_s0"
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    """Every .mat array (but the config text, which names the run) and every weight bit-identical."""
-    ma, mb = loadmat(a / "mini_batch_data.mat"), loadmat(b / "mini_batch_data.mat")
-    assert sorted(ma) == sorted(mb)
-    for key in ma:
-        if not key.startswith("__") and key != "config":
-            np.testing.assert_array_equal(ma[key], mb[key], err_msg=key)
-    sa = torch.load(a / "checkpoints" / "last.pt", weights_only=True)
-    sb = torch.load(b / "checkpoints" / "last.pt", weights_only=True)
-    assert sa["finished"] and sb["finished"] and (sa["epoch"], sa["step"]) == (sb["epoch"], sb["step"])
-    for key in sa["model"]:
-        assert torch.equal(sa["model"][key], sb["model"][key]), key
 
 
 def checkpoint(run: Path, name: str = "last.pt") -> dict:

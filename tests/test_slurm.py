@@ -22,10 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from scipy.io import loadmat
+from helpers import assert_same_run
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = REPO / "scripts" / "study.sh"
@@ -62,15 +61,6 @@ def study_here(args: list, environ: dict, monkeypatch, capsys) -> tuple[int, str
     status = main(list(map(str, args)))
     out, err = capsys.readouterr()
     return status, out, err
-
-
-def assert_same_mat(a: Path, b: Path) -> None:
-    """Every array of the two .mat files bit-identical (the config text names its own paths)."""
-    ma, mb = loadmat(a / "mini_batch_data.mat"), loadmat(b / "mini_batch_data.mat")
-    assert sorted(ma) == sorted(mb)
-    for key in ma:
-        if not key.startswith("__") and key != "config":
-            assert ma[key].dtype == mb[key].dtype and np.array_equal(ma[key], mb[key]), (a, key)
 
 
 SLOW_PYTHON = """
@@ -160,7 +150,7 @@ def test_study_on_slurm_matches_the_local_study_and_a_rerun_submits_nothing(slur
     assert set(slurm_study["states"].values()) == {"COMPLETED"}, \
         (slurm_study["states"], [(out / f"{n}.log").read_text()[-2000:] for n in RUNS])
     for name in RUNS:
-        assert_same_mat(local / name, out / name)
+        assert_same_run(local / name, out / name)
     for suffix in (".png", ".md"):
         assert (out / f"study_demo_standard_vs_demo_soft{suffix}").stat().st_size > 0
     assert "| demo_soft − demo_standard |" in (out / "study_demo_standard_vs_demo_soft.md").read_text()
@@ -187,10 +177,7 @@ def test_a_task_stopped_mid_epoch_is_requeued_and_resumes_exactly(slurm_study, d
     assert "restart 1" in text, text[-3000:]
     last = out / name / "checkpoints" / "last.pt"
     assert f"resumed from {last} at epoch 1, step {seen['step']}" in text, text[-3000:]
-    assert_same_mat(local / name, out / name)
-    a = torch.load(local / name / "checkpoints" / "last.pt", weights_only=True)["model"]
-    b = torch.load(last, weights_only=True)["model"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_run(local / name, out / name)  # the .mat and the weights
 
 
 def test_a_task_that_fails_otherwise_is_not_requeued(slurm_cluster, demo_study, tmp_path, monkeypatch, capsys):
@@ -225,6 +212,6 @@ def test_print_commands_run_by_a_shell_loop_make_the_study_runs(demo_study, tmp_
     loop = subprocess.run(["bash", "-c", 'while IFS= read -r line; do eval "$line" || exit 1; done < commands.txt'],
                           cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
     assert loop.returncode == 0, loop.stdout + loop.stderr
-    assert_same_mat(local / "demo_soft_s1", out / "demo_soft_s1")
+    assert_same_run(local / "demo_soft_s1", out / "demo_soft_s1")
     status, stdout, err = study_here(args, env(), monkeypatch, capsys)
     assert status == 0 and stdout == "" and "every run has finished" in err  # nothing left to run

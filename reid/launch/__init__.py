@@ -2,7 +2,7 @@
 
 Modules: ``runner`` (run directories, device slots, runs at once, the final report: what
 both commands share), ``cli`` (their shared options and error handling), ``paired`` (two
-configs, one seed) and ``study`` (configs x seeds).
+configs, one seed), ``study`` (configs x seeds) and ``slurm`` (a study as a SLURM job array).
 
 Example::
 

@@ -366,4 +366,3 @@ def _terminate(proc: subprocess.Popen) -> None:
         proc.send_signal(signal.SIGTERM)
     except ProcessLookupError:
         pass
-

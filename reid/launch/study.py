@@ -231,10 +231,11 @@ def study(configs: list[str], seeds: str | None, sets: list[str], gpus: str, per
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_intermixed_args(argv)
-    where = "slurm" if args.slurm else "print" if args.print_commands else "compare" if args.compare_only else "here"
+    parser = build_parser()
+    args = parser.parse_intermixed_args(argv)
     if args.sbatch and not args.slurm:
-        return Parser(prog="study.sh").error("--sbatch is for --slurm")
+        parser.error("--sbatch passes options to sbatch, so it needs --slurm")
+    where = "slurm" if args.slurm else "print" if args.print_commands else "compare" if args.compare_only else "here"
     return run_launch(lambda: study(args.configs, args.seeds, args.sets, args.gpus, args.per_gpu, args.jobs,
                                     args.device, where, args.sbatch))
 
