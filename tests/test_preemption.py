@@ -181,10 +181,10 @@ start = os.environ["TORCHELASTIC_RESTART_COUNT"]
 
 def step(self, images, labels):
     calls[0] += 1
-    if os.environ["RANK"] == "1" and (start, calls[0]) == ("0", 5):
-        os.kill(os.getpid(), signal.SIGTERM)  # rank 1 alone is told to stop, in epoch 1's fifth step
-    if os.environ["RANK"] == "1" and (start, calls[0]) == ("1", 5):
-        os.kill(os.getpid(), signal.SIGKILL)  # then dies in epoch 2's third step (the group resumed at 1/5)
+    if os.environ["RANK"] == "1" and (start, calls[0]) == ("0", 2):
+        os.kill(os.getpid(), signal.SIGTERM)  # rank 1 alone is told to stop, in the second step
+    if os.environ["RANK"] == "1" and (start, calls[0]) == ("1", 3):
+        os.kill(os.getpid(), signal.SIGKILL)  # then dies in the fifth (the group resumed after step 2)
     return real_step(self, images, labels)
 
 trainer.Trainer.train_step = step
@@ -195,16 +195,17 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 def torchrun(overrides: list[str], name: str, *script: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=2",
-           *script, str(REPO / "train.py"), *argv(overrides, name, "checkpoint.every_steps=2")]
+           *script, str(REPO / "train.py"), *argv(overrides, name, "checkpoint.every_steps=2", "train.epochs=1")]
     return subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1"), capture_output=True,
                           text=True, timeout=300)
 
 
 def test_torchrun_stops_every_process_at_one_step_and_restarts_continue_from_the_last_checkpoint(overrides,
                                                                                                   tmp_path):
-    """2 gloo processes: a SIGTERM to one of them stops both after the same step (checkpoint written); torchrun
-    restarts the group, which resumes there; a worker then SIGKILLed mid-epoch makes torchrun restart the group
-    again from the last checkpoint; the run ends with the .mat and weights of an uninterrupted 2-process run."""
+    """2 gloo processes, one epoch of 7 steps, a checkpoint every 2: a SIGTERM to one process stops both after
+    the same step (checkpoint written); torchrun restarts the group, which resumes there; a worker then SIGKILLed
+    mid-epoch makes torchrun restart the group again from the last checkpoint; the run ends with the .mat and
+    weights of an uninterrupted 2-process run."""
     reference = torchrun(overrides, "ddp_reference")
     assert reference.returncode == 0, reference.stdout + reference.stderr
     driver = tmp_path / "stop_then_kill.py"
@@ -212,10 +213,10 @@ def test_torchrun_stops_every_process_at_one_step_and_restarts_continue_from_the
     restarted = torchrun(overrides, "ddp_restarted", str(driver))
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr
     err = restarted.stderr
-    assert err.count(STOP_LINE.format(1, 5)) == 1, err  # printed once, by rank 0, after the step in progress
+    assert err.count(STOP_LINE.format(1, 2)) == 1, err  # printed once, by rank 0, after the step in progress
     assert "(exitcode: 75)" in err and "(exitcode: -9)" in err, err
     run = out_dir(overrides, "ddp_restarted")
     log = (run / "log.txt").read_text()
     last = run / "checkpoints" / "last.pt"
-    assert f"resumed from {last} at epoch 1, step 5" in log and f"resumed from {last} at epoch 2, step 2" in log, log
+    assert f"resumed from {last} at epoch 1, step 2" in log and f"resumed from {last} at epoch 1, step 4" in log, log
     assert_same_run(out_dir(overrides, "ddp_reference"), run)

@@ -70,19 +70,20 @@ if sys.argv[1] == "-m":  # the comparison job: python -m reid.launch.study ...
     runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
     raise SystemExit(0)
 name = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("output.name=")), "")
-if name in ("demo_standard_s0", "demo_soft_s0"):  # these runs' steps are slow; their numbers are unchanged
+if name in ("demo_standard_s0", "demo_soft_s0"):  # slow steps until requeued; numbers unchanged
     from reid.engine import trainer
 
     real_step, calls = trainer.Trainer.train_step, [0]
 
     def step(self, images, labels):
         calls[0] += 1
-        if calls[0] == 3 and os.environ.get("SLURM_RESTART_COUNT", "0") == "0":
+        if calls[0] == 3:
             open(os.path.join(os.environ["MARKS"], name), "w").close()  # the first life is in epoch 1's step 3
-        time.sleep(0.25)
+        time.sleep(0.4)
         return real_step(self, images, labels)
 
-    trainer.Trainer.train_step = step
+    if os.environ.get("SLURM_RESTART_COUNT", "0") == "0":  # the first life only
+        trainer.Trainer.train_step = step
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
@@ -182,20 +183,21 @@ def test_a_task_stopped_mid_epoch_is_requeued_and_resumes_exactly(slurm_study, d
 
 def test_a_task_that_fails_otherwise_is_not_requeued(slurm_cluster, demo_study, tmp_path, monkeypatch, capsys):
     _, overrides = demo_study
-    out = tmp_path / "outputs"
-    broken = [o for o in overrides if not o.startswith("data.root=")] + [f"data.root={tmp_path / 'missing'}"]
-    status, stdout, err = study_here([DEMO[0], "--seeds", "0", "--device", "cpu", "--slurm",
-                                      *sets([*broken, f"output.root={out}"])],
-                                     env(SLURM_CONF=slurm_cluster.env["SLURM_CONF"]), monkeypatch, capsys)
+    out, config = tmp_path / "outputs", tmp_path / "gone.yaml"
+    config.write_text(f"_base_: {DEMO[0]}\n")
+    args = [config, "--seeds", "0", "--device", "cpu", "--slurm", "--sbatch", "--hold --time=10",
+            *sets([*overrides, f"output.root={out}"])]
+    status, stdout, err = study_here(args, env(SLURM_CONF=slurm_cluster.env["SLURM_CONF"]), monkeypatch, capsys)
     assert status == 0, stdout + err
     array, compare = re.search(r"submitted job array (\d+) \(1 tasks\) and comparison job (\d+)", stdout).groups()
+    assert "TimeLimit=00:10:00" in slurm_cluster.run("scontrol", "-o", "show", "job", compare)  # --sbatch, as given
+    config.unlink()  # the task fails: its config is gone (and not from a signal)
+    slurm_cluster.run("scontrol", "release", f"{array}_0", compare)  # submitted held by --sbatch --hold
     slurm_cluster.wait_idle()
     info = slurm_cluster.run("scontrol", "-o", "show", "job", f"{array}_0")
     assert "JobState=FAILED" in info and "Restarts=0" in info and "ExitCode=2:0" in info, info
-    assert "dataset root does not exist" in (out / "demo_standard_s0.log").read_text()
-    assert slurm_cluster.job_state(compare) == "FAILED"  # no comparison: a run has not finished
-    assert "no comparison written: 1 run(s) have not finished: demo_standard_s0" in \
-        "".join(p.read_text() for p in (out / "slurm").glob("*compare*"))
+    assert "config file not found" in (out / "gone_s0.log").read_text()
+    assert slurm_cluster.job_state(compare) == "FAILED"  # and no comparison
 
 
 def test_print_commands_run_by_a_shell_loop_make_the_study_runs(demo_study, tmp_path, monkeypatch, capsys):
