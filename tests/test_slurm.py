@@ -203,7 +203,7 @@ def test_a_task_that_fails_otherwise_is_not_requeued(slurm_cluster, demo_study, 
 def test_print_commands_run_by_a_shell_loop_make_the_study_runs(demo_study, tmp_path, monkeypatch, capsys):
     local, overrides = demo_study
     out = tmp_path / "outputs"
-    shutil.copytree(local, out)  # three runs finished, one to train
+    shutil.copytree(local, out, copy_function=os.link)  # three runs finished (linked, never written), one to train
     shutil.rmtree(out / "demo_soft_s1")
     args = [*DEMO, "--seeds", "0,1", "--device", "cpu", "--print-commands", *sets([*overrides, f"output.root={out}"])]
     status, stdout, err = study_here(args, env(), monkeypatch, capsys)
