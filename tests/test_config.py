@@ -155,7 +155,7 @@ def test_sync_bn_takes_auto_true_or_false_and_a_run_saved_with_either_boolean_re
         got = load_config(CONFIGS / "standard.yaml", [f"train.sync_bn={text}"]).train.sync_bn
         assert got == value and type(got) is type(value)
     for bad in ("1", "sometimes"):
-        with pytest.raises(ConfigError, match=f"train.sync_bn = .* is not allowed; choose one of: auto, true, false"):
+        with pytest.raises(ConfigError, match="train.sync_bn = .* is not allowed; choose one of: auto, true, false"):
             load_config(CONFIGS / "standard.yaml", [f"train.sync_bn={bad}"])
     current = to_dict(load_config(CONFIGS / "standard.yaml"))
     for old in (False, True):  # the former boolean key (default false) in a checkpoint's config

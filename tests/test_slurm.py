@@ -142,7 +142,7 @@ def slurm_study(slurm_cluster, demo_study, tmp_path_factory) -> dict:
 def test_study_on_slurm_matches_the_local_study_and_a_rerun_submits_nothing(slurm_cluster, slurm_study, demo_study,
                                                                               monkeypatch, capsys):
     local, _ = demo_study
-    out, array, compare = slurm_study["out"], slurm_study["array"], slurm_study["compare"]
+    out, array = slurm_study["out"], slurm_study["array"]
     script = out / "study_demo_standard_vs_demo_soft.sbatch"
     assert f"wrote {script}" in slurm_study["stdout"]
     for i, name in enumerate(RUNS):

@@ -29,7 +29,7 @@ from reid.engine.optim import build_optimizer
 from reid.engine.trainer import CompiledWithFallback, Trainer
 from reid.losses import build_criterion
 
-from .timing import sync, timed
+from .timing import timed
 
 MARKET_TRAIN_IMAGES = 12936
 

@@ -199,12 +199,7 @@ def epoch_against_floor(part: Part) -> None:
     device, s = torch.device(part.device), part.scale
     cfg = part.config("bot.yaml", "data.val_per_id=0")
     configure_backends(cfg.train.deterministic, cfg.train.tf32)  # as train() does
-    trainer = bench.bench_trainer(cfg, device, torch.as_tensor(np.sort(np.arange(s.epoch_images) % s.epoch_ids)))
-    seconds = [timed(lambda e=e: trainer.train_epoch(epoch=e, first_step=0), device=device)[0][0] for e in (1, 2)]
-    images = sum(len(b) for b in trainer.sampler.batches(2))
-    batch, labels = trainer.train_batch(trainer.sampler.batches(2)[0], 2, 0)
-    flops = count_flops(lambda: trainer.train_step(batch, labels)) / len(labels)  # the optimiser step: no matmuls
-    del trainer
+    seconds, images, flops = timed_epochs_and_flops(cfg, device, s)  # the trainer's memory is freed on return
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     peak = matmul_tflops(device, s.matmul, dtype)
     floor = images * flops / (peak * 1e12)
@@ -218,6 +213,16 @@ def epoch_against_floor(part: Part) -> None:
                  f"{peak:.1f}", f"{floor:.2f}", f"{seconds[1] / floor:.1f}"]])
     part.note("floor: images x FLOPs per image of a training step (forward, criterion, backward; FlopCounterMode) "
               "/ the measured matmul peak; the PK sampler trains whole chunks of 4 images per identity")
+
+
+def timed_epochs_and_flops(cfg, device: torch.device, s) -> tuple[list[float], int, float]:
+    """Seconds of epochs 1 and 2 of the benchmark trainer, images per epoch, FLOPs per image of one step."""
+    trainer = bench.bench_trainer(cfg, device, torch.as_tensor(np.sort(np.arange(s.epoch_images) % s.epoch_ids)))
+    seconds = [timed(lambda e=e: trainer.train_epoch(epoch=e, first_step=0), device=device)[0][0] for e in (1, 2)]
+    images = sum(len(b) for b in trainer.sampler.batches(2))
+    batch, labels = trainer.train_batch(trainer.sampler.batches(2)[0], 2, 0)
+    flops = count_flops(lambda: trainer.train_step(batch, labels)) / len(labels)  # the optimiser step: no matmuls
+    return seconds, images, flops
 
 
 def count_flops(fn) -> int:
