@@ -57,3 +57,45 @@ def parse_int_list(text: str | None, option: str, minimum: int = 0) -> list[int]
     if len(set(values)) != len(values):
         raise ReidError(f"{option} {text}: a value is listed twice; list each once")
     return values
+
+
+class ErrorLine:
+    """The line that says why a command failed, read from its output as it comes (whole lines).
+
+    The first line starting with ``error:`` (the project's one-line errors), else the last
+    non-blank line (a traceback's exception, a crash's last words); progress-bar carriage
+    returns count as line ends. :func:`error_line` applies it to a whole text.
+
+    Example::
+
+        reader = ErrorLine()
+        for line in ("epoch 1/2\\n", "error: data.root missing\\n", "Traceback ...\\n"):
+            reader.feed(line)
+        str(reader)   # -> "error: data.root missing"
+    """
+
+    def __init__(self) -> None:
+        self.first_error, self.last = "", ""
+
+    def feed(self, text: str) -> None:
+        for line in text.replace("\r", "\n").splitlines():
+            line = line.strip()
+            if line:
+                self.last = line
+                if not self.first_error and line.startswith("error:"):
+                    self.first_error = line
+
+    def __str__(self) -> str:
+        return self.first_error or self.last
+
+
+def error_line(text: str) -> str:
+    """Why the command whose output is ``text`` failed: see :class:`ErrorLine`; "" for no output.
+
+    Example::
+
+        error_line("step 3\\rstep 4\\nValueError: boom\\n")   # -> "ValueError: boom"
+    """
+    reader = ErrorLine()
+    reader.feed(text)
+    return str(reader)

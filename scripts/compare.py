@@ -7,7 +7,7 @@
 
 Runs named <config>_s<seed> (or runs of one name in several folders, e.g. seed0/soft and
 seed1/soft) are a study: mean curves over seeds with a band, mean ± std per config and
-paired differences with a 95% t interval (reid/analysis/study.py).
+paired differences with a 95% t interval (reid/analysis/over_seeds.py).
 
 Logic and conventions live in reid/analysis/compare.py.
 """

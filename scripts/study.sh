@@ -17,14 +17,14 @@
 #   --print-commands  print one train.py command per unfinished run, one per line (any other scheduler)
 #   --compare-only    train nothing; write the comparison once every run has finished
 #   -h, --help
-# Environment: PYTHON (default: python) runs the launcher and train.py;
-#   REID_TRAIN_PY (default: train.py beside scripts/) is the trainer script.
+# Environment: PYTHON (default: python) runs the launcher and train.py (the one of this checkout,
+#   passed to the launcher as --trainer).
 #
 # Every run uses --resume auto: the same command again after a crash leaves finished runs
 # untouched and continues the interrupted ones. A failed run does not stop the others; the
-# end names it with the last line of its output (all of it is in <run dir>.log). When every
-# run finished: output.root/study_<stem>_vs_<stem>.png and .md, the mean curves with bands
-# and the table over seeds (see README, "Studies over seeds").
+# end names it with its error line (its first error: line, else its last line; all of its
+# output is in <run dir>.log). When every run finished: output.root/study_<stem>_vs_<stem>.png
+# and .md, the mean curves with bands and the table over seeds (see README, "Studies over seeds").
 # Exit status: 0 every run and the comparison succeeded; 1 a run or the comparison failed;
 # 2 usage error; 130 interrupted. The logic is reid/launch/study.py.
 
@@ -32,4 +32,4 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python}"
 command -v "$PY" >/dev/null || { echo "error: $PY not found; set PYTHON to the project's Python, e.g. PYTHON=.venv/bin/python" >&2; exit 2; }
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-exec "$PY" -m reid.launch.study "$@"
+exec "$PY" -m reid.launch.study --trainer "$REPO/train.py" "$@"

@@ -98,7 +98,8 @@ def stub_env(tmp_path):
     """A stub trainer (tests/stub_trainer.py) as PYTHON, configs standard.yaml and soft.yaml.
 
     Returns (tmp_path, env, standard config, soft config); the stub's calls are logged in
-    ``tmp_path / "calls.jsonl"`` and its runs go under ``tmp_path / "outputs"``.
+    ``tmp_path / "calls.jsonl"`` and its runs go under ``tmp_path / "outputs"`` (the configs'
+    ``output.root``, where the launcher resolves their run directories).
     """
     stub = tmp_path / "bin" / "python"
     stub.parent.mkdir()
@@ -107,10 +108,8 @@ def stub_env(tmp_path):
     cfg = tmp_path / "configs"
     cfg.mkdir()
     for name in ("standard", "soft"):
-        (cfg / f"{name}.yaml").write_text(f"# {name}\n")
-    fake_train = tmp_path / "train.py"  # only its name matters: the stub never runs it
-    fake_train.write_text("raise SystemExit('not to be run')\n")
-    env = dict(os.environ, PYTHON=str(stub), REID_TRAIN_PY=str(fake_train), STUB_ROOT=str(tmp_path / "outputs"),
+        (cfg / f"{name}.yaml").write_text(f"# {name}\noutput:\n  root: {tmp_path / 'outputs'}\n")
+    env = dict(os.environ, PYTHON=str(stub), STUB_ROOT=str(tmp_path / "outputs"),
                STUB_LOG=str(tmp_path / "calls.jsonl"))
     env.pop("CUDA_VISIBLE_DEVICES", None)
     return tmp_path, env, cfg / "standard.yaml", cfg / "soft.yaml"
@@ -162,7 +161,7 @@ def demo_study(tmp_path_factory, synthetic_root) -> tuple[Path, list[str]]:
 
     import torch
 
-    from reid.launch.runner import TrainerCommand
+    from reid.launch.jobs import TrainerCommand
     from reid.launch.study import plan
 
     tmp = tmp_path_factory.mktemp("demo_study")

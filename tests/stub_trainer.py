@@ -1,10 +1,11 @@
 """Stub interpreter for the launcher tests (paired.sh, study.sh): fakes train.py, runs anything else for real.
 
 Called as ``PYTHON SCRIPT ARGS``: when SCRIPT is not a ``train.py`` the real interpreter runs
-it (the launcher itself, scripts/compare.py). As ``train.py`` it answers ``--print-run-dir``
-(``output.root``/``output.name`` from the overrides, else ``$STUB_ROOT``/config stem), appends
-a JSON line per training call to ``$STUB_LOG`` (config, overrides, CUDA_VISIBLE_DEVICES, start
-and end times, how many stub runs shared its GPU at its start), and writes a contract-3
+it (the launcher itself, scripts/compare.py). As ``train.py`` it trains into
+``output.root``/``output.name`` from the overrides, else ``$STUB_ROOT``/config stem (the stub
+configs' ``output.root``, where the launcher resolves their run directories), appends a JSON
+line per training call to ``$STUB_LOG`` (config, overrides, CUDA_VISIBLE_DEVICES, start and
+end times, how many stub runs shared its GPU at its start), and writes a contract-3
 ``mini_batch_data.mat`` whose numbers depend on the seed. Environment knobs:
 
 * ``STUB_FAIL``: comma-separated config stems or run names that fail (exit 3, last line
@@ -30,16 +31,11 @@ p.add_argument("--config", required=True)
 p.add_argument("--set", action="append", default=[])
 p.add_argument("--resume")
 p.add_argument("--device")
-p.add_argument("--print-run-dir", action="store_true")
 a = p.parse_args(sys.argv[2:])
 sets = dict(s.split("=", 1) for s in a.set)
 stem = Path(a.config).stem
 name = sets.get("output.name", stem)
 run_dir = Path(sets.get("output.root", os.environ["STUB_ROOT"])) / name
-if a.print_run_dir:
-    print("some log line the trainer might print")
-    print(run_dir)
-    sys.exit(0)
 
 if os.environ.get("STUB_PIDS"):
     (Path(os.environ["STUB_PIDS"]) / f"{name}.pid").write_text(str(os.getpid()))

@@ -520,3 +520,28 @@ def test_evaluate_names_the_set_that_gave_a_bad_value(guard, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: --set eval.distance=manhattan: eval.distance = 'manhattan' is not allowed"), err
     assert str(run / "config.yaml") not in err
+
+
+def test_a_failed_command_is_named_by_its_first_error_line_else_its_last_line():
+    """One rule for the launcher's failed runs and the GPU check's failed parts (reid.cli.error_line)."""
+    from reid.cli import ErrorLine, error_line
+
+    user_error = "epoch 1/2\nerror: data.root: no such folder\nTraceback (most recent call last):\nValueError: x\n"
+    crash = "epoch 1/2\nTraceback (most recent call last):\n  File 'a.py'\nValueError: boom\n\n   \n"
+    for text, line in [(user_error, "error: data.root: no such folder"), (crash, "ValueError: boom"),
+                       ("  1/9 steps\r  2/9 steps\r", "2/9 steps"),  # a progress bar's carriage returns end lines
+                       ("error: first\nerror: second\n", "error: first"), ("", ""), (" \n\r\n", "")]:
+        assert error_line(text) == line, text
+        reader = ErrorLine()  # fed line by line, as the launcher reads a trainer's output
+        for piece in text.splitlines(keepends=True):
+            reader.feed(piece)
+        assert str(reader) == line, text
+
+
+def test_launcher_names_a_missing_trainer_script(tmp_path, capsys):
+    from reid.launch.study import main as study_main
+
+    assert study_main([str(CONFIG), "--seeds", "0", "--trainer", str(tmp_path / "train.py")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --trainer {tmp_path / 'train.py'}: no such file; give the path of the project's "
+                          "train.py") and len(err.splitlines()) == 1, err

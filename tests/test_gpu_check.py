@@ -162,12 +162,13 @@ def test_a_failing_and_a_hanging_part_are_reported_and_the_others_still_run(tmp_
     assert not gpu_check.run_check(report, plan, deadline=time.monotonic() + 60, say=lambda line: None)
     assert time.monotonic() - started < 25
     status = [(p["status"], p["error"]) for p in report["parts"]]
-    assert status == [("ok", None), ("failed", "exit code 1: see logs/cuda_tests.log"), ("timed out", None),
-                      ("ok", None)]
+    # the part's error line (reid.cli.error_line of its log: its traceback's last line), as the launcher's
+    assert status == [("ok", None), ("failed", "exit code 1: ValueError: boom (see logs/cuda_tests.log)"),
+                      ("timed out", None), ("ok", None)]
     assert [t["title"] for t in report["parts"][2]["tables"]] == ["partial"]  # kept from before the kill
     assert not running(int(grandchild.read_text()))  # the limit killed what the part had started
     seen = (tmp_path / "seen.md").read_text()
-    assert "| ok |" in seen and "failed: exit code 1: see logs/cuda_tests.log" in seen and "| running |" in seen
+    assert "| ok |" in seen and "failed: exit code 1: ValueError: boom" in seen and "| running |" in seen
     final = (out / "report.md").read_text()
     assert "\nstatus: timed out after 3 s" in final and "first:" in final and "partial:" in final
     # the parts' output is in the one archive of --out

@@ -4,7 +4,7 @@ Two parts:
 
 * Launcher logic (fast, always runs): ``PYTHON`` points at a stub interpreter
   (tests/stub_trainer.py, fixture ``stub_env`` in conftest.py) that stands in for ``train.py``
-  only (it answers ``--print-run-dir``, records each call, writes a contract-3
+  only (it records each call, writes a contract-3
   ``mini_batch_data.mat`` or fails on request) and runs everything else - the launcher
   itself - with the real Python. This checks argument forwarding, exit
   codes, which run is named as failed, the two-GPU mode and where the comparison goes;
@@ -113,7 +113,6 @@ def test_paired_real_trainer_resumes_only_the_unfinished_run(tmp_path, synthetic
             "model.pretrained=none", f"output.root={out}", "seed=0"]
     set_args = [arg for s in sets for arg in ("--set", s)]
     env = dict(os.environ, PYTHON=sys.executable)
-    env.pop("REID_TRAIN_PY", None)
 
     # 1. Run A alone, as a crashed-then-restarted pair would have left it: A finished, B not started.
     r = subprocess.run([sys.executable, str(REPO / "train.py"), "--config", str(cfg_a), "--resume", "auto",

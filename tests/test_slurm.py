@@ -51,14 +51,15 @@ def study(args: list, environ: dict, timeout: float = 300) -> subprocess.Complet
 
 
 def study_here(args: list, environ: dict, monkeypatch, capsys) -> tuple[int, str, str]:
-    """The study command called in this process (no interpreter start-up): (exit status, stdout, stderr)."""
+    """The study command called in this process (no interpreter start-up), with the checkout's train.py as
+    study.sh passes it: (exit status, stdout, stderr)."""
     from reid.launch.study import main
 
     for key, value in environ.items():
         if os.environ.get(key) != value:
             monkeypatch.setenv(key, value)
     capsys.readouterr()
-    status = main(list(map(str, args)))
+    status = main(["--trainer", str(REPO / "train.py"), *map(str, args)])
     out, err = capsys.readouterr()
     return status, out, err
 

@@ -95,7 +95,7 @@ def test_study_failing_run_does_not_stop_the_others_and_is_named_with_why(stub_e
     assert r.returncode == 1
     assert sorted(x["name"] for x in stub_calls(tmp_path)) == sorted(names([a, b], [0, 1]))  # the later runs too
     out = tmp_path / "outputs"
-    assert (f"error: run soft_s0 ({b}) failed with exit code 3; last line of its output: error: stub failure of "
+    assert (f"error: run soft_s0 ({b}) failed with exit code 3; its error line: error: stub failure of "
             f"soft_s0; its run directory is {out / 'soft_s0'} (output in {out / 'soft_s0.log'})") in r.stderr
     assert r.stderr.count("error: run ") == 1
     for name in set(names([a, b], [0, 1])) - {"soft_s0"}:
@@ -118,8 +118,8 @@ def test_study_usage_errors_train_nothing(stub_env):
     same_stem.write_text("# soft again\n")
     for args, message in [
         ([a, b], "give the seeds, e.g. --seeds 0,1,2"),
-        ([a, b, "--seeds", "0,x"], "--seeds 0,x: give non-negative integers"),
-        ([a, b, "--seeds", "1,1"], "a seed is listed twice"),
+        ([a, b, "--seeds", "0,x"], "--seeds '0,x': give integers of at least 0"),
+        ([a, b, "--seeds", "1,1"], "--seeds 1,1: a value is listed twice"),
         ([a, b, "--seeds", "0", "--set", "seed=3"], "list them with --seeds"),
         ([a, b, "--seeds", "0", "--set", "output.name=x"], "set output.root to choose the folder"),
         ([a, b, "--seeds", "0", "--set", "novalue"], "--set novalue is not key=value"),
@@ -142,7 +142,6 @@ def test_study_usage_errors_train_nothing(stub_env):
 
 def real_env() -> dict:
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
-    env.pop("REID_TRAIN_PY", None)
     env.pop("CUDA_VISIBLE_DEVICES", None)
     return env
 
@@ -261,7 +260,7 @@ def test_study_real_trainer_bad_override_for_one_config(tmp_path, tiny_overrides
                   timeout=900)
     assert r.returncode == 1
     assert (f"error: run demo_standard_s0 ({DEMO[0]}) could not start: cannot resolve the run directory of "
-            f"{DEMO[0]} (train.py --print-run-dir failed): error: --set criterion.uniform_weight=0.5: 'criterion' "
+            f"{DEMO[0]}: --set criterion.uniform_weight=0.5: 'criterion' "
             "is not a section") in r.stderr
     soft = tmp_path / "outputs" / "demo_soft_s0"
     assert f"run demo_soft_s0 ({DEMO[1]}): finished: {soft}" in r.stdout

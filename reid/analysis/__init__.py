@@ -5,8 +5,8 @@ Example::
     from reid.analysis import compare
     png, table = compare(["outputs/standard", "outputs/soft"], metrics="train_acc", range_="0:0.1")
 
-Modules: ``runs`` (reading a .mat), ``curves`` (smoothing, range, x axis), ``summary`` (the
-table), ``study`` (runs over seeds: groups, mean ± std, paired differences), ``plot`` (the
+Modules: ``run_data`` (a run read from its .mat), ``curves`` (smoothing, range, x axis), ``summary``
+(the table), ``over_seeds`` (runs over seeds: groups, mean ± std, paired differences), ``plot`` (the
 figures), ``compare`` (all of it, and the conventions in its docstring: weighting,
 smoothing, range, x axis).
 """
@@ -14,8 +14,8 @@ smoothing, range, x axis).
 from .compare import compare, default_out
 from .curves import curve, epoch_positions, moving_average, parse_range, range_indices
 from .plot import BANDS, DEFAULT_METRICS, figure_size_px, plot_runs, plot_study, study_figure
-from .runs import Run, available_metrics, load_run
-from .study import Group, PairedDifference, paired_difference, study_groups, study_table
+from .run_data import Run, available_metrics, load_run
+from .over_seeds import Group, PairedDifference, paired_difference, study_groups, study_table
 from .summary import summarize, summary_table
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Compare training runs from their ``mini_batch_data.mat`` files (DESIGN.md contract 3).
 
-``compare()`` loads the runs (:mod:`.runs`), draws one panel per metric with one line per run
+``compare()`` loads the runs (:mod:`.run_data`), draws one panel per metric with one line per run
 (:mod:`.plot`, :mod:`.curves`), writes the Markdown summary table (:mod:`.summary`) beside
 the figure, and returns both: ``FILE.png`` + ``FILE.md``.
 
@@ -60,8 +60,8 @@ from ..errors import ReidError
 from ..io import atomic_write_text
 from .curves import parse_range
 from .plot import BANDS, DEFAULT_METRICS, plot_runs, plot_study
-from .runs import Run, load_run, metric_group, unique_names
-from .study import Group, study_groups, study_table
+from .run_data import Run, load_run, metric_group, unique_names
+from .over_seeds import Group, study_groups, study_table
 from .summary import summary_table
 
 

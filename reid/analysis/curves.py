@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ReidError
-from .runs import Run, check_metric, metric_group
+from .run_data import Run, check_metric, metric_group
 
 
 def moving_average(y: np.ndarray, n: int) -> np.ndarray:

@@ -19,8 +19,8 @@ import numpy as np
 from ..errors import ReidError
 from ..io import atomic_write_with
 from .curves import curve, parse_range, range_indices
-from .runs import Run, check_metric, metric_group, unique_names
-from .study import Group
+from .run_data import Run, check_metric, metric_group, unique_names
+from .over_seeds import Group
 
 
 DEFAULT_METRICS: tuple[str, ...] = ("train_loss", "train_acc", "val_loss", "val_acc")

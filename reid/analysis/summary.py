@@ -18,7 +18,7 @@ import yaml
 
 from ..engine.history import per_epoch_weighted
 from ..evaluation.report import SETTING_KEYS, results_settings, settings_label
-from .runs import Run, unique_names
+from .run_data import Run, unique_names
 
 
 def eval_settings_of(run: Run) -> dict:

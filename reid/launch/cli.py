@@ -3,7 +3,7 @@
 Example::
 
     parser = Parser(prog="study.sh", description="...")
-    add_run_arguments(parser, "the configs to compare")   # CONFIG..., --set, --gpus, --device
+    add_run_arguments(parser, "the configs to compare")   # CONFIG..., --set, --gpus, --device, --trainer
     args = parser.parse_intermixed_args(argv)
     return run_launch(lambda: body(args))   # error: ... / exit codes, Ctrl-C
 """
@@ -17,7 +17,7 @@ from typing import Callable, NoReturn, Sequence
 
 from ..cli import EXIT_INTERRUPTED, run_main
 from ..errors import ReidError
-from .runner import LaunchError, OutputClosed
+from .jobs import LaunchError, OutputClosed
 
 EXIT_RUN_FAILED = 1
 EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE, what a shell reports for a command ended by a closed pipe
@@ -31,13 +31,15 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_run_arguments(p: argparse.ArgumentParser, configs_help: str) -> None:
-    """The configs, and ``--set``, ``--gpus``, ``--device``: how every run of the command is trained."""
+    """The configs, and ``--set``, ``--gpus``, ``--device``, ``--trainer``: how every run of the command is trained."""
     p.add_argument("configs", nargs="*", metavar="CONFIG", help=configs_help)
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="config override forwarded to every run (repeatable)")
     p.add_argument("--gpus", default="", metavar="IDS", help="GPU ids, e.g. 0,1: each run pinned to one "
                    "(CUDA_VISIBLE_DEVICES)")
     p.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"], help="forwarded to train.py")
+    p.add_argument("--trainer", required=True, metavar="PATH", help="the trainer script, train.py (scripts/paired.sh "
+                   "and scripts/study.sh pass the one of their checkout), run by $PYTHON (default: this Python)")
 
 
 def check_configs(configs: Sequence[str]) -> list[Path]:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import sys
 
 from .cli import EXIT_RUN_FAILED, Parser, add_run_arguments, check_configs, check_sets, run_launch, write_comparison
-from .runner import Job, LaunchError, TrainerCommand, check_distinct_run_dirs, device_slots, parse_gpus, report, run_jobs
+from .jobs import (Job, LaunchError, TrainerCommand, check_distinct_run_dirs, device_slots, parse_gpus, report,
+                   resolve_run_dir, run_jobs)
 
 
 def build_parser() -> Parser:
@@ -26,7 +27,8 @@ def build_parser() -> Parser:
     return p
 
 
-def paired(configs: list[str], seed: str | None, sets: list[str], gpus: str, device: str | None) -> int:
+def paired(configs: list[str], seed: str | None, sets: list[str], gpus: str, device: str | None,
+           trainer_script: str) -> int:
     """Train the pair and compare it; returns the exit status (see the module docstring)."""
     if len(configs) != 2:
         raise LaunchError(f"give exactly two configs (got {len(configs)})")
@@ -36,7 +38,7 @@ def paired(configs: list[str], seed: str | None, sets: list[str], gpus: str, dev
     gpu_ids = parse_gpus(gpus)
     if len(gpu_ids) > 2:
         raise LaunchError(f"--gpus takes one or two ids (got {gpus})")
-    trainer = TrainerCommand.from_env(device)
+    trainer = TrainerCommand.of(trainer_script, device)
     config_a, config_b = check_configs(configs)
 
     common = list(sets) + ([f"seed={seed}"] if seed is not None else [])  # --seed last: it wins
@@ -45,7 +47,7 @@ def paired(configs: list[str], seed: str | None, sets: list[str], gpus: str, dev
               "they match)", file=sys.stderr)
     jobs = [Job(label, config, common) for label, config in (("A", config_a), ("B", config_b))]
     for job in jobs:
-        job.run_dir = trainer.run_dir(job.config, job.overrides)
+        job.run_dir = resolve_run_dir(job.config, job.overrides)
         print(f"run {job.label}: {job.config} -> {job.run_dir}")
     check_distinct_run_dirs(jobs)
 
@@ -64,7 +66,7 @@ def paired(configs: list[str], seed: str | None, sets: list[str], gpus: str, dev
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
-    return run_launch(lambda: paired(args.configs, args.seed, args.sets, args.gpus, args.device))
+    return run_launch(lambda: paired(args.configs, args.seed, args.sets, args.gpus, args.device, args.trainer))
 
 
 if __name__ == "__main__":

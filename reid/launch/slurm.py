@@ -31,11 +31,14 @@ from typing import Sequence
 
 from ..cli import EXIT_STOPPED
 from ..io import atomic_write_text
-from .runner import REPO, Job, LaunchError, TrainerCommand
+from .jobs import Job, LaunchError, TrainerCommand
 
 # SIGUSR1 reaches the batch shell this many seconds before the time limit: time for the step in
 # progress, the checkpoint and the .mat (an evaluation in progress finishes first).
 WARNING_SECONDS = 180
+# The folder that holds this ``reid`` package (a checkout or site-packages): the comparison job
+# imports the same package as the launcher that wrote its script.
+IMPORT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_script(path: Path, jobs: Sequence[Job], trainer: TrainerCommand, compare_argv: Sequence[str], name: str,
@@ -57,7 +60,7 @@ def write_script(path: Path, jobs: Sequence[Job], trainer: TrainerCommand, compa
 cd {q(os.getcwd())} || exit 1
 export PYTHONUNBUFFERED=1
 if [ "${{1:-}}" = compare ]; then
-    PYTHONPATH={q(str(REPO))}${{PYTHONPATH:+:$PYTHONPATH}} exec {' '.join(map(q, compare_argv))}
+    PYTHONPATH={q(str(IMPORT_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}} exec {' '.join(map(q, compare_argv))}
 fi
 case "${{SLURM_ARRAY_TASK_ID:-}}" in
 {cases}

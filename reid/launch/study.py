@@ -10,9 +10,10 @@ the same images in the same order with the same augmentation; only the config di
 
 Every run uses ``--resume auto``: the same command again after a crash leaves finished runs
 as they are and continues the interrupted ones. A run that fails (or whose config does not
-load) is reported at the end with the last line of its output; the others go on. When every
-run finished, ``output.root/study_<stem>_vs_<stem>....png`` and ``.md`` hold the mean curves
-with bands and the table over seeds (``scripts/compare.py`` on the run directories).
+load) is reported at the end with its error line (:class:`reid.cli.ErrorLine`); the others
+go on. When every run finished, ``output.root/study_<stem>_vs_<stem>....png`` and ``.md``
+hold the mean curves with bands and the table over seeds (``scripts/compare.py`` on the run
+directories).
 
 ``--slurm`` submits the unfinished runs as a SLURM job array instead, then a comparison job
 that depends on it (see :mod:`reid.launch.slurm`); ``--print-commands`` prints one ``train.py``
@@ -30,7 +31,9 @@ import sys
 from pathlib import Path
 
 from .cli import EXIT_RUN_FAILED, Parser, add_run_arguments, check_configs, check_sets, run_launch, write_comparison
-from .runner import Job, LaunchError, TrainerCommand, check_distinct_run_dirs, device_slots, parse_gpus, report, run_jobs
+from ..cli import parse_int_list
+from .jobs import (Job, LaunchError, TrainerCommand, check_distinct_run_dirs, device_slots, parse_gpus, report,
+                   resolve_run_dir, run_jobs)
 from . import slurm
 
 # Keys the study sets itself for each run, and what to use instead.
@@ -61,24 +64,6 @@ def build_parser() -> Parser:
     return p
 
 
-def parse_seeds(text: str | None) -> list[int]:
-    """``"0,1,2"`` -> ``[0, 1, 2]``.
-
-    Example::
-
-        parse_seeds("3,1")   # -> [3, 1]
-    """
-    if not text:
-        raise LaunchError("give the seeds, e.g. --seeds 0,1,2")
-    items = [s.strip() for s in text.split(",")]
-    if not all(s.isdigit() for s in items):
-        raise LaunchError(f"--seeds {text}: give non-negative integers separated by commas, e.g. --seeds 0,1,2")
-    seeds = [int(s) for s in items]
-    if len(set(seeds)) != len(seeds):
-        raise LaunchError(f"--seeds {text}: a seed is listed twice")
-    return seeds
-
-
 def run_name(config: Path, seed: int) -> str:
     """The run directory name of ``config`` with ``seed``: ``<stem>_s<seed>``."""
     return f"{config.stem}_s{seed}"
@@ -89,7 +74,7 @@ def plan(configs: list[Path], seeds: list[int], sets: list[str]) -> list[Job]:
     return [Job(run_name(c, s), c, [*sets, f"seed={s}", f"output.name={run_name(c, s)}"]) for s in seeds for c in configs]
 
 
-def resolve(jobs: list[Job], trainer: TrainerCommand) -> None:
+def resolve(jobs: list[Job]) -> None:
     """Fill each job's run directory; a config that does not load marks its jobs with the error."""
     errors: dict[Path, str] = {}
     for job in jobs:
@@ -97,7 +82,7 @@ def resolve(jobs: list[Job], trainer: TrainerCommand) -> None:
             job.error = errors[job.config]
             continue
         try:
-            job.run_dir = trainer.run_dir(job.config, job.overrides)
+            job.run_dir = resolve_run_dir(job.config, job.overrides)
         except LaunchError as e:
             job.error = errors[job.config] = str(e)
             print(f"error: {e}; its runs are skipped, the others go on", file=sys.stderr)
@@ -179,7 +164,7 @@ def compare_only(jobs: list[Job], configs: list[Path]) -> int:
 
 
 def study(configs: list[str], seeds: str | None, sets: list[str], gpus: str, per_gpu: int, jobs_at_once: int,
-          device: str | None, where: str = "here", sbatch_options: str = "") -> int:
+          device: str | None, trainer_script: str, where: str = "here", sbatch_options: str = "") -> int:
     """Train configs x seeds and compare them; returns the exit status (see the module docstring).
 
     ``where``: ``here`` trains locally; ``slurm`` submits to SLURM, ``print`` prints the commands,
@@ -187,7 +172,9 @@ def study(configs: list[str], seeds: str | None, sets: list[str], gpus: str, per
     """
     if not configs:
         raise LaunchError("give at least one config")
-    seed_list = parse_seeds(seeds)
+    if not seeds:
+        raise LaunchError("give the seeds, e.g. --seeds 0,1,2")
+    seed_list = parse_int_list(seeds, "--seeds")
     check_sets(sets, RESERVED)
     gpu_ids = parse_gpus(gpus)
     if per_gpu != 1 and not gpu_ids:
@@ -198,21 +185,21 @@ def study(configs: list[str], seeds: str | None, sets: list[str], gpus: str, per
         raise LaunchError("--gpus, --per-gpu and --jobs place runs on this machine; with --slurm ask for GPUs with "
                           '--sbatch "--gres=gpu:1", with --print-commands your scheduler places them')
     slots = device_slots(gpu_ids, per_gpu, jobs_at_once)
-    trainer = TrainerCommand.from_env(device)
+    trainer = TrainerCommand.of(trainer_script, device)
     config_paths = check_configs(configs)
     if len({c.stem for c in config_paths}) != len(config_paths):
         raise LaunchError(f"two configs have the same file name ({', '.join(configs)}); the runs are named "
                           "after it, so rename one")
 
     jobs = plan(config_paths, seed_list, list(sets))
-    resolve(jobs, trainer)
+    resolve(jobs)
     if where == "print":
         return print_commands(jobs, trainer)
     if where == "compare":
         return compare_only(jobs, config_paths)
     if where == "slurm":
         compare_argv = [trainer.python, "-m", "reid.launch.study", *map(str, configs), "--seeds", seeds,
-                        *(a for s in sets for a in ("--set", s)), "--compare-only"]
+                        *(a for s in sets for a in ("--set", s)), "--trainer", str(trainer.script), "--compare-only"]
         return submit_to_slurm(jobs, config_paths, trainer, compare_argv, sbatch_options)
     print(f"study: {len(config_paths)} config(s) x {len(seed_list)} seed(s) = {len(jobs)} runs, "
           f"{len(slots)} at once")
@@ -237,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--sbatch passes options to sbatch, so it needs --slurm")
     where = "slurm" if args.slurm else "print" if args.print_commands else "compare" if args.compare_only else "here"
     return run_launch(lambda: study(args.configs, args.seeds, args.sets, args.gpus, args.per_gpu, args.jobs,
-                                    args.device, where, args.sbatch))
+                                    args.device, args.trainer, where, args.sbatch))
 
 
 if __name__ == "__main__":

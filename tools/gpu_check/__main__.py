@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from reid.cli import EXIT_INTERRUPTED, run_main
+from reid.cli import EXIT_INTERRUPTED, error_line, run_main
 from reid.errors import ReidError
 from reid.io import atomic_write_bytes, atomic_write_text
 
@@ -150,8 +150,9 @@ def run_part(name: str, body: Callable[[], int], work: Path, limit_s: float) -> 
     status, error = ended, None
     if ended == "exited":
         status, error = ("failed", result["errors"][0]) if result.get("errors") else ("ok", None)
-        if code and not error:
-            status, error = "failed", f"exit code {code}: see logs/{name}.log"
+        if code and not error:  # it ended without recording why: its log says
+            log = (work / "logs" / f"{name}.log").read_text(errors="replace")
+            status, error = "failed", f"exit code {code}: {error_line(log) or 'no output'} (see logs/{name}.log)"
     return {**result, "status": status, "error": error, "seconds": time.monotonic() - started}
 
 

@@ -3,22 +3,23 @@
 What ``scripts/paired.sh`` and ``scripts/study.sh`` share. A :class:`Job` is one
 ``train.py --config C --resume auto --set ...`` process; :func:`run_jobs` runs a list of
 them on *slots* (:func:`device_slots`): each slot runs one job at a time, pinned to its GPU
-with ``CUDA_VISIBLE_DEVICES``; a job that fails does not stop the others.
+with ``CUDA_VISIBLE_DEVICES``; a job that fails does not stop the others. Run directories
+are resolved here, in this process (:func:`resolve_run_dir`), as ``train.py`` resolves them.
 
 Example::
 
-    from reid.launch.runner import Job, TrainerCommand, device_slots, report, run_jobs
+    from reid.launch.jobs import Job, TrainerCommand, device_slots, report, resolve_run_dir, run_jobs
 
-    trainer = TrainerCommand.from_env(device="cuda")
+    trainer = TrainerCommand.of("train.py", device="cuda")   # the shell scripts pass --trainer
     jobs = [Job("soft_s0", Path("configs/soft.yaml"), ["seed=0", "output.name=soft_s0"])]
     for job in jobs:
-        job.run_dir = trainer.run_dir(job.config, job.overrides)
+        job.run_dir = resolve_run_dir(job.config, job.overrides)
     outcomes = run_jobs(jobs, device_slots(["0", "1"], per_gpu=2), trainer)
     all_finished = report(outcomes)
 
 Each job's output (stdout and stderr) goes to the terminal, prefixed ``[label]`` when
 several jobs run at once, and is appended to ``<run_dir>.log`` beside the run directory;
-its last line is what :func:`report` shows for a failed job.
+its error line (:class:`reid.cli.ErrorLine`) is what :func:`report` shows for a failed job.
 """
 
 from __future__ import annotations
@@ -37,10 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Sequence
 
+from ..cli import ErrorLine
 from ..errors import ReidError
 from ..signals import on_stop_signals, raise_interrupt
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 class LaunchError(ReidError):
@@ -59,7 +59,7 @@ class OutputClosed(Exception):
 class Job:
     """One training run: ``label`` names it in the output, ``overrides`` are its ``--set`` values.
 
-    ``run_dir`` is filled by :meth:`TrainerCommand.run_dir`; ``error`` says why the job
+    ``run_dir`` is filled by :func:`resolve_run_dir`; ``error`` says why the job
     cannot start (its config does not load), in which case it is reported as failed.
     """
 
@@ -77,11 +77,11 @@ class Job:
 
 @dataclass
 class Outcome:
-    """How a job ended: the trainer's exit code (0 = finished) and the last line it printed."""
+    """How a job ended: the trainer's exit code (0 = finished) and its error line (:class:`reid.cli.ErrorLine`)."""
 
     job: Job
     returncode: int
-    last_line: str = ""
+    error_line: str = ""
     slot: str | None = field(default=None)
 
     @property
@@ -93,8 +93,12 @@ class Outcome:
 class TrainerCommand:
     """How to call the trainer: ``python`` runs ``script`` with ``args`` (``--resume auto`` ...).
 
-    ``from_env`` honours ``PYTHON`` (the interpreter; default: this one) and ``REID_TRAIN_PY``
-    (the trainer script; default ``train.py`` of this checkout), as the shell scripts did.
+    Example::
+
+        trainer = TrainerCommand.of("train.py", device="cpu")
+        trainer.argv(Job("a", Path("configs/soft.yaml"), ["seed=0"]))
+        # -> [python, "train.py", "--config", "configs/soft.yaml", "--set", "seed=0", "--resume", "auto",
+        #     "--device", "cpu"]
     """
 
     python: str
@@ -102,46 +106,33 @@ class TrainerCommand:
     args: list[str]
 
     @classmethod
-    def from_env(cls, device: str | None = None) -> "TrainerCommand":
-        script = Path(os.environ.get("REID_TRAIN_PY") or REPO / "train.py")
+    def of(cls, script: str | os.PathLike, device: str | None = None) -> "TrainerCommand":
+        """``script`` (the trainer, ``train.py``: the launch scripts pass theirs as ``--trainer``) run by
+        ``PYTHON`` (default: this interpreter) with ``--resume auto`` and ``--device``."""
+        script = Path(script)
         if not script.is_file():
-            raise LaunchError(f"{script} not found; run from a checkout of the project (or point REID_TRAIN_PY "
-                              "at the trainer script)")
+            raise LaunchError(f"--trainer {script}: no such file; give the path of the project's train.py "
+                              "(scripts/paired.sh and scripts/study.sh pass the one of their checkout)")
         args = ["--resume", "auto"] + (["--device", device] if device else [])
         return cls(os.environ.get("PYTHON") or sys.executable, script, args)
 
     def argv(self, job: Job) -> list[str]:
         """The command line that trains ``job``."""
-        return [*self._config_argv(job.config, job.overrides), *self.args]
-
-    def run_dir(self, config: Path, overrides: Sequence[str]) -> Path:
-        """Ask the trainer where the run of ``config`` with ``overrides`` lives (``--print-run-dir``).
-
-        Raises :class:`LaunchError` with the trainer's last line when the config does not load.
-        """
-        try:
-            r = subprocess.run([*self._config_argv(config, overrides), "--print-run-dir"], capture_output=True,
-                               text=True)
-        except OSError as e:
-            raise LaunchError(f"cannot run {self.python}: {e.strerror or e}; set PYTHON to a Python interpreter "
-                              "with this project's requirements") from e
-        lines = [line for line in r.stdout.splitlines() if line.strip()]
-        if r.returncode != 0:
-            why = last_line(r.stderr + "\n" + r.stdout) or f"exit code {r.returncode}"
-            raise LaunchError(f"cannot resolve the run directory of {config} ({self.script.name} "
-                              f"--print-run-dir failed): {why}")
-        if not lines:
-            raise LaunchError(f"{self.script.name} --print-run-dir printed nothing for {config}")
-        return Path(lines[-1].strip())
-
-    def _config_argv(self, config: Path, overrides: Sequence[str]) -> list[str]:
-        return [self.python, str(self.script), "--config", str(config), *(a for s in overrides for a in ("--set", s))]
+        return [self.python, str(self.script), "--config", str(job.config),
+                *(a for s in job.overrides for a in ("--set", s)), *self.args]
 
 
-def last_line(text: str) -> str:
-    """The last non-blank line of ``text`` (progress-bar carriage returns count as line ends)."""
-    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+def resolve_run_dir(config: Path, overrides: Sequence[str]) -> Path:
+    """The run directory that ``train.py --config config --set overrides...`` trains into.
+
+    Raises :class:`LaunchError` naming ``config`` and saying why when the config does not load.
+    """
+    from ..config import load_config, run_dir
+
+    try:
+        return run_dir(load_config(config, list(overrides)))
+    except ReidError as e:
+        raise LaunchError(f"cannot resolve the run directory of {config}: {e}") from e
 
 
 def parse_gpus(text: str | None) -> list[str]:
@@ -232,8 +223,8 @@ def report(outcomes: Sequence[Outcome], err: IO[str] | None = None, out: IO[str]
             print(f"error: run {job.label} ({job.config}) could not start: {job.error}; fix it and rerun this "
                   "command", file=err)
         else:
-            print(f"error: run {job.label} ({job.config}) failed with exit code {o.returncode}; last line of its "
-                  f"output: {o.last_line or '(none)'}; its run directory is {job.run_dir} (output in "
+            print(f"error: run {job.label} ({job.config}) failed with exit code {o.returncode}; its error line: "
+                  f"{o.error_line or '(no output)'}; its run directory is {job.run_dir} (output in "
                   f"{job.log_path}); fix it and rerun this command to resume", file=err)
     out.flush()
     err.flush()
@@ -323,16 +314,16 @@ def _start(job: Job, slot: str | None, trainer: TrainerCommand, printer: _Printe
                             stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1)
 
     def pump() -> None:
-        last = ""
+        why = ErrorLine()
         for text in proc.stdout:
             printer.line(job.label, text)
             if log is not None:
                 log.write(text)
                 log.flush()
-            last = last_line(text) or last
+            why.feed(text)
         if log is not None:
             log.close()
-        done.put((index, Outcome(job, proc.wait(), last, slot)))
+        done.put((index, Outcome(job, proc.wait(), str(why), slot)))
 
     threading.Thread(target=pump, name=f"output of {job.label}", daemon=True).start()
     return proc

@@ -35,7 +35,7 @@ import numpy as np
 import yaml
 
 from ..errors import ReidError
-from .runs import Run
+from .run_data import Run
 from .summary import as_percent, eval_label, summarize
 
 SEED_SUFFIX = re.compile(r"^(?P<name>.+)_s(?P<seed>\d+)$")

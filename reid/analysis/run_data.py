@@ -1,4 +1,4 @@
-"""Reading runs: one :class:`Run` per ``mini_batch_data.mat`` (DESIGN.md contract 3).
+"""A run's data: one :class:`Run` per ``mini_batch_data.mat`` (DESIGN.md contract 3), read by :func:`load_run`.
 
 Example::
 
