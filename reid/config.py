@@ -244,7 +244,12 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict:
     if path.resolve() in seen:
         raise ConfigError(f"{path}: _base_ chain loops back to itself; remove the cycle")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) else f"not UTF-8 text: {e.reason} at byte offset {e.start}"
+        raise ConfigError(f"{path}: cannot read it ({why}); pass a YAML config file") from e
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

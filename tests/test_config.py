@@ -104,6 +104,10 @@ def test_file_errors(tmp_path):
         load_config(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match="bad.yaml line 2: not valid YAML"):
         load_config(write(tmp_path, "bad.yaml", "train: [1, 2\n"))
+    (tmp_path / "latin1.yaml").write_bytes("seed: 0 # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml: cannot read it \(not UTF-8 text: invalid continuation byte "
+                                          r"at byte offset 13\)"):
+        load_config(tmp_path / "latin1.yaml")
     write(tmp_path, "loop1.yaml", "_base_: loop2.yaml\n")
     with pytest.raises(ConfigError, match="loops back"):
         load_config(write(tmp_path, "loop2.yaml", "_base_: loop1.yaml\n"))
