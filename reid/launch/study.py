@@ -30,8 +30,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from .cli import EXIT_RUN_FAILED, Parser, add_run_arguments, check_configs, check_sets, run_launch, write_comparison
 from ..cli import parse_int_list
+from .cli import EXIT_RUN_FAILED, Parser, add_run_arguments, check_configs, check_sets, run_launch, write_comparison
 from .jobs import (Job, LaunchError, TrainerCommand, check_distinct_run_dirs, device_slots, parse_gpus, report,
                    resolve_run_dir, run_jobs)
 from . import slurm
