@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 
@@ -38,3 +39,12 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert sa["model"].keys() == sb["model"].keys()
     for key in sa["model"]:
         assert torch.equal(sa["model"][key], sb["model"][key]), (a, b, key)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

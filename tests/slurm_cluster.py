@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helpers import process_alive
+
 
 class Unavailable(Exception):
     """SLURM cannot be started here; the message says why."""
@@ -74,7 +76,7 @@ class Cluster:
         for pid in pids:
             _signal(pid, signal.SIGTERM)
         deadline = time.time() + 10
-        while time.time() < deadline and any(_alive(pid) for pid in pids):
+        while time.time() < deadline and any(process_alive(pid) for pid in pids):
             time.sleep(0.05)
         for pid in pids:
             _signal(pid, signal.SIGKILL)
@@ -86,14 +88,6 @@ def _signal(pid: int, signum: int) -> None:
         os.kill(pid, signum)
     except ProcessLookupError:
         pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _free_port() -> int:

@@ -8,14 +8,13 @@ running, fails the test.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from helpers import stub_calls
+from helpers import process_alive, stub_calls
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = {"study": [REPO / "scripts" / "study.sh", "--seeds", "0,1"],
@@ -32,14 +31,6 @@ def slow_env(stub_env) -> tuple[Path, dict, list[str]]:
     return tmp_path, env, [str(a), str(b)]
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("launcher", ["study", "paired"])
 def test_piped_into_head_returns_within_seconds_without_traceback(stub_env, launcher):
     tmp_path, env, configs = slow_env(stub_env)
@@ -54,7 +45,7 @@ def test_piped_into_head_returns_within_seconds_without_traceback(stub_env, laun
     assert r.stderr.startswith("output closed:"), r.stderr
     assert stub_calls(tmp_path) == []  # no run finished
     for pid_file in (tmp_path / "pids").iterdir():  # each run that started was stopped, as the message says
-        assert not alive(int(pid_file.read_text())), f"{pid_file.stem} still runs"
+        assert not process_alive(int(pid_file.read_text())), f"{pid_file.stem} still runs"
         assert f"stopped run(s) {pid_file.stem if launcher == 'study' else ''}" in r.stderr
 
 
@@ -79,6 +70,6 @@ def test_output_closed_while_a_run_trains_stops_it_and_names_it(stub_env, launch
     label = first if launcher == "study" else "A"
     assert f"output closed: stopped run(s) {label} at their next step" in err
     assert "rerun the same command to resume them" in err
-    assert not alive(int(pid_file.read_text()))
+    assert not process_alive(int(pid_file.read_text()))
     assert [p.name for p in (tmp_path / "pids").iterdir()] == [pid_file.name]  # no other run started
     assert stub_calls(tmp_path) == []
