@@ -5,7 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from reid.data import Market1501, load_image_cache
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def real_cache_dir(tmp_path_factory) -> Path:
+    """One decode cache for this module: the images decoded by the decode test are not decoded again for training."""
+    return tmp_path_factory.mktemp("real_cache")
 
 
 def _listdir_counts(folder: Path) -> tuple[int, int]:
@@ -27,10 +37,11 @@ def test_real_market_counts(market_root):
         assert (len(ds.query), len(ds.gallery)) == (994, 3920)
 
 
-def test_every_real_image_decodes(market_root, tmp_path):
+def test_every_real_image_decodes(market_root, real_cache_dir):
     ds = Market1501(market_root)
     for name, samples in (("train", ds.train), ("query", ds.query), ("gallery", ds.gallery)):
-        images = load_image_cache([s.path for s in samples], (128, 64), cache_dir=tmp_path, desc=name, progress=False)
+        images = load_image_cache([s.path for s in samples], (128, 64), cache_dir=real_cache_dir, desc=name,
+                                  progress=False)
         assert images.shape == (len(samples), 3, 128, 64)
         assert int(images.flatten(1).amax(1).min()) > 0  # no all-black (undecoded) image
 
@@ -46,8 +57,13 @@ def test_full_dataset_counts_on_a_fake_layout(full_market_layout):
     assert sum(s.path.endswith(".jpg.jpg") for s in ds.query + ds.gallery) == 24
 
 
-def test_trains_and_evaluates_on_real_images(market_root, tmp_path):
-    """One short epoch on the real file names and pixels, then the Market-1501 evaluation."""
+def test_trains_and_evaluates_on_real_images(market_root, real_cache_dir, tmp_path):
+    """One epoch on the real file names and pixels, then the Market-1501 evaluation.
+
+    The model is the small conv net of tests/ddp_equivalence.py, registered through ``imports`` as a user's
+    model would be: what is tested here is the real data's path through training and evaluation (the ResNets
+    train in tests/test_trainer.py), and a ResNet-18 epoch over the 4.4k images took minutes on the CPU.
+    """
     import json
 
     from scipy.io import loadmat
@@ -55,11 +71,10 @@ def test_trains_and_evaluates_on_real_images(market_root, tmp_path):
     from reid.config import load_config
     from reid.engine.trainer import train
 
-    repo = Path(__file__).resolve().parents[1]
-    cfg = load_config(repo / "configs" / "standard.yaml", [
-        f"data.root={market_root}", f"data.cache_dir={tmp_path / 'cache'}", f"output.root={tmp_path / 'out'}",
-        "data.size=[32,16]", "model.name=resnet18", "model.pretrained=none", "train.epochs=1",
-        "train.batch_size=64", "eval.batch_size=512"])
+    cfg = load_config(REPO / "configs" / "standard.yaml", [
+        f"data.root={market_root}", f"data.cache_dir={real_cache_dir}", f"output.root={tmp_path / 'out'}",
+        f"imports=[{REPO / 'tests' / 'ddp_equivalence.py'}]", "model.name=batch_free_net",
+        "data.size=[32,16]", "train.epochs=1", "train.batch_size=256", "eval.batch_size=1024"])
     out = train(cfg, device="cpu", progress=False)
     m = loadmat(out / "mini_batch_data.mat")
     ds = Market1501(market_root)
