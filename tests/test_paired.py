@@ -9,21 +9,20 @@ Two parts:
   itself - with the real Python. This checks argument forwarding, exit
   codes, which run is named as failed, the two-GPU mode and where the comparison goes;
   it says nothing about the trainer.
-* ``test_paired_real_trainer_resumes_only_the_unfinished_run``: the real ``train.py`` on
-  the demo configs and synthetic data. It is skipped until ``train.py`` exists; once it
-  does (with ``--print-run-dir``), it must pass.
+* With the real ``train.py``: the launchers share reid/launch/runner.py, whose one launch of the
+  real trainer is tests/test_study.py's killed-then-resumed study (a finished run untouched, the
+  interrupted one continued). That paired runs of one seed see the same batches is
+  tests/test_trainer.py's; that paired.sh passes ``--resume auto`` and the seed to both is below.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import run_snapshot, stub_calls
+from helpers import stub_calls
 
 REPO = Path(__file__).resolve().parents[1]
 PAIRED = REPO / "scripts" / "paired.sh"
@@ -96,47 +95,3 @@ def test_paired_usage_errors(stub_env):
     r = run_paired([a, b, "--gpus", "0,1,2"], env)
     assert r.returncode == 2 and "one or two ids" in r.stderr
     assert stub_calls(tmp_path) == []  # nothing was trained
-
-
-# ---------------------------------------------------------------------------------------------
-# REAL TRAINER (lead: run this once train.py with --print-run-dir exists):
-#   .venv/bin/python -m pytest tests/test_paired.py -q -k real_trainer
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.skipif(not (REPO / "train.py").is_file(), reason="REAL TRAINER test: needs train.py (lead)")
-def test_paired_real_trainer_resumes_only_the_unfinished_run(tmp_path, synthetic_root):
-    cfg_a, cfg_b = REPO / "configs" / "demo_standard.yaml", REPO / "configs" / "demo_soft.yaml"
-    out = tmp_path / "outputs"
-    sets = [f"data.root={synthetic_root}", "data.synthetic=null", f"data.cache_dir={tmp_path / 'cache'}",
-            "data.size=[32,16]", "train.epochs=1", "model.name=resnet18",
-            "model.pretrained=none", f"output.root={out}", "seed=0"]
-    set_args = [arg for s in sets for arg in ("--set", s)]
-    env = dict(os.environ, PYTHON=sys.executable)
-
-    # 1. Run A alone, as a crashed-then-restarted pair would have left it: A finished, B not started.
-    r = subprocess.run([sys.executable, str(REPO / "train.py"), "--config", str(cfg_a), "--resume", "auto",
-                        "--device", "cpu", *set_args], capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert r.returncode == 0, r.stdout + r.stderr
-    run_a = Path(subprocess.run([sys.executable, str(REPO / "train.py"), "--config", str(cfg_a), *set_args,
-                                 "--print-run-dir"], capture_output=True, text=True, check=True,
-                                cwd=REPO).stdout.strip().splitlines()[-1])
-    assert (run_a / "mini_batch_data.mat").is_file()
-    before = run_snapshot(run_a)
-
-    # 2. The pair: A must be recognised as finished (files untouched), B trained, then compared.
-    r = subprocess.run(["bash", str(PAIRED), str(cfg_a), str(cfg_b), "--seed", "0", "--device", "cpu",
-                        *set_args[:-2]], env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert run_snapshot(run_a) == before, "the finished run A was modified by the paired re-run"
-    lines = r.stdout.splitlines()
-    run_b = Path(next(line for line in lines if line.startswith("run B: ") and "->" not in line)[len("run B: "):])
-    assert (run_b / "mini_batch_data.mat").is_file() and run_b != run_a
-    png = run_a.parent / f"compare_{run_a.name}_vs_{run_b.name}.png"
-    assert png.is_file() and png.with_suffix(".md").is_file()
-    assert f"comparison: {png}" in r.stdout
-
-    # Same seed, different criteria: same number of mini-batches seen.
-    from scipy.io import loadmat
-    ma, mb = loadmat(run_a / "mini_batch_data.mat"), loadmat(run_b / "mini_batch_data.mat")
-    assert ma["train_loss"].shape == mb["train_loss"].shape

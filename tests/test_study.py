@@ -3,9 +3,11 @@
 * Launcher logic with the stub trainer (tests/stub_trainer.py, fast): GPU assignment and
   packing (each run's CUDA_VISIBLE_DEVICES and how many shared its GPU), one run at a time on
   the CPU, a failing run that does not stop the others, usage errors.
-* The real train.py on synthetic data (tiny sizes): the study table checked against numbers
-  recomputed here with numpy from the .mat files, a killed study resumed, and a bad override
-  for one config.
+* The study's table and figure (what study.sh writes when every run finished, through
+  ``write_comparison``), checked against numbers recomputed here with numpy from .mat files
+  this test writes (their values are random, so no number of the table is a coincidence).
+* One launch of the real train.py on synthetic data (tiny sizes): a killed study resumed (the
+  finished run untouched, the interrupted one continued), then a bad override for one config.
 """
 
 from __future__ import annotations
@@ -162,12 +164,36 @@ def oracle(run_dir: Path) -> dict[str, float]:
 NUM = r"([+-]?\d+\.\d+)"
 
 
-def test_study_real_trainer_table_matches_numpy(tmp_path, tiny_overrides):
+def write_study_runs(out: Path, stems: list[str], seeds: list[int]) -> None:
+    """``out/<stem>_s<seed>/mini_batch_data.mat`` of 2 epochs with random numbers: the val batches of
+    unequal sizes (so the weighting by size matters), an evaluation after each epoch."""
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(5)
+    for stem in stems:
+        for s in seeds:
+            rows = dict(train_loss=rng.uniform(1, 5, 14), train_acc=rng.uniform(0, 1, 14),
+                        train_epoch=np.repeat([1.0, 2.0], 7), train_lr=np.full(14, 0.01),
+                        train_batch_size=np.tile([6.0] * 6 + [4.0], 2), val_loss=rng.uniform(1, 5, 4),
+                        val_acc=rng.choice([0, 1 / 6, 2 / 6, 3 / 6, 4 / 6], 4), val_epoch=np.repeat([1.0, 2.0], 2),
+                        val_batch_size=np.array([6.0, 2.0, 6.0, 2.0]), eval_epoch=np.array([1.0, 2.0]),
+                        eval_rank1=rng.uniform(0, 1, 2), eval_rank5=rng.uniform(0, 1, 2),
+                        eval_rank10=rng.uniform(0, 1, 2), eval_mAP=rng.uniform(0, 1, 2))
+            run = out / f"{stem}_s{s}"
+            run.mkdir(parents=True)
+            savemat(run / "mini_batch_data.mat", {**{k: v.reshape(1, -1) for k, v in rows.items()},
+                                                  "criterion": stem, "config": f"seed: {s}\n"})
+
+
+def test_study_table_and_figure_match_numpy(tmp_path):
+    from reid.launch.cli import write_comparison
+
     out = tmp_path / "outputs"
-    sets = set_args([*tiny_overrides, "eval.every_epochs=0"])  # evaluated once, at the end
-    r = run_study([*DEMO, "--seeds", "0,1,2", "--device", "cpu", *sets], real_env(), timeout=900)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
     seeds, stems = [0, 1, 2], [c.stem for c in DEMO]
+    write_study_runs(out, stems, seeds)
+    # the study's comparison step (study.sh runs it once every run finished), on the runs in its order
+    assert write_comparison([out / f"{stem}_s{s}" for s in seeds for stem in stems],
+                            out / "study_demo_standard_vs_demo_soft.png")
     truth = {stem: {s: oracle(out / f"{stem}_s{s}") for s in seeds} for stem in stems}
     md = (out / "study_demo_standard_vs_demo_soft.md").read_text()
     metrics = ["final val acc", "rank-1", "mAP"]
@@ -222,7 +248,8 @@ def test_study_real_trainer_table_matches_numpy(tmp_path, tiny_overrides):
         assert ys.min() == pytest.approx(curves.min()) and ys.max() == pytest.approx(curves.max())
 
 
-def test_study_real_trainer_killed_then_resumed(tmp_path, tiny_overrides):
+def test_study_real_trainer_killed_then_resumed_and_a_bad_override_for_one_config(tmp_path, tiny_overrides):
+    """The one launch of study.sh with the real train.py (the others use the stub trainer)."""
     out = tmp_path / "outputs"
     args = [DEMO[0], "--seeds", "0,1", "--device", "cpu",
             *set_args([*tiny_overrides, "checkpoint.every_steps=2", "eval.every_epochs=0"])]
@@ -251,18 +278,17 @@ def test_study_real_trainer_killed_then_resumed(tmp_path, tiny_overrides):
     assert after.size == 2 * 7 and before.size < after.size  # 2 epochs of 7 mini-batches
     np.testing.assert_array_equal(after[:before.size], before)  # continued, not restarted
 
-
-def test_study_real_trainer_bad_override_for_one_config(tmp_path, tiny_overrides):
-    # demo_soft's criterion is a {name, uniform_weight} section; demo_standard's is a plain name.
-    r = run_study([*DEMO, "--seeds", "0", "--device", "cpu",
+    # A bad override for one config: demo_soft's criterion is a {name, uniform_weight} section,
+    # demo_standard's a plain name. The trainer's own error names it; demo_soft still trains.
+    r = run_study([*DEMO, "--seeds", "2", "--device", "cpu",
                    *set_args([*tiny_overrides, "train.epochs=1", "eval.every_epochs=0",
                               "criterion.uniform_weight=0.5"])], real_env(),
                   timeout=900)
     assert r.returncode == 1
-    assert (f"error: run demo_standard_s0 ({DEMO[0]}) could not start: cannot resolve the run directory of "
+    assert (f"error: run demo_standard_s2 ({DEMO[0]}) could not start: cannot resolve the run directory of "
             f"{DEMO[0]}: --set criterion.uniform_weight=0.5: 'criterion' "
             "is not a section") in r.stderr
-    soft = tmp_path / "outputs" / "demo_soft_s0"
-    assert f"run demo_soft_s0 ({DEMO[1]}): finished: {soft}" in r.stdout
+    soft = out / "demo_soft_s2"
+    assert f"run demo_soft_s2 ({DEMO[1]}): finished: {soft}" in r.stdout
     assert loadmat(soft / "mini_batch_data.mat")["train_loss"][0].size == 7
     assert "study: 1 of 2 runs finished" in r.stdout and "no comparison written" in r.stderr
