@@ -29,9 +29,47 @@ def config(overrides: list[str], *more: str, name: str = "demo_standard.yaml") -
     return load_config(REPO / "configs" / name, [*overrides, *more])
 
 
-def test_mat_file_has_one_entry_per_mini_batch(tiny_overrides):
-    cfg = config(tiny_overrides)
-    out = train(cfg, device="cpu", progress=False)
+def module_overrides(tmp: Path, synthetic_root: Path) -> list[str]:
+    """conftest's ``tiny_overrides`` writing under ``tmp``, for the runs this module's tests share."""
+    return [f"data.root={synthetic_root}", "data.synthetic=null", f"data.cache_dir={tmp / 'cache'}",
+            "data.size=[32,16]", "data.val_per_id=1", "model.name=resnet18", "model.pretrained=none",
+            "train.batch_size=6", "train.epochs=2", "eval.every_epochs=1", f"output.root={tmp / 'outputs'}"]
+
+
+class SpiedRun:
+    """A finished run of demo_standard.yaml (2 epochs, evaluated after each) with what its steps saw:
+    ``steps`` (loss, correct, images) as returned by each train step, ``batches`` (epoch, step, rows,
+    labels, sum of the augmented pixels) of each train batch."""
+
+    def __init__(self, overrides: list[str], name: str = "demo_standard.yaml") -> None:
+        self.overrides, self.steps, self.batches = overrides, [], []
+        real_step, real_batch = trainer_module.Trainer.train_step, trainer_module.Trainer.train_batch
+
+        def step(trainer, images, labels):
+            loss, correct = real_step(trainer, images, labels)
+            self.steps.append((float(loss), int(correct), len(labels)))
+            return loss, correct
+
+        def batch(trainer, global_idx, epoch, step):
+            images, labels = real_batch(trainer, global_idx, epoch, step)
+            self.batches.append((epoch, step, global_idx.tolist(), labels.tolist(), float(images.double().sum())))
+            return images, labels
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(trainer_module.Trainer, "train_step", step)
+            mp.setattr(trainer_module.Trainer, "train_batch", batch)
+            self.cfg = config(overrides, name=name)
+            self.out = train(self.cfg, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def standard_run(tmp_path_factory, synthetic_root) -> SpiedRun:
+    """The run several tests read (none of them changes it): trained once per module."""
+    return SpiedRun(module_overrides(tmp_path_factory.mktemp("standard_run"), synthetic_root))
+
+
+def test_mat_file_has_one_entry_per_mini_batch(standard_run):
+    out = standard_run.out
     m = loadmat(out / "mini_batch_data.mat")
     for key in ROW_KEYS + EVAL_KEYS:
         assert m[key].dtype == np.float64 and m[key].shape[0] == 1, key
@@ -57,55 +95,39 @@ def test_mat_file_has_one_entry_per_mini_batch(tiny_overrides):
     assert len((out / "log.txt").read_text().splitlines()) == 3  # start line + one per epoch
 
 
-def test_train_loss_is_the_criterion_on_the_batch(tiny_overrides, monkeypatch):
+def test_train_loss_is_the_criterion_on_the_batch(standard_run):
     """The recorded loss/accuracy of a step are those of the logits the optimiser step used."""
-    seen = []
-    real_step = trainer_module.Trainer.train_step
-
-    def spy(self, images, labels):
-        loss, correct = real_step(self, images, labels)
-        seen.append((float(loss), int(correct), len(labels)))
-        return loss, correct
-
-    monkeypatch.setattr(trainer_module.Trainer, "train_step", spy)
-    out = train(config(tiny_overrides, "train.epochs=1", "eval.every_epochs=0"), device="cpu", progress=False)
-    m = loadmat(out / "mini_batch_data.mat")
-    assert m["train_loss"][0].tolist() == pytest.approx([s[0] for s in seen], rel=1e-6)
-    assert m["train_acc"][0].tolist() == pytest.approx([s[1] / s[2] for s in seen])
+    m = loadmat(standard_run.out / "mini_batch_data.mat")
+    assert len(standard_run.steps) == 14
+    assert m["train_loss"][0].tolist() == pytest.approx([s[0] for s in standard_run.steps], rel=1e-6)
+    assert m["train_acc"][0].tolist() == pytest.approx([s[1] / s[2] for s in standard_run.steps])
 
 
-def test_paired_runs_see_the_same_batches_and_augmentation(tiny_overrides, monkeypatch):
-    streams: dict[str, list] = {"standard": [], "soft": []}
-    current: list = []
-    real_batch = trainer_module.Trainer.train_batch
-
-    def spy(self, global_idx, epoch, step):
-        images, labels = real_batch(self, global_idx, epoch, step)
-        current.append((epoch, step, global_idx.tolist(), labels.tolist(), float(images.double().sum())))
-        return images, labels
-
-    monkeypatch.setattr(trainer_module.Trainer, "train_batch", spy)
-    for name in streams:
-        current = streams[name]
-        train(config(tiny_overrides, f"output.name={name}", "eval.every_epochs=0", name=f"demo_{name}.yaml"),
-              device="cpu", progress=False)
-    assert streams["standard"] == streams["soft"] and len(streams["soft"]) == 14
-    a = loadmat(Path(tiny_overrides[-1].split("=", 1)[1]) / "standard" / "mini_batch_data.mat")
-    b = loadmat(Path(tiny_overrides[-1].split("=", 1)[1]) / "soft" / "mini_batch_data.mat")
+def test_paired_runs_see_the_same_batches_and_augmentation(standard_run):
+    soft = SpiedRun([*standard_run.overrides, "output.name=soft"], name="demo_soft.yaml")
+    assert soft.batches == standard_run.batches and len(soft.batches) == 14
+    a = loadmat(standard_run.out / "mini_batch_data.mat")
+    b = loadmat(soft.out / "mini_batch_data.mat")
     assert a["criterion"][0] == "cross_entropy" and b["criterion"][0] == "soft_cross_entropy"
     assert not np.array_equal(a["train_loss"], b["train_loss"])
 
 
-def test_resume_refuses_a_changed_experiment(tiny_overrides):
-    cfg = config(tiny_overrides, "train.epochs=1", "eval.every_epochs=0")
-    out = train(cfg, device="cpu", progress=False)
+def test_resume_refuses_a_changed_experiment(standard_run):
+    out = standard_run.out
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
-    changed = config(tiny_overrides, "train.epochs=1", "criterion=soft_cross_entropy", "seed=1", "eval.every_epochs=0")
+    changed = config(standard_run.overrides, "criterion=soft_cross_entropy", "seed=1")
     with pytest.raises(CheckpointError, match=r"differs in criterion, seed"):
         train(changed, device="cpu", resume="auto", progress=False)
     with pytest.raises(CheckpointError, match="already holds a run; continue it with --resume auto"):
-        train(cfg, device="cpu", resume=None, progress=False)
+        train(standard_run.cfg, device="cpu", resume=None, progress=False)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"} == before
+
+
+def test_a_finished_run_is_not_redone(standard_run):
+    out = standard_run.out
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+    train(standard_run.cfg, device="cpu", resume="auto", progress=False)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != ".lock"} == before
 
 
 def test_raising_epochs_continues_a_finished_run(tiny_overrides):
@@ -114,13 +136,6 @@ def test_raising_epochs_continues_a_finished_run(tiny_overrides):
     assert one == two
     m = loadmat(two / "mini_batch_data.mat")
     assert m["train_epoch"][0].tolist() == [1] * 7 + [2] * 7
-
-
-def test_a_finished_run_is_not_redone(tiny_overrides):
-    out = train(config(tiny_overrides, "train.epochs=1"), device="cpu", progress=False)
-    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
-    train(config(tiny_overrides, "train.epochs=1"), device="cpu", resume="auto", progress=False)
-    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != ".lock"} == before
 
 
 class NanAfter(nn.Module):
@@ -184,13 +199,13 @@ def test_schedules_match_pytorch_schedulers(cfg, make):
     assert ours == pytest.approx(torch_schedule_factors(make, 120), abs=1e-12)
 
 
-def test_device_resident_cache_path_equals_the_host_copy_path(tiny_overrides):
-    """The GPU's default path (cache on the device, gather inside the augmentation) and the
-    host path (gather in host memory, copy, augment) train identically."""
+def test_device_resident_cache_path_equals_the_host_copy_path(standard_run):
+    """The GPU's default path (cache on the device, gather inside the augmentation; data.device_cache auto
+    is on) and the host path (gather in host memory, copy, augment) train identically."""
+    off = train(config(standard_run.overrides, "data.device_cache=off", "output.name=cache_off"), device="cpu",
+                progress=False)
     runs = {}
-    for mode in ("on", "off"):
-        out = train(config(tiny_overrides, f"data.device_cache={mode}", f"output.name=cache_{mode}",
-                           "train.epochs=1", "eval.every_epochs=0"), device="cpu", progress=False)
+    for mode, out in (("on", standard_run.out), ("off", off)):
         runs[mode] = (loadmat(out / "mini_batch_data.mat"), torch.load(out / "checkpoints" / "last.pt", weights_only=True))
     (mat_on, ck_on), (mat_off, ck_off) = runs["on"], runs["off"]
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "eval_rank1", "eval_mAP"):
