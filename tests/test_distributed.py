@@ -59,53 +59,52 @@ def env() -> dict:
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
-def test_torchrun_two_processes_trains_resumes_and_logs_global_batches(tiny_overrides, tmp_path):
+def test_torchrun_trains_resumes_and_logs_global_batches_none_smaller_than_two_per_process(tiny_overrides, tmp_path):
+    """3 processes, batches of 6: killed mid-epoch and resumed; the last train batch (4 = 1-2 images each) and
+    the val batch of 2 are merged into the batch before, so that no process gets fewer than two train images
+    or no val image."""
     overrides = [*tiny_overrides, "train.epochs=3", "checkpoint.every_steps=1", "output.name=ddp"]
     out = Path(next(o.split("=", 1)[1] for o in tiny_overrides if o.startswith("output.root="))) / "ddp"
     killer = tmp_path / "kill_job.py"
     killer.write_text(KILL_JOB)
-    # Step 10 is epoch 2's third step: the job dies mid-epoch, after epoch 1's evaluation.
-    killed = subprocess.run(torchrun(killer, overrides, "--resume", "auto"), env=dict(env(), KILL_AT_STEP="10"),
-                            capture_output=True, text=True, timeout=300)
+    # Step 9 is epoch 2's third step: the job dies mid-epoch, after epoch 1's evaluation.
+    killed = subprocess.run(torchrun(killer, overrides, "--resume", "auto", nproc=3),
+                            env=dict(env(), KILL_AT_STEP="9"), capture_output=True, text=True, timeout=300)
     assert killed.returncode != 0 and "exitcode: -9" in killed.stderr, killed.stdout + killed.stderr
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert (state["epoch"], state["step"]) == (2, 2)
-    resumed = subprocess.run(torchrun(REPO / "train.py", overrides, "--resume", "auto"), env=env(),
+    resumed = subprocess.run(torchrun(REPO / "train.py", overrides, "--resume", "auto", nproc=3), env=env(),
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     m = loadmat(out / "mini_batch_data.mat")
-    # global mini-batches: 40 train images in batches of 6 -> 7 per epoch; 8 val images -> 2 per epoch
-    assert m["train_batch_size"][0].tolist() == [6, 6, 6, 6, 6, 6, 4] * 3
-    assert m["val_batch_size"][0].tolist() == [6, 2] * 3
-    assert m["train_epoch"][0].tolist() == [1] * 7 + [2] * 7 + [3] * 7
+    # global mini-batches: 40 train images in batches of 6 -> 6 + 6 + 6 + 6 + 6 + (6 + 4) per epoch;
+    # 8 val images -> (6 + 2) per epoch
+    assert m["train_batch_size"][0].tolist() == [6, 6, 6, 6, 6, 10] * 3
+    assert m["val_batch_size"][0].tolist() == [8] * 3
+    assert m["train_epoch"][0].tolist() == [1] * 6 + [2] * 6 + [3] * 6
     acc = m["train_acc"][0] * m["train_batch_size"][0]
     assert np.allclose(acc, np.round(acc))  # a global count of correct images, not one rank's fraction
-    assert np.isfinite(m["train_loss"]).all() and m["eval_epoch"][0].tolist() == [1, 2, 3]
+    assert np.isfinite(m["train_loss"]).all() and np.isfinite(m["val_loss"]).all()
+    assert m["eval_epoch"][0].tolist() == [1, 2, 3]
     assert "resumed from" in (out / "log.txt").read_text(), resumed.stdout + resumed.stderr
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         "checkpoints", "config.yaml", "features.mat", "log.txt", "mini_batch_data.mat", "results.json"]
 
 
-def test_no_process_gets_fewer_than_two_train_images_or_no_val_image(tiny_overrides):
-    """3 processes, batches of 6: the last train batch (4 = 1-2 images each) and val batch (2) are merged."""
-    overrides = [*tiny_overrides, "train.epochs=1", "output.name=three"]
-    out = Path(next(o.split("=", 1)[1] for o in tiny_overrides if o.startswith("output.root="))) / "three"
-    done = subprocess.run(torchrun(REPO / "train.py", overrides, nproc=3), env=env(), capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    m = loadmat(out / "mini_batch_data.mat")
-    assert m["train_batch_size"][0].tolist() == [6, 6, 6, 6, 6, 10]
-    assert m["val_batch_size"][0].tolist() == [8]
-    assert np.isfinite(m["train_loss"]).all() and np.isfinite(m["val_loss"]).all()
+def test_a_global_batch_smaller_than_two_per_process_is_refused(tiny_overrides, monkeypatch):
+    """Seen from rank 0 of 3 processes (the process group mocked away: the refusal comes before any
+    collective): the error names the global batch and what to do, and no run directory is made."""
+    from reid.config import load_config
+    from reid.engine import distributed, trainer
+    from reid.errors import ConfigError
 
-
-def test_a_global_batch_smaller_than_two_per_process_is_refused(tiny_overrides):
-    overrides = [*tiny_overrides, "train.batch_size=5", "output.name=small"]
-    done = subprocess.run(torchrun(REPO / "train.py", overrides, nproc=3), env=env(), capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode != 0
-    assert ("error: train.batch_size = 5 is the global batch, split over 3 processes, and each needs at least 2 "
-            "images; set train.batch_size >= 6 or start fewer processes") in done.stderr, done.stdout + done.stderr
+    monkeypatch.setattr(distributed, "init_distributed", lambda device_type: distributed.DistInfo(0, 3, 0))
+    cfg = load_config(REPO / "configs" / "demo_standard.yaml", [*tiny_overrides, "train.batch_size=5",
+                                                                "output.name=small"])
+    with pytest.raises(ConfigError) as refused:
+        trainer.train(cfg, device="cpu", progress=False)
+    assert str(refused.value) == ("train.batch_size = 5 is the global batch, split over 3 processes, and each needs "
+                                  "at least 2 images; set train.batch_size >= 6 or start fewer processes")
     assert not (Path(next(o.split("=", 1)[1] for o in tiny_overrides if o.startswith("output.root="))) / "small").exists()
 
 
