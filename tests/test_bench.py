@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -51,13 +49,11 @@ def test_bench_data_compares_the_two_pipelines_on_the_same_images(capsys):
     assert "(a) classic" in out and "(b) cached" in out and "speedup" in out
 
 
-def test_bench_pack_measures_one_run_alone_and_runs_packed():
-    # a real process: the workers it starts are processes of their own
-    r = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "pack", "--device", "cpu", "--model",
-                        "resnet18", "--batch", "4", "--size", "32x16", "--steps", "1", "--warmup", "1", "--runs", "2",
-                        "--seconds", "0.2"], capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert r.returncode == 0, r.stdout + r.stderr
-    rows = [line for line in r.stdout.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+def test_bench_pack_measures_one_run_alone_and_runs_packed(capsys):
+    # called in this process: the workers it starts (1, then 2 at once) are processes of their own
+    out = bench(capsys, "pack", "--device", "cpu", "--model", "resnet18", "--batch", "4", "--size", "32x16",
+                "--steps", "1", "--warmup", "1", "--runs", "2", "--seconds", "0.2")
+    rows = [line for line in out.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
     assert [int(row.split("|")[1]) for row in rows] == [1, 2]  # one run alone is always the reference
     assert rows[0].split("|")[4].strip() == "1.00x"
 
