@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -179,6 +178,8 @@ def hold_lock_in_subprocess(run_dir: Path) -> subprocess.Popen:
 
 
 def test_run_lock_is_exclusive_across_processes_and_released_by_sigkill(tmp_path):
+    """This process, waiting for the lock a second process holds, is refused while the holder lives and
+    gets the lock right after the holder is SIGKILLed (no clean-up ran)."""
     run = tmp_path / "run"
     p = hold_lock_in_subprocess(run)
     try:
@@ -221,23 +222,3 @@ def test_run_lock_in_an_unwritable_place(tmp_path):
     blocker.write_text("x")
     with pytest.raises(OutputError, match=str(blocker / "run")):
         RunLock(blocker / "run").acquire()
-
-
-def test_a_lock_waiter_gets_it_once_the_holder_is_killed(tmp_path):
-    """A second process refused while the first lives succeeds right after the first is SIGKILLed."""
-    run = tmp_path / "run"
-    p = hold_lock_in_subprocess(run)
-    try:
-        probe = "import sys\nfrom reid.engine.checkpoint import RunLock\nRunLock(sys.argv[1]).acquire()\n"
-        r = subprocess.run([sys.executable, "-c", probe, str(run)], capture_output=True, text=True, timeout=60)
-        assert r.returncode != 0 and "RunLockedError" in r.stderr
-    finally:
-        os.kill(p.pid, signal.SIGKILL)
-        p.wait()
-    deadline = time.time() + 10
-    while True:
-        r = subprocess.run([sys.executable, "-c", probe, str(run)], capture_output=True, text=True, timeout=60)
-        if r.returncode == 0 or time.time() > deadline:
-            break
-        time.sleep(0.1)
-    assert r.returncode == 0, r.stderr
