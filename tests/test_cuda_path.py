@@ -46,8 +46,10 @@ def test_fp16_runs_are_evaluated_in_fp32_on_the_cpu():
 
 
 def test_resume_across_precisions_loads_the_scaler_state_and_says_so(tiny_overrides, monkeypatch, capsys):
-    """fp32 (scaler disabled, saves {}) -> fp16 (scaler on) -> fp32 again, one epoch each (2 steps)."""
-    tiny_overrides = [*tiny_overrides, "train.batch_size=20"]
+    """fp32 (scaler disabled, saves {}) -> fp16 (scaler on) -> fp32 again, one epoch each (2 steps), on the
+    small model of tests/ddp_equivalence.py (fp16 convolutions are slow on the CPU; the scaler is the point)."""
+    tiny_overrides = [*tiny_overrides, "train.batch_size=20", f"imports=[{REPO / 'tests' / 'ddp_equivalence.py'}]",
+                      "model.name=batch_free_net"]
     cfg = config(tiny_overrides, "train.epochs=1", "eval.every_epochs=0")
     out = train(cfg, device="cpu", progress=False)
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["scaler"] == {}
