@@ -11,9 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-from scipy.io import loadmat
+from helpers import assert_same_run
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "demo_standard.yaml"
@@ -32,22 +30,6 @@ def command(overrides: list[str], name: str) -> list[str]:
 def run_dir(overrides: list[str], name: str) -> Path:
     root = next(o.split("=", 1)[1] for o in overrides if o.startswith("output.root="))
     return Path(root) / name
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    ma, mb = loadmat(a / "mini_batch_data.mat"), loadmat(b / "mini_batch_data.mat")
-    assert sorted(ma) == sorted(mb)
-    for key in ma:
-        if not key.startswith("__") and key != "config":
-            np.testing.assert_array_equal(ma[key], mb[key], err_msg=key)
-    # the resolved configs differ only in the run's name
-    assert str(ma["config"][0]).replace(f"name: {a.name}", "") == str(mb["config"][0]).replace(f"name: {b.name}", "")
-    sa = torch.load(a / "checkpoints" / "last.pt", weights_only=True)
-    sb = torch.load(b / "checkpoints" / "last.pt", weights_only=True)
-    assert sa["model"].keys() == sb["model"].keys()
-    for key in sa["model"]:
-        assert torch.equal(sa["model"][key], sb["model"][key]), key
-    assert sa["finished"] and sb["finished"]
 
 
 def env() -> dict:
@@ -108,16 +90,11 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 MOMENTS = [("train_step", 3), ("checkpoint", 3), ("mat", 3)]
 
 
-def test_sigkill_at_seeded_random_moments_then_resume_gives_the_uninterrupted_run(tiny_overrides, tmp_path):
-    from reid.config import load_config
-    from reid.engine.trainer import train
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the killed processes (OMP_NUM_THREADS=1): the same kernels, bit for bit
-    try:  # the uninterrupted run, in this process (a process of its own would only add a start of torch)
-        train(load_config(CONFIG, run_overrides(tiny_overrides, "reference")), device="cpu", progress=False)
-    finally:
-        torch.set_num_threads(threads)
+def test_sigkill_at_seeded_random_moments_then_resume_gives_the_uninterrupted_run(demo_study, tmp_path):
+    # the uninterrupted run: the session's demo_study run demo_standard_s0, the same experiment (seed 0, 2 epochs
+    # of 7 steps, evaluated every epoch) checkpointed once per epoch instead of every step
+    study_root, study_overrides = demo_study
+    overrides = [*study_overrides, f"output.root={tmp_path / 'outputs'}"]
     driver = tmp_path / "killer.py"
     driver.write_text(KILLER)
     rng = random.Random(1234)
@@ -127,7 +104,7 @@ def test_sigkill_at_seeded_random_moments_then_resume_gives_the_uninterrupted_ru
     plan = [("checkpoint", 1), ("train_step", 3), ("val", 1), ("eval", 1)] + [
         (where, rng.randint(1, most)) for where, most in (rng.choice(MOMENTS) for _ in range(2))]
     for where, at in plan:
-        proc = subprocess.run([sys.executable, str(driver), *command(tiny_overrides, "killed")[1:]],
+        proc = subprocess.run([sys.executable, str(driver), *command(overrides, "killed")[1:]],
                               env=dict(env(), KILL_WHERE=where, KILL_AT=str(at)), capture_output=True, text=True,
                               timeout=300)
         if proc.returncode == 0:  # the moment lay beyond what was left of the run: it finished
@@ -136,10 +113,10 @@ def test_sigkill_at_seeded_random_moments_then_resume_gives_the_uninterrupted_ru
         assert proc.returncode == -signal.SIGKILL, proc.stderr
         kills.append((where, at))
     if not finished:
-        final = subprocess.run(command(tiny_overrides, "killed"), env=env(), capture_output=True, text=True,
+        final = subprocess.run(command(overrides, "killed"), env=env(), capture_output=True, text=True,
                                timeout=300)
         assert final.returncode == 0, final.stderr
-    assert kills == plan, (kills, plan, (run_dir(tiny_overrides, "killed") / "log.txt").read_text())
-    log = (run_dir(tiny_overrides, "killed") / "log.txt").read_text()
+    assert kills == plan, (kills, plan, (run_dir(overrides, "killed") / "log.txt").read_text())
+    log = (run_dir(overrides, "killed") / "log.txt").read_text()
     assert "resumed from" in log
-    assert_same_run(run_dir(tiny_overrides, "reference"), run_dir(tiny_overrides, "killed"))
+    assert_same_run(study_root / "demo_standard_s0", run_dir(overrides, "killed"))
