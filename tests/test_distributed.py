@@ -1,5 +1,7 @@
-"""torchrun (DDP, gloo on the CPU): sharding of global batches, one .mat of global
-mini-batches written by rank 0, and resume after the whole job is killed."""
+"""torchrun (DDP, gloo on the CPU): sharding of global batches, the refusal of a global batch too small
+for the processes, and 2 processes training as 1. The torchrun run that is stopped, killed and restarted,
+and whose .mat holds the global mini-batches with the merged last batches, is in tests/test_preemption.py
+(one launch of torch for both)."""
 
 from __future__ import annotations
 
@@ -29,66 +31,8 @@ def test_union_of_rank_shards_is_the_single_process_batch(world_size):
             assert sum(len(p) for p in parts) == len(single[step])
 
 
-KILL_JOB = """
-import os, runpy, signal, sys
-from reid.engine import trainer
-
-real_step, calls = trainer.Trainer.train_step, [0]
-
-def step(self, images, labels):
-    calls[0] += 1
-    if os.environ.get("RANK") == "0" and calls[0] == int(os.environ["KILL_AT_STEP"]):
-        os.kill(os.getpid(), signal.SIGKILL)  # rank 0 dies; torchrun then stops rank 1 and fails
-    return real_step(self, images, labels)
-
-trainer.Trainer.train_step = step
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
-def torchrun(script: Path, overrides: list[str], *extra: str, nproc: int = 2) -> list[str]:
-    sets = [a for o in overrides for a in ("--set", o)]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(script),
-            *([str(REPO / "train.py")] if script.name != "train.py" else []),
-            "--config", str(REPO / "configs" / "demo_standard.yaml"), "--device", "cpu", "--no-progress", *sets,
-            *extra]
-
-
 def env() -> dict:
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-
-
-def test_torchrun_trains_resumes_and_logs_global_batches_none_smaller_than_two_per_process(tiny_overrides, tmp_path):
-    """3 processes, batches of 6: killed mid-epoch and resumed; the last train batch (4 = 1-2 images each) and
-    the val batch of 2 are merged into the batch before, so that no process gets fewer than two train images
-    or no val image."""
-    overrides = [*tiny_overrides, "train.epochs=3", "checkpoint.every_steps=1", "output.name=ddp"]
-    out = Path(next(o.split("=", 1)[1] for o in tiny_overrides if o.startswith("output.root="))) / "ddp"
-    killer = tmp_path / "kill_job.py"
-    killer.write_text(KILL_JOB)
-    # Step 9 is epoch 2's third step: the job dies mid-epoch, after epoch 1's evaluation.
-    killed = subprocess.run(torchrun(killer, overrides, "--resume", "auto", nproc=3),
-                            env=dict(env(), KILL_AT_STEP="9"), capture_output=True, text=True, timeout=300)
-    assert killed.returncode != 0 and "exitcode: -9" in killed.stderr, killed.stdout + killed.stderr
-    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
-    assert (state["epoch"], state["step"]) == (2, 2)
-    resumed = subprocess.run(torchrun(REPO / "train.py", overrides, "--resume", "auto", nproc=3), env=env(),
-                             capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    m = loadmat(out / "mini_batch_data.mat")
-    # global mini-batches: 40 train images in batches of 6 -> 6 + 6 + 6 + 6 + 6 + (6 + 4) per epoch;
-    # 8 val images -> (6 + 2) per epoch
-    assert m["train_batch_size"][0].tolist() == [6, 6, 6, 6, 6, 10] * 3
-    assert m["val_batch_size"][0].tolist() == [8] * 3
-    assert m["train_epoch"][0].tolist() == [1] * 6 + [2] * 6 + [3] * 6
-    acc = m["train_acc"][0] * m["train_batch_size"][0]
-    assert np.allclose(acc, np.round(acc))  # a global count of correct images, not one rank's fraction
-    assert np.isfinite(m["train_loss"]).all() and np.isfinite(m["val_loss"]).all()
-    assert m["eval_epoch"][0].tolist() == [1, 2, 3]
-    assert "resumed from" in (out / "log.txt").read_text(), resumed.stdout + resumed.stderr
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "checkpoints", "config.yaml", "features.mat", "log.txt", "mini_batch_data.mat", "results.json"]
 
 
 def test_a_global_batch_smaller_than_two_per_process_is_refused(tiny_overrides, monkeypatch):
