@@ -2,10 +2,11 @@
 small model whose normalisation does not depend on the batch (GroupNorm), so that a torchrun run
 must reproduce the 1-process numbers.
 
-Under torchrun it trains every run in the same processes (one start of torch for all of them):
+Under torchrun it trains every run in the same processes (one start of torch for all of them), alone:
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_equivalence.py OUT --set KEY=VALUE ...
 
+or, with :func:`train_all`, in the torchrun launch that tests/test_distributed.py shares between its tests.
 The test trains the same runs with :func:`config` in its own process for the reference.
 """
 
@@ -83,13 +84,20 @@ def config(name: str, out_root: Path, overrides: list[str]) -> Config:
                         "eval.every_epochs=0", *RUNS[name], f"output.root={out_root}", f"output.name={name}"])
 
 
-def main(argv: list[str]) -> None:
-    out_root, overrides = Path(argv[0]), [a for a in argv[1:] if a != "--set"]
+def train_all(out_root: Path, overrides: list[str]) -> None:
+    """Every run, under ``out_root``, in this process's process group (kept: the caller shuts it down)."""
     distributed.init_distributed("cpu")
     shutdown, distributed.shutdown_distributed = distributed.shutdown_distributed, lambda: None  # one group for all
-    for name in RUNS:
-        trainer.train(config(name, out_root, overrides), device="cpu", progress=False)
-    shutdown()
+    try:
+        for name in RUNS:
+            trainer.train(config(name, out_root, overrides), device="cpu", progress=False)
+    finally:
+        distributed.shutdown_distributed = shutdown
+
+
+def main(argv: list[str]) -> None:
+    train_all(Path(argv[0]), [a for a in argv[1:] if a != "--set"])
+    distributed.shutdown_distributed()
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """torchrun (DDP, gloo on the CPU): sharding of global batches, the refusal of a global batch too small
-for the processes, and 2 processes training as 1. The torchrun run that is stopped, killed and restarted,
-and whose .mat holds the global mini-batches with the merged last batches, is in tests/test_preemption.py
-(one launch of torch for both)."""
+for the processes, 2 processes training as 1, and a torchrun run stopped by a signal, killed, restarted by torchrun and
+compared with an uninterrupted one, whose .mat holds global mini-batches: one torchrun launch for them all."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import assert_same_run
 from scipy.io import loadmat
 
 from reid.data import PKSampler, RandomBatchSampler, shard
@@ -33,6 +34,99 @@ def test_union_of_rank_shards_is_the_single_process_batch(world_size):
 
 def env() -> dict:
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
+STOP_LINE = "stopped at epoch {}, step {}: checkpoint written; continue with --resume auto"
+
+LAUNCH = """
+import json, os, runpy, signal, sys
+from pathlib import Path
+from reid.engine import distributed, trainer
+
+main = runpy.run_path(sys.argv[1])["main"]
+argv, attempt = sys.argv[2:], os.environ["TORCHELASTIC_RESTART_COUNT"]
+if attempt == "0":  # first the uninterrupted runs, in these processes and process group (no torch start of their own)
+    import ddp_equivalence
+    ddp_equivalence.train_all(Path(os.environ["EQUIVALENCE_OUT"]), json.loads(os.environ["EQUIVALENCE_SETS"]))
+    shutdown, distributed.shutdown_distributed = distributed.shutdown_distributed, lambda: None
+    assert main([*argv, "--set", "output.name=ddp_reference"]) == 0
+    distributed.shutdown_distributed = shutdown
+
+real_step, calls = trainer.Trainer.train_step, [0]
+
+def step(self, images, labels):
+    calls[0] += 1
+    if os.environ["RANK"] == "1" and (attempt, calls[0]) == ("0", 2):
+        os.kill(os.getpid(), signal.SIGTERM)  # rank 1 alone is told to stop, in epoch 1's second step
+    if os.environ["RANK"] == "1" and (attempt, calls[0]) == ("1", 7):
+        os.kill(os.getpid(), signal.SIGKILL)  # then dies in epoch 2's third step, after epoch 1's evaluation
+    return real_step(self, images, labels)
+
+trainer.Trainer.train_step = step
+sys.exit(main(argv))
+"""
+
+
+@pytest.fixture(scope="module")
+def launch(synthetic_root, tmp_path_factory) -> tuple[list[str], Path, subprocess.CompletedProcess]:
+    """One torchrun launch of 2 processes with --max-restarts=2, shared by this module's torchrun tests (each
+    start of torch costs seconds): its first processes train the runs of tests/ddp_equivalence.py under
+    OUT/two, then ddp_reference uninterrupted, then start ddp_restarted (a checkpoint every 2 steps, batches of 5
+    over 32 train / 16 val images), which is stopped by a SIGTERM to rank 1 in step 2, restarted, killed by a
+    SIGKILL of rank 1 in epoch 2's third step, and restarted to its end. Returns (the overrides of every run
+    but its name, OUT, the launch)."""
+    tmp = tmp_path_factory.mktemp("torchrun")
+    # conftest's tiny_overrides, for the module
+    overrides = [f"data.root={synthetic_root}", "data.synthetic=null", f"data.cache_dir={tmp / 'cache'}",
+                 "data.size=[32,16]", "data.val_per_id=1", "model.name=resnet18", "model.pretrained=none",
+                 "train.batch_size=6", "train.epochs=2", "eval.every_epochs=1", f"output.root={tmp / 'outputs'}"]
+    driver = tmp / "launch.py"
+    driver.write_text(LAUNCH)
+    restarted = [*overrides, "output.name=ddp_restarted", "checkpoint.every_steps=2", "train.batch_size=5",
+                 "data.val_per_id=2"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=2",
+           str(driver), str(REPO / "train.py"), "--config", str(REPO / "configs" / "demo_standard.yaml"),
+           "--device", "cpu", "--no-progress", "--resume", "auto", *(a for o in restarted for a in ("--set", o))]
+    done = subprocess.run(cmd, env=dict(env(), PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'tests'}",
+                                        EQUIVALENCE_OUT=str(tmp / "outputs" / "two"),
+                                        EQUIVALENCE_SETS=json.dumps(overrides)),
+                          capture_output=True, text=True, timeout=300)
+    return overrides, tmp / "outputs", done
+
+
+def test_torchrun_stops_every_process_at_one_step_restarts_from_the_last_checkpoint_and_logs_global_batches(
+        launch):
+    """2 gloo processes, 2 epochs of global batches of 5, a checkpoint every 2 steps, under torchrun
+    --max-restarts: a SIGTERM to one process stops all of them after the same step (checkpoint written, exit 75);
+    torchrun restarts the group, which resumes there; a worker then SIGKILLed mid-epoch 2 makes torchrun restart
+    the group again from the last checkpoint. The run ends with the .mat and weights of an uninterrupted 2-process
+    run (trained first, in the same processes) and its .mat holds global mini-batches: the last train batch (2 =
+    1 image each) and the last val batch (1 image) are merged into the batch before, so that no process gets fewer
+    than two train images or no val image. (2 processes, not 3: with 3, a resumed run's weights
+    differ from an uninterrupted one's in the last bits from the first step after a restart on.)"""
+    _, root, restarted = launch
+    assert restarted.returncode == 0, restarted.stdout[-3000:] + restarted.stderr[-5000:]
+    err = restarted.stderr
+    assert err.count(STOP_LINE.format(1, 2)) == 1, err  # printed once, by rank 0, after the step in progress
+    assert "(exitcode: 75)" in err and "(exitcode: -9)" in err, err
+    run = root / "ddp_restarted"
+    log = (run / "log.txt").read_text()
+    last = run / "checkpoints" / "last.pt"
+    # the kill in epoch 2's third step loses that step: the group resumes from the checkpoint of step 2
+    assert f"resumed from {last} at epoch 1, step 2" in log and f"resumed from {last} at epoch 2, step 2" in log, log
+    assert_same_run(root / "ddp_reference", run)
+    m = loadmat(run / "mini_batch_data.mat")
+    # global mini-batches: 32 train images in batches of 5 -> 5 + 5 + 5 + 5 + 5 + (5 + 2) per epoch;
+    # 16 val images -> 5 + 5 + (5 + 1) per epoch
+    assert m["train_batch_size"][0].tolist() == [5, 5, 5, 5, 5, 7] * 2
+    assert m["val_batch_size"][0].tolist() == [5, 5, 6] * 2
+    assert m["train_epoch"][0].tolist() == [1] * 6 + [2] * 6
+    acc = m["train_acc"][0] * m["train_batch_size"][0]
+    assert np.allclose(acc, np.round(acc))  # a global count of correct images, not one rank's fraction
+    assert np.isfinite(m["train_loss"]).all() and np.isfinite(m["val_loss"]).all()
+    assert m["eval_epoch"][0].tolist() == [1, 2]
+    assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == [
+        "checkpoints", "config.yaml", "features.mat", "log.txt", "mini_batch_data.mat", "results.json"]
 
 
 def test_a_global_batch_smaller_than_two_per_process_is_refused(tiny_overrides, monkeypatch):
@@ -68,22 +162,20 @@ def test_the_process_group_outlasts_rank_zero_evaluating_alone(monkeypatch):
     assert seen["timeout"] >= timedelta(hours=1)
 
 
-def test_two_processes_train_as_one_with_every_criterion(tiny_overrides, tmp_path):
+def test_two_processes_train_as_one_with_every_criterion(launch, tmp_path):
     """2 processes (gloo) against 1, for each criterion of tests/ddp_equivalence.py on a model without
     BatchNorm: the same per-step train loss and accuracy in the .mat, the same val loss and the same
-    final weights (model and criterion), to 1e-5. One torchrun trains every run in the same processes."""
+    final weights (model and criterion), to 1e-5. The module's torchrun launch trains every run in the same
+    processes."""
     import ddp_equivalence as runs
 
     from reid.engine.trainer import train
 
-    two = tmp_path / "two"
-    sets = [a for o in tiny_overrides for a in ("--set", o)]
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(REPO / "tests" / "ddp_equivalence.py"), str(two), *sets],
-                          env=dict(env(), PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    overrides, root, done = launch
+    two = root / "two"
     for name in runs.RUNS:
-        one = train(runs.config(name, tmp_path / "one", tiny_overrides), device="cpu", progress=False)
+        assert (two / name / "checkpoints" / "last.pt").is_file(), done.stdout[-3000:] + done.stderr[-5000:]
+        one = train(runs.config(name, tmp_path / "one", overrides), device="cpu", progress=False)
         a, b = loadmat(one / "mini_batch_data.mat"), loadmat(two / name / "mini_batch_data.mat")
         sizes = a["train_batch_size"][0].tolist()
         assert b["train_batch_size"][0].tolist() == sizes

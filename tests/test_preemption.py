@@ -1,8 +1,8 @@
 """Stop signals and Ctrl-C in train.py: SIGTERM/SIGUSR1 stop at a step boundary with a checkpoint and
 exit 75, loses no step and damages nothing (mid-epoch, during evaluation, during a checkpoint write);
 the resumed run equals the uninterrupted one. Ctrl-C says where the last checkpoint is.
-torchrun --max-restarts continues a group from the last checkpoint after a worker dies; the .mat of a
-torchrun run holds global mini-batches."""
+The same under torchrun (all processes stop at one step; --max-restarts continues a group from the last
+checkpoint after a worker dies) is tested in tests/test_distributed.py, in the launch its tests share."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from helpers import assert_same_run
@@ -172,72 +171,3 @@ def test_ctrl_c_says_where_the_last_checkpoint_is_and_what_is_redone(overrides, 
     assert TRAIN(argv(overrides, name, "checkpoint.every_steps=2")) == 130
     last = out_dir(overrides, name) / "checkpoints" / "last.pt"
     assert capsys.readouterr().err.strip().splitlines()[-1] == expected.format(last=last)
-
-
-STOPPED_THEN_KILLED = """
-import os, runpy, signal, sys
-from reid.engine import distributed, trainer
-
-main = runpy.run_path(sys.argv[1])["main"]
-argv, attempt = sys.argv[2:], os.environ["TORCHELASTIC_RESTART_COUNT"]
-if attempt == "0":  # first the uninterrupted run, in these processes and process group (no torch start of its own)
-    shutdown, distributed.shutdown_distributed = distributed.shutdown_distributed, lambda: None
-    assert main([*argv, "--set", "output.name=ddp_reference"]) == 0
-    distributed.shutdown_distributed = shutdown
-
-real_step, calls = trainer.Trainer.train_step, [0]
-
-def step(self, images, labels):
-    calls[0] += 1
-    if os.environ["RANK"] == "1" and (attempt, calls[0]) == ("0", 2):
-        os.kill(os.getpid(), signal.SIGTERM)  # rank 1 alone is told to stop, in epoch 1's second step
-    if os.environ["RANK"] == "1" and (attempt, calls[0]) == ("1", 7):
-        os.kill(os.getpid(), signal.SIGKILL)  # then dies in epoch 2's third step, after epoch 1's evaluation
-    return real_step(self, images, labels)
-
-trainer.Trainer.train_step = step
-sys.exit(main(argv))
-"""
-
-
-def test_torchrun_stops_every_process_at_one_step_restarts_from_the_last_checkpoint_and_logs_global_batches(
-        tiny_overrides, tmp_path):
-    """2 gloo processes, 2 epochs of global batches of 5, a checkpoint every 2 steps, under torchrun
-    --max-restarts: a SIGTERM to one process stops all of them after the same step (checkpoint written, exit 75);
-    torchrun restarts the group, which resumes there; a worker then SIGKILLed mid-epoch 2 makes torchrun restart
-    the group again from the last checkpoint. The run ends with the .mat and weights of an uninterrupted 2-process
-    run (trained first, in the same processes) and its .mat holds global mini-batches: the last train batch (2 =
-    1 image each) and the last val batch (1 image) are merged into the batch before, so that no process gets fewer
-    than two train images or no val image. (2 processes, not 3: with 3, a resumed run's weights
-    differ from an uninterrupted one's in the last bits from the first step after a restart on.)"""
-    driver = tmp_path / "stop_then_kill.py"
-    driver.write_text(STOPPED_THEN_KILLED)
-    root = out_dir(tiny_overrides, "")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=2",
-           str(driver), str(REPO / "train.py"),
-           *argv(tiny_overrides, "ddp_restarted", "checkpoint.every_steps=2", "train.epochs=2", "train.batch_size=5",
-                 "data.val_per_id=2")]
-    restarted = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1"),
-                               capture_output=True, text=True, timeout=300)
-    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
-    err = restarted.stderr
-    assert err.count(STOP_LINE.format(1, 2)) == 1, err  # printed once, by rank 0, after the step in progress
-    assert "(exitcode: 75)" in err and "(exitcode: -9)" in err, err
-    run = root / "ddp_restarted"
-    log = (run / "log.txt").read_text()
-    last = run / "checkpoints" / "last.pt"
-    # the kill in epoch 2's third step loses that step: the group resumes from the checkpoint of step 2
-    assert f"resumed from {last} at epoch 1, step 2" in log and f"resumed from {last} at epoch 2, step 2" in log, log
-    assert_same_run(root / "ddp_reference", run)
-    m = loadmat(run / "mini_batch_data.mat")
-    # global mini-batches: 32 train images in batches of 5 -> 5 + 5 + 5 + 5 + 5 + (5 + 2) per epoch;
-    # 16 val images -> 5 + 5 + (5 + 1) per epoch
-    assert m["train_batch_size"][0].tolist() == [5, 5, 5, 5, 5, 7] * 2
-    assert m["val_batch_size"][0].tolist() == [5, 5, 6] * 2
-    assert m["train_epoch"][0].tolist() == [1] * 6 + [2] * 6
-    acc = m["train_acc"][0] * m["train_batch_size"][0]
-    assert np.allclose(acc, np.round(acc))  # a global count of correct images, not one rank's fraction
-    assert np.isfinite(m["train_loss"]).all() and np.isfinite(m["val_loss"]).all()
-    assert m["eval_epoch"][0].tolist() == [1, 2]
-    assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == [
-        "checkpoints", "config.yaml", "features.mat", "log.txt", "mini_batch_data.mat", "results.json"]
