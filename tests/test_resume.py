@@ -4,6 +4,7 @@ the uninterrupted run."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -36,53 +37,84 @@ def env() -> dict:
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
+# One process imports torch and the trainer once, then forks a fresh process for each life of the run
+# (nothing has run in it yet, so the children start clean): each child arms its kill, runs train.py as
+# ``__main__`` and is SIGKILLed by it at that moment, or exits when the moment lay beyond the end of
+# the run. Prints one exit status per life (as subprocess reports them: -9 for a SIGKILL).
 KILLER = """
-import io, os, runpy, signal, sys, torch
+import io, json, os, runpy, signal, sys, torch
 import scipy.io
 from reid.engine import trainer
-
-where, target = os.environ["KILL_WHERE"], int(os.environ["KILL_AT"])
-calls = [0]
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
-def count():
-    calls[0] += 1
-    return calls[0] == target
+def arm(where, target):
+    calls = [0]
 
-def half_written(real):
-    # write half of the bytes to the (temporary) file, then die: a kill in the middle of a write
-    def save(obj, f, *args, **kwargs):
-        if count() and hasattr(f, "write"):
-            buffer = io.BytesIO()
-            real(obj, buffer, *args, **kwargs)
-            f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
-            f.flush()
-            die()
-        return real(obj, f, *args, **kwargs)
-    return save
+    def count():
+        calls[0] += 1
+        return calls[0] == target
 
-def before(real):
-    def call(*args, **kwargs):
-        if count():
-            die()
-        return real(*args, **kwargs)
-    return call
+    def half_written(real):
+        # write half of the bytes to the (temporary) file, then die: a kill in the middle of a write
+        def save(obj, f, *args, **kwargs):
+            if count() and hasattr(f, "write"):
+                buffer = io.BytesIO()
+                real(obj, buffer, *args, **kwargs)
+                f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+                f.flush()
+                die()
+            return real(obj, f, *args, **kwargs)
+        return save
 
-if where == "checkpoint":
-    torch.save = half_written(torch.save)
-elif where == "mat":
-    real_savemat = scipy.io.savemat
-    scipy.io.savemat = lambda f, arrays, *a, **k: half_written(lambda o, g: real_savemat(g, o, *a, **k))(arrays, f)
-elif where == "train_step":
-    trainer.Trainer.train_step = before(trainer.Trainer.train_step)
-elif where == "val":
-    trainer.Trainer.val_epoch = before(trainer.Trainer.val_epoch)
-elif where == "eval":
-    trainer.Trainer.evaluate = before(trainer.Trainer.evaluate)
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
+    def before(real):
+        def call(*args, **kwargs):
+            if count():
+                die()
+            return real(*args, **kwargs)
+        return call
+
+    if where == "checkpoint":
+        torch.save = half_written(torch.save)
+    elif where == "mat":
+        real_savemat = scipy.io.savemat
+        scipy.io.savemat = lambda f, arrays, *a, **k: half_written(lambda o, g: real_savemat(g, o, *a, **k))(arrays, f)
+    elif where == "train_step":
+        trainer.Trainer.train_step = before(trainer.Trainer.train_step)
+    elif where == "val":
+        trainer.Trainer.val_epoch = before(trainer.Trainer.val_epoch)
+    elif where == "eval":
+        trainer.Trainer.evaluate = before(trainer.Trainer.evaluate)
+
+def life(moment, argv):
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            if moment:
+                arm(*moment)
+            sys.argv = argv
+            runpy.run_path(argv[0], run_name="__main__")
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    status = os.waitpid(pid, 0)[1]
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+plan, argv = json.loads(sys.argv[1]), sys.argv[2:]
+codes = []
+for where, at in plan:
+    codes.append(life((where, at), argv))
+    if codes[-1] != -signal.SIGKILL:
+        break
+if codes[-1] == -signal.SIGKILL:
+    codes.append(life(None, argv))  # the last life: no kill, the run finishes
+print(json.dumps(codes))
 """
 
 # (where, the latest call of it to kill at): small, so that each process life moves the run on by only a
@@ -98,24 +130,17 @@ def test_sigkill_at_seeded_random_moments_then_resume_gives_the_uninterrupted_ru
     driver = tmp_path / "killer.py"
     driver.write_text(KILLER)
     rng = random.Random(1234)
-    kills, finished = [], False
     # Four moments are fixed: the first checkpoint write (no previous.pt yet), a mid-epoch step, the val
     # phase and the evaluation; two more are drawn.
     plan = [("checkpoint", 1), ("train_step", 3), ("val", 1), ("eval", 1)] + [
         (where, rng.randint(1, most)) for where, most in (rng.choice(MOMENTS) for _ in range(2))]
-    for where, at in plan:
-        proc = subprocess.run([sys.executable, str(driver), *command(overrides, "killed")[1:]],
-                              env=dict(env(), KILL_WHERE=where, KILL_AT=str(at)), capture_output=True, text=True,
-                              timeout=300)
-        if proc.returncode == 0:  # the moment lay beyond what was left of the run: it finished
-            finished = True
-            break
-        assert proc.returncode == -signal.SIGKILL, proc.stderr
-        kills.append((where, at))
-    if not finished:
-        final = subprocess.run(command(overrides, "killed"), env=env(), capture_output=True, text=True,
-                               timeout=300)
-        assert final.returncode == 0, final.stderr
+    proc = subprocess.run([sys.executable, str(driver), json.dumps(plan), *command(overrides, "killed")[1:]],
+                          env=env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    codes = json.loads(proc.stdout.splitlines()[-1])
+    assert codes[-1] == 0, proc.stderr  # the run finished in its last life
+    assert all(code == -signal.SIGKILL for code in codes[:-1]), (codes, proc.stderr)
+    kills = plan[:len(codes) - 1]
     assert kills == plan, (kills, plan, (run_dir(overrides, "killed") / "log.txt").read_text())
     log = (run_dir(overrides, "killed") / "log.txt").read_text()
     assert "resumed from" in log
