@@ -48,3 +48,31 @@ def process_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def launch_in_process(main, args, env: dict) -> "subprocess.CompletedProcess":
+    """What ``scripts/study.sh``/``paired.sh ARGS`` does, with the launcher's ``main`` (``reid.launch.study.main``
+    or ``reid.launch.paired.main``) called in this process: ``env`` as the environment (``PYTHON`` runs the
+    trainer), the repository as working directory, ``--trainer`` the checkout's train.py as the scripts pass
+    it. Its trainers are still processes of their own. Returns the exit status and the printed text like
+    ``subprocess.run(..., capture_output=True, text=True)``: it saves the launcher's interpreter start and
+    the comparison's imports (torch, matplotlib) per launch; each script keeps real-process launches too."""
+    import contextlib
+    import io
+    import subprocess
+    from unittest import mock
+
+    repo = Path(__file__).resolve().parents[1]
+    argv = [*map(str, args), "--trainer", str(repo / "train.py")]
+    out, err, cwd = io.StringIO(), io.StringIO(), os.getcwd()
+    try:
+        os.chdir(repo)
+        with mock.patch.dict(os.environ, env, clear=True), contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as e:  # argparse's usage errors
+                code = e.code
+    finally:
+        os.chdir(cwd)
+    return subprocess.CompletedProcess(["main", *argv], code, out.getvalue(), err.getvalue())

@@ -8,7 +8,8 @@ Two parts:
   ``mini_batch_data.mat`` or fails on request) and runs everything else - the launcher
   itself - with the real Python. This checks argument forwarding, exit
   codes, which run is named as failed, the two-GPU mode and where the comparison goes;
-  it says nothing about the trainer.
+  it says nothing about the trainer. Runs that compare call the launcher's ``main`` in this process
+  (its trainers are still processes); the failure and usage-error cases run ``bash scripts/paired.sh``.
 * With the real ``train.py``: the launchers share reid/launch/jobs.py, whose one launch of the
   real trainer is tests/test_study.py's killed-then-resumed study (a finished run untouched, the
   interrupted one continued). That paired runs of one seed see the same batches is
@@ -22,7 +23,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import stub_calls
+from helpers import launch_in_process, stub_calls
 
 REPO = Path(__file__).resolve().parents[1]
 PAIRED = REPO / "scripts" / "paired.sh"
@@ -35,9 +36,16 @@ def run_paired(args, env, timeout=120):
                           timeout=timeout, cwd=REPO)
 
 
+def launch(args, env) -> subprocess.CompletedProcess:
+    """paired.sh ARGS with the launcher in this process (tests/helpers.py); its trainers are processes."""
+    from reid.launch.paired import main
+
+    return launch_in_process(main, args, env)
+
+
 def test_paired_both_succeed_forwards_args_and_compares(stub_env):
     tmp_path, env, a, b = stub_env
-    r = run_paired([a, b, "--seed", "7", "--set", "train.epochs=2", "--device", "cpu"], env)
+    r = launch([a, b, "--seed", "7", "--set", "train.epochs=2", "--device", "cpu"], env)
     assert r.returncode == 0, r.stderr
     c = stub_calls(tmp_path)
     assert [Path(x["config"]).stem for x in c] == ["standard", "soft"]  # A then B
@@ -69,7 +77,7 @@ def test_paired_two_gpus_trains_both_at_once(stub_env):
     tmp_path, env, a, b = stub_env
     rv = tmp_path / "rendezvous"
     rv.mkdir()
-    r = run_paired([a, b, "--gpus", "0,1"], dict(env, STUB_RENDEZVOUS=str(rv)))
+    r = launch([a, b, "--gpus", "0,1"], dict(env, STUB_RENDEZVOUS=str(rv)))
     assert r.returncode == 0, r.stdout + r.stderr
     cuda = {Path(x["config"]).stem: x["cuda"] for x in stub_calls(tmp_path)}
     assert cuda == {"standard": "0", "soft": "1"}
@@ -79,7 +87,7 @@ def test_paired_two_gpus_trains_both_at_once(stub_env):
     # A failure in parallel mode is reported the same way.
     for f in rv.iterdir():
         f.unlink()
-    r = run_paired([a, b, "--gpus", "0,1"], dict(env, STUB_FAIL="soft"))
+    r = launch([a, b, "--gpus", "0,1"], dict(env, STUB_FAIL="soft"))
     assert r.returncode == 1 and f"run B ({b}) failed with exit code 3" in r.stderr
     assert "run A" not in r.stderr
 

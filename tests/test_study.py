@@ -2,7 +2,8 @@
 
 * Launcher logic with the stub trainer (tests/stub_trainer.py, fast): GPU assignment and
   packing (each run's CUDA_VISIBLE_DEVICES and how many shared its GPU), one run at a time on
-  the CPU, a failing run that does not stop the others, usage errors.
+  the CPU, a failing run that does not stop the others (the launcher's ``main`` called in this
+  process, its trainers processes), usage errors (``bash scripts/study.sh``, the wrapper itself).
 * The study's table and figure (what study.sh writes when every run finished, through
   ``write_comparison``), checked against numbers recomputed here with numpy from .mat files
   this test writes (their values are random, so no number of the table is a coincidence).
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import run_snapshot, stub_calls
+from helpers import launch_in_process, run_snapshot, stub_calls
 from PIL import Image
 from scipy.io import loadmat
 
@@ -41,6 +42,13 @@ def run_study(args, env, timeout=120, **kw) -> subprocess.CompletedProcess:
                           timeout=timeout, cwd=REPO, **kw)
 
 
+def launch(args, env) -> subprocess.CompletedProcess:
+    """study.sh ARGS with the launcher in this process (tests/helpers.py); its trainers are processes."""
+    from reid.launch.study import main
+
+    return launch_in_process(main, args, env)
+
+
 def names(configs, seeds) -> list[str]:
     return [f"{Path(c).stem}_s{s}" for s in seeds for c in configs]
 
@@ -53,7 +61,7 @@ def test_study_spreads_and_packs_runs_over_the_gpus(stub_env):
     rv = tmp_path / "rendezvous"
     rv.mkdir()
     # The first four runs must all be running at once (the stub waits for them): 2 GPUs x 2 per GPU.
-    r = run_study([a, b, "--seeds", "0,1,2", "--gpus", "0,1", "--per-gpu", "2", "--set", "train.epochs=2"],
+    r = launch([a, b, "--seeds", "0,1,2", "--gpus", "0,1", "--per-gpu", "2", "--set", "train.epochs=2"],
                   dict(env, STUB_RENDEZVOUS=str(rv), STUB_WAVE="4", STUB_SECONDS="0.2"))
     assert r.returncode == 0, r.stdout + r.stderr
     c = {x["name"]: x for x in stub_calls(tmp_path)}
@@ -75,7 +83,7 @@ def test_study_spreads_and_packs_runs_over_the_gpus(stub_env):
 
 def test_study_without_gpus_trains_one_run_at_a_time_unpinned_unless_told(stub_env):
     tmp_path, env, a, b = stub_env
-    r = run_study([a, b, "--seeds", "4,2", "--device", "cpu"], dict(env, STUB_SECONDS="0.1"))
+    r = launch([a, b, "--seeds", "4,2", "--device", "cpu"], dict(env, STUB_SECONDS="0.1"))
     assert r.returncode == 0, r.stdout + r.stderr
     c = stub_calls(tmp_path)
     assert [x["name"] for x in c] == names([a, b], [4, 2])  # seed by seed, in the order given
@@ -86,14 +94,14 @@ def test_study_without_gpus_trains_one_run_at_a_time_unpinned_unless_told(stub_e
     (tmp_path / "calls.jsonl").unlink()
     rv = tmp_path / "rendezvous"
     rv.mkdir()
-    r = run_study([a, b, "--seeds", "0", "--jobs", "2"], dict(env, STUB_RENDEZVOUS=str(rv), STUB_WAVE="2"))
+    r = launch([a, b, "--seeds", "0", "--jobs", "2"], dict(env, STUB_RENDEZVOUS=str(rv), STUB_WAVE="2"))
     assert r.returncode == 0, r.stdout + r.stderr  # both ran at once, else the stub gives up
     assert [x["cuda"] for x in stub_calls(tmp_path)] == [None, None]
 
 
 def test_study_failing_run_does_not_stop_the_others_and_is_named_with_why(stub_env):
     tmp_path, env, a, b = stub_env
-    r = run_study([a, b, "--seeds", "0,1"], dict(env, STUB_FAIL="soft_s0"))
+    r = launch([a, b, "--seeds", "0,1"], dict(env, STUB_FAIL="soft_s0"))
     assert r.returncode == 1
     assert sorted(x["name"] for x in stub_calls(tmp_path)) == sorted(names([a, b], [0, 1]))  # the later runs too
     out = tmp_path / "outputs"
@@ -106,7 +114,7 @@ def test_study_failing_run_does_not_stop_the_others_and_is_named_with_why(stub_e
     assert not list(out.glob("study_*"))
     assert "error: stub failure of soft_s0" in (out / "soft_s0.log").read_text()
 
-    r = run_study([a, b, "--seeds", "0,1"], env)  # fixed: rerun
+    r = launch([a, b, "--seeds", "0,1"], env)  # fixed: rerun
     assert r.returncode == 0, r.stderr
     assert "study: 4 of 4 runs finished" in r.stdout
     md = (out / "study_standard_vs_soft.md").read_text()
