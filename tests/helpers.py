@@ -64,6 +64,7 @@ def launch_in_process(main, args, env: dict) -> "subprocess.CompletedProcess":
 
     repo = Path(__file__).resolve().parents[1]
     argv = [*map(str, args), "--trainer", str(repo / "train.py")]
+    env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")])))  # as the scripts
     out, err, cwd = io.StringIO(), io.StringIO(), os.getcwd()
     try:
         os.chdir(repo)

@@ -257,7 +257,8 @@ def test_study_table_and_figure_match_numpy(tmp_path):
 
 
 def test_study_real_trainer_killed_then_resumed_and_a_bad_override_for_one_config(tmp_path, tiny_overrides):
-    """The one launch of study.sh with the real train.py (the others use the stub trainer)."""
+    """The launches of study.sh with the real train.py (the others use the stub trainer): the killed one a real
+    ``bash scripts/study.sh`` process (killed with its trainer), the rerun and the bad override in process."""
     out = tmp_path / "outputs"
     args = [DEMO[0], "--seeds", "0,1", "--device", "cpu",
             *set_args([*tiny_overrides, "checkpoint.every_steps=2", "eval.every_epochs=0"])]
@@ -277,7 +278,7 @@ def test_study_real_trainer_killed_then_resumed_and_a_bad_override_for_one_confi
     before = loadmat(s1 / "mini_batch_data.mat")["train_loss"][0]
     finished = run_snapshot(s0)
 
-    r = run_study(args, real_env(), timeout=900)
+    r = launch(args, real_env())  # the rerun: the launcher in this process, its trainers processes
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr
     assert run_snapshot(s0) == finished  # checksums and mtimes: the finished run was not touched
     assert "already finished" in r.stdout
@@ -288,10 +289,9 @@ def test_study_real_trainer_killed_then_resumed_and_a_bad_override_for_one_confi
 
     # A bad override for one config: demo_soft's criterion is a {name, uniform_weight} section,
     # demo_standard's a plain name. The trainer's own error names it; demo_soft still trains.
-    r = run_study([*DEMO, "--seeds", "2", "--device", "cpu",
-                   *set_args([*tiny_overrides, "train.epochs=1", "eval.every_epochs=0",
-                              "criterion.uniform_weight=0.5"])], real_env(),
-                  timeout=900)
+    r = launch([*DEMO, "--seeds", "2", "--device", "cpu",
+                *set_args([*tiny_overrides, "train.epochs=1", "eval.every_epochs=0", "criterion.uniform_weight=0.5"])],
+               real_env())
     assert r.returncode == 1
     assert (f"error: run demo_standard_s2 ({DEMO[0]}) could not start: cannot resolve the run directory of "
             f"{DEMO[0]}: --set criterion.uniform_weight=0.5: 'criterion' "
