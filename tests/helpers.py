@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
+import subprocess
 from pathlib import Path
 
 
@@ -50,16 +53,13 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def launch_in_process(main, args, env: dict) -> "subprocess.CompletedProcess":
+def launch_in_process(main, args, env: dict) -> subprocess.CompletedProcess:
     """What ``scripts/study.sh``/``paired.sh ARGS`` does, with the launcher's ``main`` (``reid.launch.study.main``
     or ``reid.launch.paired.main``) called in this process: ``env`` as the environment (``PYTHON`` runs the
     trainer), the repository as working directory, ``--trainer`` the checkout's train.py as the scripts pass
     it. Its trainers are still processes of their own. Returns the exit status and the printed text like
     ``subprocess.run(..., capture_output=True, text=True)``: it saves the launcher's interpreter start and
     the comparison's imports (torch, matplotlib) per launch; each script keeps real-process launches too."""
-    import contextlib
-    import io
-    import subprocess
     from unittest import mock
 
     repo = Path(__file__).resolve().parents[1]
