@@ -251,13 +251,18 @@ def test_cuda_only_options_are_refused_on_the_cpu_before_any_file_is_written(tin
     assert not run_dir(cfg).exists()
 
 
-def test_step_records_weight_each_part_by_its_images_and_an_empty_part_adds_nothing():
-    """Global batch of 5 over 2 processes, seen from one process holding 3 (loss 2.0, 1 correct):
-    the other process's empty part (mean loss nan over no images) must not turn the sums into nan."""
+def test_step_records_weight_each_part_by_the_batch_and_an_empty_share_adds_nothing():
+    """Global batch of 5 over 2 processes, seen from one process holding 3 (their per-sample losses sum to
+    6.0, 1 correct): its part is 6.0 / 5. A process holding no image of a batch has the part of an empty
+    sum, 0 (not the nan of a mean over nothing), so the sums stay finite."""
     from reid.engine.records import StepRecords
+    from reid.losses import BatchShare
+    from reid.losses.shares import sample_mean_part
 
+    empty = BatchShare(torch.empty(0, 3), torch.empty(0, dtype=torch.long), None, torch.zeros(5, dtype=torch.long),
+                       sizes=(5, 0), rank=1)
     records = StepRecords([5, 5], torch.device("cpu"))
-    records.record(0, torch.tensor(2.0), torch.tensor(1), local_count=3)
-    records.record(1, torch.tensor(float("nan")), torch.tensor(0), local_count=0)
+    records.record(0, torch.tensor(6.0 / 5), torch.tensor(1))
+    records.record(1, sample_mean_part(torch.empty(0), empty), torch.tensor(0))
     loss, acc, sizes = records.take(2)
-    assert loss == [2.0 * 3 / 5, 0.0] and acc == [1 / 5, 0.0] and sizes == [5, 5]
+    assert loss == pytest.approx([6.0 / 5, 0.0]) and acc == [1 / 5, 0.0] and sizes == [5, 5]

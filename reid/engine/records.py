@@ -4,8 +4,7 @@ that shows them without stalling the GPU.
 Example::
 
     records = StepRecords(batch_sizes=[32, 32, 8], device=device)
-    records.record(step, loss, correct, local_count)     # no host synchronisation
-    records.record_part(step, part, correct)             # or: this process's part of the batch's loss
+    records.record(step, part, correct)    # this process's part of the batch's loss; no host synchronisation
     losses, accuracies, sizes = records.take(upto=3)      # one copy to the host (and across ranks)
 """
 
@@ -34,12 +33,7 @@ class StepRecords:
         self.sums = torch.zeros(len(batch_sizes), 2, dtype=torch.float64, device=device)
         self.flushed = 0
 
-    def record(self, step: int, loss: torch.Tensor, correct: torch.Tensor, local_count: int) -> None:
-        # a process with no images of this batch adds nothing (its mean loss over none is nan)
-        self.sums[step, 0] = loss.detach().double() * local_count if local_count else 0.0
-        self.sums[step, 1] = correct.double()
-
-    def record_part(self, step: int, part: torch.Tensor, correct: torch.Tensor) -> None:
+    def record(self, step: int, part: torch.Tensor, correct: torch.Tensor) -> None:
         """``part``: this process's part of the global batch's mean loss (the parts of all processes sum
         to it, see reid/losses/shares.py); ``correct``: the number correct among this process's images."""
         self.sums[step, 0] = part.detach().double() * self.batch_sizes[step]

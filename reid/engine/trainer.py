@@ -204,7 +204,7 @@ class Trainer:
                 images, labels = self.train_batch(batches[step], epoch, step)
                 torch.manual_seed(step_seed(self.cfg.seed, epoch, step))  # dropout
                 loss, correct = self.train_step(images, labels)
-                records.record_part(step, loss, correct)
+                records.record(step, loss, correct)
                 self.at, self.steps_since_save = Position(epoch, step + 1), self.steps_since_save + 1
                 bar.advance(len(batches[step]), records, step + 1)
                 stop = step + 1 < len(batches) and self.stop_agreed(step + 1)
@@ -357,7 +357,7 @@ class Trainer:
                     logits = self.model.classifier(self.model(images))
                 share = self.batch_share(logits.float(), None, self.val_labels[on_device])
                 correct = (share.logits.argmax(1) == share.targets).sum()
-                records.record_part(step, self.val_criterion.batch_part(share), correct)
+                records.record(step, self.val_criterion.batch_part(share), correct)
                 bar.advance(len(global_idx), records, step + 1)
         loss, acc, sizes = records.take(len(batches))
         self.history.extend("val", epoch, loss=loss, acc=acc, batch_size=sizes)
