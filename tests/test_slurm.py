@@ -1,13 +1,14 @@
 """Studies on a real single-node SLURM (tests/slurm_cluster.py) and --print-commands.
 
-* ``study.sh A B --seeds 0,1 --slurm``: 4 array tasks, then the comparison job writes the table and
+* ``study.sh A B --seeds 0 --slurm``: 2 array tasks, then the comparison job writes the table and
   the PNG; every .mat equals the local study's bit for bit; the same command again submits nothing.
-  The four tasks start together on a fresh data root: each generates the synthetic dataset and
+  The tasks start together on a fresh data root: each generates the synthetic dataset and
   decodes into the same cache at the same moment.
-* ``scontrol requeue`` of a task mid-epoch, and the time-limit warning (SIGUSR1): the task stops at
-  a step boundary, is requeued, resumes and ends with the .mat and weights of the uninterrupted run.
+* ``scontrol requeue`` of one task mid-epoch, and the time-limit warning (SIGUSR1) to the other: each
+  stops at a step boundary, is requeued, resumes and ends with the .mat and weights of the
+  uninterrupted run.
   A task that fails otherwise is not requeued.
-* The ``--print-commands`` lines run by a plain shell loop make the same runs as the study.
+* The ``--print-commands`` lines run by a plain shell loop call the trainer as the study does.
 
 The local study (the oracle) is conftest's ``demo_study``, shared with tests/test_preemption.py.
 """
@@ -24,12 +25,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_same_run
+from helpers import assert_same_run, stub_calls
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = REPO / "scripts" / "study.sh"
 DEMO = [REPO / "configs" / "demo_standard.yaml", REPO / "configs" / "demo_soft.yaml"]
-RUNS = ["demo_standard_s0", "demo_soft_s0", "demo_standard_s1", "demo_soft_s1"]
+RUNS = ["demo_standard_s0", "demo_soft_s0"]
 STOP_LINE = re.compile(r"stopped at epoch 1, step (\d): checkpoint written; continue with --resume auto")
 # the parameters of conftest's synthetic_root: a fresh root generated with them holds the same images
 SYNTHETIC = "data.synthetic={ids: 8, images_per_id: 6, cameras: 6, distractors: 4, junk: 3, seed: 0}"
@@ -92,7 +93,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 @pytest.fixture(scope="module")
 def slurm_study(slurm_cluster, demo_study, tmp_path_factory) -> dict:
-    """conftest's demo_study as a study on SLURM, on a fresh data root and cache (the four tasks generate
+    """conftest's demo_study as a study on SLURM, on a fresh data root and cache (the two tasks generate
     and decode the same files at the same moment). In the middle of epoch 1, task 0 is requeued with
     ``scontrol requeue`` (SIGTERM) and task 1 gets the time-limit warning (SIGUSR1 to its batch shell);
     both are then let start again at once. What the test saw, as a dict."""
@@ -105,10 +106,10 @@ def slurm_study(slurm_cluster, demo_study, tmp_path_factory) -> dict:
     python.chmod(0o755)
     fresh = [o for o in overrides if not o.startswith(("data.root=", "data.synthetic=", "data.cache_dir="))]
     fresh += [f"data.root={tmp / 'data' / 'market'}", SYNTHETIC, f"data.cache_dir={tmp / 'cache'}"]
-    args = [*DEMO, "--seeds", "0,1", "--device", "cpu", "--slurm", *sets([*fresh, f"output.root={out}"])]
+    args = [*DEMO, "--seeds", "0", "--device", "cpu", "--slurm", *sets([*fresh, f"output.root={out}"])]
     environ = dict(env(SLURM_CONF=slurm_cluster.env["SLURM_CONF"], MARKS=str(marks)), PYTHON=str(python))
     r = study(args, environ)
-    m = re.search(r"submitted job array (\d+) \(4 tasks\) and comparison job (\d+)", r.stdout)
+    m = re.search(r"submitted job array (\d+) \(2 tasks\) and comparison job (\d+)", r.stdout)
     assert m, r.stdout + r.stderr
     array, compare = m.groups()
     stopped = {f"{array}_0": ("demo_standard_s0", ["scontrol", "requeue", f"{array}_0"]),
@@ -133,11 +134,13 @@ def slurm_study(slurm_cluster, demo_study, tmp_path_factory) -> dict:
                           state=torch.load(out / name / "checkpoints" / "last.pt", weights_only=True))
     compare_while_requeued = slurm_cluster.job_state(compare)
     for task in stopped:
-        slurm_cluster.run("scontrol", "update", f"JobId={task}", "StartTime=now")  # skip the requeue delay
+        # Skip most of the requeue delay, not all of it: slurmd refuses to launch a job whose credential was
+        # revoked (at the requeue) in the same second ("Job N already killed, do not launch batch job").
+        slurm_cluster.run("scontrol", "update", f"JobId={task}", "StartTime=now+1")
     slurm_cluster.wait_idle()
     return dict(args=args, env=environ, out=out, stdout=r.stdout, array=array, compare=compare, stopped=seen,
                 compare_while_requeued=compare_while_requeued,
-                states={j: slurm_cluster.job_state(j) for j in [f"{array}_{i}" for i in range(4)] + [compare]})
+                states={j: slurm_cluster.job_state(j) for j in [f"{array}_{i}" for i in range(2)] + [compare]})
 
 
 def test_study_on_slurm_matches_the_local_study_and_a_rerun_submits_nothing(slurm_cluster, slurm_study, demo_study,
@@ -155,7 +158,7 @@ def test_study_on_slurm_matches_the_local_study_and_a_rerun_submits_nothing(slur
         assert_same_run(local / name, out / name)
     for suffix in (".png", ".md"):
         assert (out / f"study_demo_standard_vs_demo_soft{suffix}").stat().st_size > 0
-    assert "| demo_soft − demo_standard |" in (out / "study_demo_standard_vs_demo_soft.md").read_text()
+    assert "| demo_soft_s0 | soft_cross_entropy | 2 |" in (out / "study_demo_standard_vs_demo_soft.md").read_text()
 
     jobs_before = slurm_cluster.jobs()
     (out / "study_demo_standard_vs_demo_soft.md").unlink()
@@ -201,20 +204,33 @@ def test_a_task_that_fails_otherwise_is_not_requeued(slurm_cluster, demo_study, 
     assert slurm_cluster.job_state(compare) == "FAILED"  # and no comparison
 
 
-def test_print_commands_run_by_a_shell_loop_make_the_study_runs(demo_study, tmp_path, monkeypatch, capsys):
+def test_print_commands_run_by_a_shell_loop_make_the_study_runs(demo_study, stub_env, monkeypatch, capsys):
+    """The lines of --print-commands, run by a plain ``while read`` loop, call the trainer exactly as the local
+    study calls it (an override with spaces and braces included): the stub trainer (tests/stub_trainer.py)
+    logs both. Finished runs get no line. (The local study with the real train.py: tests/test_study.py.)"""
     local, overrides = demo_study
+    tmp_path, environ, _, _ = stub_env
     out = tmp_path / "outputs"
-    shutil.copytree(local, out, copy_function=os.link)  # three runs finished (linked, never written), one to train
-    shutil.rmtree(out / "demo_soft_s1")
-    args = [*DEMO, "--seeds", "0,1", "--device", "cpu", "--print-commands", *sets([*overrides, f"output.root={out}"])]
-    status, stdout, err = study_here(args, env(), monkeypatch, capsys)
+    shutil.copytree(local, out, copy_function=os.link)  # seed 0's runs finished (linked, never written)
+    args = [*DEMO, "--seeds", "0,1", "--device", "cpu", *sets([*overrides, SYNTHETIC, f"output.root={out}"])]
+    status, stdout, err = study_here([*args, "--print-commands"], environ, monkeypatch, capsys)
     lines = stdout.splitlines()
-    assert status == 0 and len(lines) == 1, stdout + err
-    assert "--set output.name=demo_soft_s1" in lines[0] and "--resume auto" in lines[0], stdout
+    assert status == 0 and len(lines) == 2, stdout + err
+    assert all("--resume auto" in line for line in lines), stdout
     (tmp_path / "commands.txt").write_text(stdout)
     loop = subprocess.run(["bash", "-c", 'while IFS= read -r line; do eval "$line" || exit 1; done < commands.txt'],
-                          cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+                          cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=300)
     assert loop.returncode == 0, loop.stdout + loop.stderr
-    assert_same_run(local / "demo_soft_s1", out / "demo_soft_s1")
-    status, stdout, err = study_here(args, env(), monkeypatch, capsys)
+
+    def calls() -> list[tuple]:
+        return [(c["config"], c["name"], c["set"], c["resume"], c["device"]) for c in stub_calls(tmp_path)]
+
+    printed = calls()
+    assert [name for _, name, *_ in printed] == ["demo_standard_s1", "demo_soft_s1"]
+    assert all(SYNTHETIC in item for _, _, item, *_ in printed)
+    (tmp_path / "calls.jsonl").unlink()
+    study_here([*args[:2], "--seeds", "1", *args[4:]], environ, monkeypatch, capsys)  # the local study of those runs
+    assert calls() == printed
+    status, stdout, err = study_here([*args[:2], "--seeds", "0", *args[4:], "--print-commands"], environ,
+                                     monkeypatch, capsys)
     assert status == 0 and stdout == "" and "every run has finished" in err  # nothing left to run
