@@ -9,9 +9,6 @@ from __future__ import annotations
 import os
 import runpy
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -61,46 +58,31 @@ def checkpoint(run: Path, name: str = "last.pt") -> dict:
     return torch.load(run / "checkpoints" / name, weights_only=True)
 
 
-SLOW_STEPS = """
-import os, runpy, sys, time
-from reid.engine import trainer
+def test_sigterm_mid_epoch_stops_at_the_step_boundary_and_resumes_exactly(reference, overrides, monkeypatch, capsys):
+    """SIGTERM in the middle of epoch 1's third step: the step ends, its checkpoint and .mat are written, exit 75.
+    (Real processes stopped from outside: the SLURM tasks of tests/test_slurm.py and the torchrun workers of
+    tests/test_distributed.py.)"""
+    from reid.engine import trainer
 
-real_step = trainer.Trainer.train_step
+    real, calls = trainer.Trainer.train_step, []
 
-def step(self, images, labels):
-    with open(os.environ["STEPS_FILE"], "a") as f:
-        f.write("started\\n")
-    time.sleep(0.3)  # a step long enough for a signal to arrive in the middle of it
-    return real_step(self, images, labels)
+    def step(self, images, labels):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, images, labels)
 
-trainer.Trainer.train_step = step
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
-def test_sigterm_mid_epoch_stops_at_the_step_boundary_and_resumes_exactly(reference, overrides, tmp_path):
-    driver, steps = tmp_path / "slow.py", tmp_path / "steps.txt"
-    driver.write_text(SLOW_STEPS)
+    monkeypatch.setattr(trainer.Trainer, "train_step", step)
+    assert TRAIN(argv(overrides, "sigterm")) == 75
+    assert STOP_LINE.format(1, 3) in capsys.readouterr().err.splitlines()
     run = out_dir(overrides, "sigterm")
-    proc = subprocess.Popen([sys.executable, str(driver), str(REPO / "train.py"), *argv(overrides, "sigterm")],
-                            env=dict(os.environ, STEPS_FILE=str(steps), OMP_NUM_THREADS="1"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (steps.exists() and len(steps.read_text().splitlines()) >= 3):  # in epoch 1's third step
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    started = len(steps.read_text().splitlines())
-    assert proc.returncode == 75, out + err
-    assert STOP_LINE.format(1, started) in err.splitlines(), err
     state = checkpoint(run)
     # no step lost: every step begun before the signal is in the checkpoint, and in the .mat
-    assert (state["epoch"], state["step"], state["epoch_done"], state["finished"]) == (1, started, False, False)
-    assert loadmat(run / "mini_batch_data.mat")["train_loss"][0].size == started
+    assert (state["epoch"], state["step"], state["epoch_done"], state["finished"]) == (1, 3, False, False)
+    assert loadmat(run / "mini_batch_data.mat")["train_loss"][0].size == 3
+    monkeypatch.setattr(trainer.Trainer, "train_step", real)
     assert TRAIN(argv(overrides, "sigterm")) == 0
-    assert f"resumed from {run / 'checkpoints' / 'last.pt'} at epoch 1, step {started}" in (run / "log.txt").read_text()
+    assert f"resumed from {run / 'checkpoints' / 'last.pt'} at epoch 1, step 3" in (run / "log.txt").read_text()
     assert_same_run(reference, run)
 
 

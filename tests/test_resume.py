@@ -1,6 +1,6 @@
 """Exact resume: a run killed with SIGKILL at any moment (mid-epoch, during a checkpoint
 write) and resumed with ``--resume auto`` ends with the same .mat arrays and weights as
-the uninterrupted run."""
+the uninterrupted run. Each life takes over the run lock of the SIGKILLed one before it."""
 
 from __future__ import annotations
 
