@@ -272,6 +272,18 @@ def test_synthetic_set_on_real_data_gives_the_real_fix(guard, tmp_path):
     assert not (guard[2] / "on_real").exists()
 
 
+def test_synthetic_set_on_a_real_cross_domain_dataset_names_the_entry_and_a_fix_that_works(guard, tmp_path):
+    """--set reaches no entry of the eval.datasets list: the fix named is an edit of the config."""
+    real = copy_dataset(guard[0], tmp_path / "other_market")
+    (real / "synthetic.json").unlink(missing_ok=True)
+    entry = f"eval.datasets=[{{name: market1501, root: {real}, synthetic: {{ids: 4}}}}]"
+    r = run_train(fresh_run_args(guard, "cross_on_real", extra=(entry,)))
+    line = user_error(r, "eval.datasets[0] (market1501)", str(real), "eval.datasets[0].synthetic is set",
+                      "remove synthetic from eval.datasets[0] in the config", "set eval.datasets[0].root to a folder")
+    assert "--set" not in line
+    no_run_written(guard[2] / "cross_on_real")
+
+
 def test_evaluate_a_run_without_checkpoint_does_not_suggest_resume(guard, tmp_path, capsys):
     from reid.evaluate import main as evaluate_main
 

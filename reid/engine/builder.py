@@ -89,25 +89,28 @@ def check_names(cfg: Config) -> None:
                               "train.batch_size / sampler.num_instances identities, sampler.num_instances images each)")
 
 
-def build_dataset(source: DatasetConfig) -> ReidDataset:
-    """The dataset a config entry (``data`` or an ``eval.datasets`` entry) describes; with
-    ``synthetic`` set, a synthetic one in that dataset's layout is generated at its root first
+def build_dataset(source: DatasetConfig, key: str = "data") -> ReidDataset:
+    """The dataset a config entry (``data``, or the ``eval.datasets`` entry named by ``key``) describes;
+    with ``synthetic`` set, a synthetic one in that dataset's layout is generated at its root first
     (saying so on stdout: where, and that it is synthetic)."""
     if source.synthetic is not None:
         params = {"layout": source.name, **source.synthetic}
         if params["layout"] != source.name:
-            raise ConfigError(f"synthetic: layout = {params['layout']!r}, but the dataset is {source.name}; "
+            raise ConfigError(f"{key}.synthetic: layout = {params['layout']!r}, but the dataset is {source.name}; "
                               "remove layout, the generator writes the layout of the dataset's name")
         if not Path(source.root).exists():
-            print(f"generating a synthetic {source.name} dataset at {Path(source.root).resolve()} (data.synthetic is "
-                  "set; it is not real data; it is made once and reused)", flush=True)
+            print(f"generating a synthetic {source.name} dataset at {Path(source.root).resolve()} ({key}.synthetic "
+                  "is set; it is not real data; it is made once and reused)", flush=True)
         try:
             ensure_synthetic(source.root, **params)
         except NotSyntheticError as e:
-            raise DatasetError(f"{source.root}: data.synthetic is set, which generates a synthetic dataset at data.root, "
-                          "but this folder already holds other data (no synthetic.json); to train on the data there, "
-                          "--set data.synthetic=null (or remove synthetic from the config); for a synthetic dataset, "
-                          "set data.root to a folder that does not exist yet") from e
+            # --set reaches no list entry, so an eval.datasets entry is fixed in the config file
+            use_it = ("--set data.synthetic=null (or remove synthetic from the config)" if key == "data" else
+                      f"remove synthetic from {key} in the config")
+            raise DatasetError(f"{source.root}: {key}.synthetic is set, which generates a synthetic dataset at "
+                               f"{key}.root, but this folder already holds other data (no synthetic.json); to use "
+                               f"the data there, {use_it}; for a synthetic dataset, set {key}.root to a folder that "
+                               "does not exist yet") from e
     return DATASETS.get(source.name).from_config(source)
 
 
@@ -121,7 +124,7 @@ def build_eval_sets(cfg: Config) -> list[EvalSet]:
     sets = []
     for i, source in enumerate(cfg.eval.datasets):
         try:
-            dataset = build_dataset(source)
+            dataset = build_dataset(source, f"eval.datasets[{i}]")
         except ReidError as e:  # the loaders name data.*; here the keys are the entry's
             message = re.sub(r"\bdata\.(?=root|pattern|cuhk03_boxes|synthetic)", f"eval.datasets[{i}].", str(e))
             raise type(e)(f"eval.datasets[{i}] ({source.key}): {message}") from e
