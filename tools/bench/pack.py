@@ -1,10 +1,11 @@
 """``scripts/bench.py pack``: what packing runs on one GPU buys (``study.sh --per-gpu N``).
 
-For each N of ``--runs`` (default 1,2,4), N processes are started as the study starts its
-runs, each pinned to the same GPU with ``CUDA_VISIBLE_DEVICES``; each builds the full trainer
-step of ``bench.py train`` (b) on random images, warms up, then, once all N are ready, they
-train together for ``--seconds``. Printed: images/s per run and in total, the total relative
-to one run alone (what a study of many runs gains in throughput) and the peak memory per run.
+As many processes as the largest N of ``--runs`` (default 1,2,4) are started once, as the study
+starts its runs, each pinned to the same GPU with ``CUDA_VISIBLE_DEVICES``; each builds the full
+trainer step of ``bench.py train`` (b) on random images and warms up. Then, for each N, N of
+them train together for ``--seconds`` while the others wait (idle: no computation). Printed:
+images/s per run and in total, the total relative to one run alone (what a study of many runs
+gains in throughput) and the peak memory per run.
 
 Example::
 
@@ -45,7 +46,23 @@ def run(args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         env["CUDA_VISIBLE_DEVICES"] = args.gpu or os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
     worker_args = {k: v for k, v in vars(args).items() if k not in ("runs", "gpu", "suite", "debug")}
-    rows = [packed_speed(n, worker_args, env) for n in counts]
+    # started once (each start costs seconds of imports, model building and warm-up), released n at a time
+    cmd = [sys.executable, "-m", "tools.bench.pack", json.dumps(worker_args)]
+    workers = [subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+               for _ in range(counts[-1])]
+    try:
+        for w in workers:
+            _expect(w, "ready", "while warming up")
+        rows = [packed_speed(workers[:n]) for n in counts]
+    except BaseException:
+        for w in workers:
+            w.kill()
+        raise
+    finally:
+        for w in workers:
+            if w.stdin and not w.stdin.closed:
+                w.stdin.close()  # end of input: the worker exits
+            w.wait()
     alone = rows[0]["total_images_per_s"] / rows[0]["runs"]
     for row in rows:
         row["total_vs_one_run"] = row["total_images_per_s"] / alone
@@ -55,43 +72,32 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-def packed_speed(n: int, worker_args: dict, env: dict) -> dict:
-    """Start ``n`` workers, release them together once all are warm, collect their images/s."""
-    cmd = [sys.executable, "-m", "tools.bench.pack", json.dumps(worker_args)]
-    workers = [subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-               for _ in range(n)]
-    try:
-        for w in workers:
-            _expect(w, "ready", n)
-        for w in workers:
-            w.stdin.write("go\n")
-            w.stdin.flush()
-        reports = [json.loads(_expect(w, "{", n)) for w in workers]
-    except BaseException:
-        for w in workers:
-            w.kill()
-        raise
-    finally:
-        for w in workers:
-            w.wait()
+def packed_speed(workers: list[subprocess.Popen]) -> dict:
+    """Release ``workers`` together (all warm), collect their images/s."""
+    n = len(workers)
+    for w in workers:
+        w.stdin.write("go\n")
+        w.stdin.flush()
+    reports = [json.loads(_expect(w, "{", f"in the {n}-run measurement")) for w in workers]
     per_run = [r["images"] / r["seconds"] for r in reports]
     return {"runs": n, "images_per_s_per_run": sum(per_run) / n, "total_images_per_s": sum(per_run),
             "peak_memory_mib_per_run": max(r["peak_memory_mib"] for r in reports),
             "describe": reports[0]["describe"]}
 
 
-def _expect(worker: subprocess.Popen, start: str, n: int) -> str:
+def _expect(worker: subprocess.Popen, start: str, during: str) -> str:
     """The worker's next protocol line starting with ``start`` (its other output is passed through)."""
     for line in worker.stdout:
         if line.startswith(TAG + start):
             return line[len(TAG):]
         sys.stdout.write(line)
-    raise ReidError(f"pack benchmark: a worker of the {n}-run measurement stopped (exit code {worker.wait()}) "
-                    "before reporting; see its output above (out of memory? then lower --runs or --batch)")
+    raise ReidError(f"pack benchmark: a worker stopped {during} (exit code {worker.wait()}); see its output "
+                    "above (out of memory? then lower --runs or --batch)")
 
 
 def worker(options: dict) -> None:
-    """One packed run: warm up, say ready, wait for go, train for ``seconds``, report images and seconds."""
+    """One packed run: warm up, say ready; at each ``go`` train for ``seconds`` and report images and seconds;
+    exit at the end of input."""
     args = argparse.Namespace(**options)
     s = train_bench.settings(args)
     n = s.batch * max(s.steps, s.warmup)
@@ -100,17 +106,18 @@ def worker(options: dict) -> None:
     trainer.train_epoch(epoch=1, first_step=0)
     sync(s.device)
     print(TAG + "ready", flush=True)
-    sys.stdin.readline()
     trainer.sampler = train_bench.FixedBatches(n, s.batch, s.steps)
-    start, images, epoch = time.perf_counter(), 0, 2
-    while time.perf_counter() - start < args.seconds:
-        trainer.train_epoch(epoch=epoch, first_step=0)
-        sync(s.device)
-        images += s.batch * s.steps
-        epoch += 1
-    seconds = time.perf_counter() - start
-    print(TAG + json.dumps({"images": images, "seconds": seconds, "describe": s.describe,
-                            "peak_memory_mib": train_bench.peak_memory_mib(s.device)}), flush=True)
+    epoch = 2
+    while sys.stdin.readline().strip() == "go":
+        start, images = time.perf_counter(), 0
+        while time.perf_counter() - start < args.seconds:
+            trainer.train_epoch(epoch=epoch, first_step=0)
+            sync(s.device)
+            images += s.batch * s.steps
+            epoch += 1
+        seconds = time.perf_counter() - start
+        print(TAG + json.dumps({"images": images, "seconds": seconds, "describe": s.describe,
+                                "peak_memory_mib": train_bench.peak_memory_mib(s.device)}), flush=True)
 
 
 def print_table(r: dict) -> None:
