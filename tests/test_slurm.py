@@ -212,25 +212,27 @@ def test_print_commands_run_by_a_shell_loop_make_the_study_runs(demo_study, stub
     tmp_path, environ, _, _ = stub_env
     out = tmp_path / "outputs"
     shutil.copytree(local, out, copy_function=os.link)  # seed 0's runs finished (linked, never written)
-    args = [*DEMO, "--seeds", "0,1", "--device", "cpu", *sets([*overrides, SYNTHETIC, f"output.root={out}"])]
-    status, stdout, err = study_here([*args, "--print-commands"], environ, monkeypatch, capsys)
+
+    def study_of(seeds: str, *extra: str) -> tuple[int, str, str]:
+        args = [*DEMO, "--seeds", seeds, "--device", "cpu", *sets([*overrides, SYNTHETIC, f"output.root={out}"])]
+        return study_here([*args, *extra], environ, monkeypatch, capsys)
+
+    def calls() -> list[tuple]:
+        return [(c["config"], c["name"], c["set"], c["resume"], c["device"]) for c in stub_calls(tmp_path)]
+
+    status, stdout, err = study_of("0,1", "--print-commands")
     lines = stdout.splitlines()
-    assert status == 0 and len(lines) == 2, stdout + err
+    assert status == 0 and len(lines) == 2, stdout + err  # seed 1's runs only
     assert all("--resume auto" in line for line in lines), stdout
     (tmp_path / "commands.txt").write_text(stdout)
     loop = subprocess.run(["bash", "-c", 'while IFS= read -r line; do eval "$line" || exit 1; done < commands.txt'],
                           cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=300)
     assert loop.returncode == 0, loop.stdout + loop.stderr
-
-    def calls() -> list[tuple]:
-        return [(c["config"], c["name"], c["set"], c["resume"], c["device"]) for c in stub_calls(tmp_path)]
-
     printed = calls()
     assert [name for _, name, *_ in printed] == ["demo_standard_s1", "demo_soft_s1"]
-    assert all(SYNTHETIC in item for _, _, item, *_ in printed)
+    assert all(SYNTHETIC in sets_given for _, _, sets_given, *_ in printed)
     (tmp_path / "calls.jsonl").unlink()
-    study_here([*args[:2], "--seeds", "1", *args[4:]], environ, monkeypatch, capsys)  # the local study of those runs
+    study_of("1")  # the local study of those runs
     assert calls() == printed
-    status, stdout, err = study_here([*args[:2], "--seeds", "0", *args[4:], "--print-commands"], environ,
-                                     monkeypatch, capsys)
+    status, stdout, err = study_of("0", "--print-commands")
     assert status == 0 and stdout == "" and "every run has finished" in err  # nothing left to run
