@@ -41,10 +41,29 @@ STOP_LINE = "stopped at epoch {}, step {}: checkpoint written; continue with --r
 LAUNCH = """
 import json, os, runpy, signal, sys
 from pathlib import Path
+from torch import nn
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from reid.engine import distributed, trainer
 
 main = runpy.run_path(sys.argv[1])["main"]
 argv, attempt = sys.argv[2:], os.environ["TORCHELASTIC_RESTART_COUNT"]
+now = {"run": "-", "step": 0}  # the run training and its step in this process life (0: before its first step)
+
+
+def note(*words):  # rank 0 notes each gradient bucket DDP reduces, and each step that ends, in BUCKETS
+    if os.environ["RANK"] == "0":
+        with open(os.environ["BUCKETS"], "a") as f:
+            print(attempt, now["run"], now["step"], *words, file=f)
+
+
+class BucketNotingDDP(nn.parallel.DistributedDataParallel):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        now.update(run="-", step=0)
+        self.register_comm_hook(None, lambda group, bucket: note(bucket.buffer().numel()) or allreduce_hook(group, bucket))
+
+
+nn.parallel.DistributedDataParallel = BucketNotingDDP
 if attempt == "0":  # first the uninterrupted runs, in these processes and process group (no torch start of their own)
     import ddp_equivalence
     ddp_equivalence.train_all(Path(os.environ["EQUIVALENCE_OUT"]), json.loads(os.environ["EQUIVALENCE_SETS"]))
@@ -56,11 +75,14 @@ real_step, calls = trainer.Trainer.train_step, [0]
 
 def step(self, images, labels):
     calls[0] += 1
+    now.update(run=self.run_dir.name, step=calls[0])
     if os.environ["RANK"] == "1" and (attempt, calls[0]) == ("0", 2):
         os.kill(os.getpid(), signal.SIGTERM)  # rank 1 alone is told to stop, in epoch 1's second step
     if os.environ["RANK"] == "1" and (attempt, calls[0]) == ("1", 7):
         os.kill(os.getpid(), signal.SIGKILL)  # then dies in epoch 2's third step, after epoch 1's evaluation
-    return real_step(self, images, labels)
+    out = real_step(self, images, labels)
+    note("done")
+    return out
 
 trainer.Trainer.train_step = step
 sys.exit(main(argv))
@@ -73,8 +95,9 @@ def launch(synthetic_root, tmp_path_factory) -> tuple[list[str], Path, subproces
     start of torch costs seconds): its first processes train the runs of tests/ddp_equivalence.py under
     OUT/two, then ddp_reference uninterrupted, then start ddp_restarted (a checkpoint every 2 steps, batches of 5
     over 32 train / 16 val images), which is stopped by a SIGTERM to rank 1 in step 2, restarted, killed by a
-    SIGKILL of rank 1 in epoch 2's third step, and restarted to its end. Returns (the overrides of every run
-    but its name, OUT, the launch)."""
+    SIGKILL of rank 1 in epoch 2's third step, and restarted to its end. Rank 0 notes every gradient bucket DDP
+    reduces, with its run and step, in OUT/../buckets.txt. Returns (the overrides of every run but its name,
+    OUT, the launch)."""
     tmp = tmp_path_factory.mktemp("torchrun")
     # conftest's tiny_overrides, for the module
     overrides = [f"data.root={synthetic_root}", "data.synthetic=null", f"data.cache_dir={tmp / 'cache'}",
@@ -88,7 +111,7 @@ def launch(synthetic_root, tmp_path_factory) -> tuple[list[str], Path, subproces
            str(driver), str(REPO / "train.py"), "--config", str(REPO / "configs" / "demo_standard.yaml"),
            "--device", "cpu", "--no-progress", "--resume", "auto", *(a for o in restarted for a in ("--set", o))]
     done = subprocess.run(cmd, env=dict(env(), PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'tests'}",
-                                        EQUIVALENCE_OUT=str(tmp / "outputs" / "two"),
+                                        EQUIVALENCE_OUT=str(tmp / "outputs" / "two"), BUCKETS=str(tmp / "buckets.txt"),
                                         EQUIVALENCE_SETS=json.dumps(overrides)),
                           capture_output=True, text=True, timeout=300)
     return overrides, tmp / "outputs", done
@@ -102,8 +125,8 @@ def test_torchrun_stops_every_process_at_one_step_restarts_from_the_last_checkpo
     the group again from the last checkpoint. The run ends with the .mat and weights of an uninterrupted 2-process
     run (trained first, in the same processes) and its .mat holds global mini-batches: the last train batch (2 =
     1 image each) and the last val batch (1 image) are merged into the batch before, so that no process gets fewer
-    than two train images or no val image. (2 processes, not 3: with 3, a resumed run's weights
-    differ from an uninterrupted one's in the last bits from the first step after a restart on.)"""
+    than two train images or no val image. (2 processes keep the launch short; what 3 or more need besides, the
+    same gradient bucket layout at every start, is the next test's.)"""
     _, root, restarted = launch
     assert restarted.returncode == 0, restarted.stdout[-3000:] + restarted.stderr[-5000:]
     err = restarted.stderr
@@ -127,6 +150,29 @@ def test_torchrun_stops_every_process_at_one_step_restarts_from_the_last_checkpo
     assert m["eval_epoch"][0].tolist() == [1, 2]
     assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == [
         "checkpoints", "config.yaml", "features.mat", "log.txt", "mini_batch_data.mat", "results.json"]
+
+
+def test_every_step_of_every_start_reduces_the_gradients_in_one_bucket_layout(launch):
+    """DDP reduces its first backward's gradients as one bucket and regroups them after it; a resumed start whose
+    first step kept the first layout would add the processes' gradients in another order than the uninterrupted
+    run at that step: with 3 or more processes the weights then differ in their last bits (2 processes add two
+    numbers either way, so the exact restart above cannot see it). Every start settles the layout before its
+    first step: each step of each of the three starts of ddp_restarted reduces the same buckets."""
+    _, root, done = launch
+    layouts: dict[tuple[str, str], list[int]] = {}
+    finished = set()
+    for line in (root.parent / "buckets.txt").read_text().splitlines():
+        attempt, run, step, what = line.split()  # "-" and step 0: before the run's first step
+        if run != "ddp_restarted" or step == "0":
+            continue
+        if what == "done":
+            finished.add((attempt, step))
+        else:
+            layouts.setdefault((attempt, step), []).append(int(what))
+    steps = {key: tuple(buckets) for key, buckets in layouts.items() if key in finished}  # not the one killed
+    assert {attempt for attempt, _ in steps} == {"0", "1", "2"}, done.stderr[-3000:]
+    assert len(set(steps.values())) == 1, steps
+    assert len(next(iter(steps.values()))) > 1  # the regrouped layout: several buckets
 
 
 def test_a_global_batch_smaller_than_two_per_process_is_refused(tiny_overrides, monkeypatch):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import ContextManager
 
 import torch
 import torch.distributed as dist
@@ -132,6 +133,33 @@ def with_share_dropout(model: nn.Module, rows: ShareRows) -> nn.Module:
         else:
             with_share_dropout(child, rows)
     return model
+
+
+def with_settled_buckets(ddp: nn.parallel.DistributedDataParallel, images: torch.Tensor, rows: ShareRows,
+                         autocast: ContextManager, rank: int, world_size: int) -> nn.parallel.DistributedDataParallel:
+    """``ddp`` with its gradient buckets in the layout it keeps for good, before the run's first step.
+
+    DDP reduces the gradients of its first backward as one bucket in parameter order, then regroups
+    them in the order that backward produced them. A run resumed mid-way would reduce its first step
+    in the first layout where the uninterrupted run used the second: the ring sums then add the
+    processes' gradients in another order, which with 3 or more processes changes their last bits (2
+    add the same two numbers either way). One zero-weighted forward and backward of ``images`` (this
+    process's share of a global batch, shaped as training's) makes DDP regroup at the first step of
+    every start; what it changed is put back: BatchNorm's statistics, the random generators, the
+    gradients. Every process calls it (a collective).
+    """
+    buffers = [b.detach().clone() for b in ddp.module.buffers()]
+    devices = [images.device] if images.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        rows.set(len(images) * world_size, len(images) * rank, len(images) * (rank + 1))
+        with autocast:
+            logits, features = ddp(images)
+        (logits.float().sum() + features.float().sum()).mul(0).backward()
+    with torch.no_grad():
+        for buffer, saved in zip(ddp.module.buffers(), buffers):
+            buffer.copy_(saved)
+    ddp.module.zero_grad(set_to_none=True)
+    return ddp
 
 
 def attempt_store(attempt: str) -> dist.Store:

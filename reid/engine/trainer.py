@@ -119,6 +119,9 @@ class Trainer:
             # refuses unless it looks for unused parameters (a graph walk per step, so only then)
             features_only = all(getattr(m, "needs_features", False) for _, _, m in self.criterion.terms)
             net = nn.parallel.DistributedDataParallel(net, device_ids=ids, find_unused_parameters=features_only)
+            if not features_only:  # DDP regroups its buckets after the first step unless it looks for unused ones
+                net = distributed.with_settled_buckets(net, self.blank_share(), self.share_rows, self.autocast(),
+                                                       self.dist.rank, self.dist.world_size)
         if self.cfg.train.compile:
             net = CompiledWithFallback(net)
         return net
@@ -276,6 +279,11 @@ class Trainer:
         sizes = tuple(hi - lo for lo, hi in (shard_bounds(n, r, world) for r in range(world)))
         lo, hi = shard_bounds(n, self.dist.rank, world)
         return BatchShare(logits, batch_labels[lo:hi], features, batch_labels, sizes, self.dist.rank)
+
+    def blank_share(self) -> torch.Tensor:
+        """Two all-zero images of the training input's shape and memory layout, on the device."""
+        images = torch.zeros(2, 3, *self.cfg.data.size, device=self.device)
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
