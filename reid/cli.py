@@ -29,15 +29,22 @@ def run_main(body: Callable[[], int | None], debug: bool = False) -> int:
     except ReidError as e:
         if debug:
             traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
+        say(f"error: {e}")
         return EXIT_USER_ERROR
     except Stopped as e:
         if str(e):
-            print(e, file=sys.stderr)
+            say(str(e))
         return EXIT_STOPPED
     except KeyboardInterrupt as e:
-        print(str(e) or "interrupted", file=sys.stderr)
+        say(str(e) or "interrupted")
         return EXIT_INTERRUPTED
+
+
+def say(line: str) -> None:
+    """``line`` on stderr in one write: the processes of a torchrun group share the terminal, and with
+    unbuffered output (PYTHONUNBUFFERED) print's separate newline let their lines run into each other."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def parse_int_list(text: str | None, option: str, minimum: int = 0) -> list[int]:

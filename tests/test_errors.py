@@ -226,6 +226,38 @@ def test_debug_shows_the_traceback_and_the_same_error(guard):
     assert r.stderr.rstrip().splitlines()[-1].startswith("error: ") and "'train.epoch'" in r.stderr
 
 
+@pytest.mark.parametrize("raised, line, code", [
+    ("user", "error: train.batch_size = 5 is too small\n", 2),
+    ("stop", "stopped at epoch 1, step 3: checkpoint written; continue with --resume auto\n", 75),
+    ("interrupt", "interrupted\n", 130)])
+def test_what_a_command_says_last_is_written_in_one_piece(monkeypatch, raised, line, code):
+    """The processes of a torchrun group share the terminal: each line goes out in one write (print's separate
+    newline let two ranks' unbuffered lines run into each other, 'processeserror: ...')."""
+    from reid.cli import run_main
+    from reid.errors import ConfigError
+    from reid.signals import Stopped
+
+    writes = []
+
+    class Terminal:
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    exceptions = {"user": ConfigError("train.batch_size = 5 is too small"), "stop": Stopped(line.strip()),
+                  "interrupt": KeyboardInterrupt()}
+
+    def body():
+        raise exceptions[raised]
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert run_main(body) == code
+    assert writes == [line]
+
+
 def test_wrong_value_type(guard):
     r = run_train(fresh_run_args(guard, "bad_type", extra=("train.batch_size=many",)))
     line = user_error(r, "train.batch_size", "'many'", "integer")
