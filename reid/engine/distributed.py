@@ -147,6 +147,12 @@ def with_settled_buckets(ddp: nn.parallel.DistributedDataParallel, images: torch
     process's share of a global batch, shaped as training's) makes DDP regroup at the first step of
     every start; what it changed is put back: BatchNorm's statistics, the random generators, the
     gradients. Every process calls it (a collective).
+
+    Example::
+
+        net = with_settled_buckets(DistributedDataParallel(model, device_ids=[rank]),
+                                   torch.zeros(2, 3, 256, 128, device="cuda"), rows,
+                                   torch.autocast("cuda", dtype=torch.bfloat16), rank, world_size)
     """
     buffers = [b.detach().clone() for b in ddp.module.buffers()]
     devices = [images.device] if images.device.type == "cuda" else []
