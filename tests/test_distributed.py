@@ -56,14 +56,20 @@ def note(*words):  # rank 0 notes each gradient bucket DDP reduces, and each ste
             print(attempt, now["run"], now["step"], *words, file=f)
 
 
+def noted_allreduce(group, bucket):  # DDP's reduction of a bucket (the sum, divided by the processes), noted
+    note(bucket.buffer().numel())
+    return allreduce_hook(group, bucket)
+
+
 class BucketNotingDDP(nn.parallel.DistributedDataParallel):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         now.update(run="-", step=0)
-        self.register_comm_hook(None, lambda group, bucket: note(bucket.buffer().numel()) or allreduce_hook(group, bucket))
+        self.register_comm_hook(None, noted_allreduce)
 
 
 nn.parallel.DistributedDataParallel = BucketNotingDDP
+
 if attempt == "0":  # first the uninterrupted runs, in these processes and process group (no torch start of their own)
     import ddp_equivalence
     ddp_equivalence.train_all(Path(os.environ["EQUIVALENCE_OUT"]), json.loads(os.environ["EQUIVALENCE_SETS"]))
