@@ -45,16 +45,14 @@ from .engine.trainer import evaluate_datasets, evaluate_model
 from .errors import ReidError
 from .evaluation import eval_settings, evaluate_features, format_results, read_features_mat, settings_tag
 from .io import atomic_write_text
-from .rundir import load_run_model
+from .rundir import load_run_model, run_config_file
 
 
 def evaluate_run(run_dir: str | Path, checkpoint: str | Path | None = None, overrides: list[str] = (),
                  device: str = "auto", progress: bool = True) -> dict:
     """Evaluate the model of ``run_dir``'s checkpoint; returns the results dict (also written to disk)."""
     run_dir = Path(run_dir)
-    config_file = run_dir / "config.yaml"
-    if not config_file.is_file():
-        raise ReidError(f"{run_dir}: no config.yaml, so it is not a run directory of train.py; pass one")
+    config_file = run_config_file(run_dir)
     raw = yaml.safe_load(config_file.read_text())
     own = eval_settings(from_dict(raw, origin=str(config_file)).eval)
     given: dict[str, str] = {}

@@ -31,14 +31,20 @@ if TYPE_CHECKING:
 def read_run_config(run_dir: str | Path) -> Config:
     """The resolved config of ``run_dir`` (its ``config.yaml``), validated, its relative paths resolved
     (:func:`resolve_recorded_paths`)."""
+    config_file = run_config_file(run_dir)
+    cfg = from_dict(yaml.safe_load(config_file.read_text()), origin=str(config_file))
+    return resolve_recorded_paths(cfg, run_dir)
+
+
+def run_config_file(run_dir: str | Path) -> Path:
+    """``run_dir/config.yaml``, which must exist: train.py writes it into every run directory."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ReidError(f"{run_dir}: no such run directory; pass a folder written by train.py (outputs/<name>)")
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
         raise ReidError(f"{run_dir}: no config.yaml, so it is not a run directory of train.py; pass one")
-    cfg = from_dict(yaml.safe_load(config_file.read_text()), origin=str(config_file))
-    return resolve_recorded_paths(cfg, run_dir)
+    return config_file
 
 
 def training_folder(cfg: Config, run_dir: str | Path) -> Optional[Path]:
