@@ -44,9 +44,6 @@ def euclidean_dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @register_criterion("triplet")
 class TripletLoss(nn.Module):
-    # Compares images of one identity within a batch: P x K batches needed (checked before training).
-    needs_identity_batches = True
-
     """Batch-hard triplet loss (Hermans et al. 2017), as in BoT.
 
     It needs identity-balanced batches (``sampler.name: pk``); a config with the random
@@ -75,6 +72,7 @@ class TripletLoss(nn.Module):
     """
 
     needs_features = True
+    needs_identity_batches = True  # compares images of one identity within a batch: P x K batches
 
     def __init__(self, margin: float | None = 0.3, normalize: bool = False) -> None:
         super().__init__()
