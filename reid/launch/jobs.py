@@ -4,16 +4,16 @@ What ``scripts/paired.sh`` and ``scripts/study.sh`` share. A :class:`Job` is one
 ``train.py --config C --resume auto --set ...`` process; :func:`run_jobs` runs a list of
 them on *slots* (:func:`device_slots`): each slot runs one job at a time, pinned to its GPU
 with ``CUDA_VISIBLE_DEVICES``; a job that fails does not stop the others. Run directories
-are resolved here, in this process (:func:`resolve_run_dir`), as ``train.py`` resolves them.
+are resolved here, in this process (:meth:`Job.resolve`), as ``train.py`` resolves them.
 
 Example::
 
-    from reid.launch.jobs import Job, TrainerCommand, device_slots, report, resolve_run_dir, run_jobs
+    from reid.launch.jobs import Job, TrainerCommand, device_slots, report, run_jobs
 
     trainer = TrainerCommand.of("train.py", device="cuda")   # the shell scripts pass --trainer
     jobs = [Job("soft_s0", Path("configs/soft.yaml"), ["seed=0", "output.name=soft_s0"])]
     for job in jobs:
-        job.run_dir = resolve_run_dir(job.config, job.overrides)
+        job.resolve()   # job.run_dir, job.epochs
     outcomes = run_jobs(jobs, device_slots(["0", "1"], per_gpu=2), trainer)
     all_finished = report(outcomes)
 
@@ -59,7 +59,7 @@ class OutputClosed(Exception):
 class Job:
     """One training run: ``label`` names it in the output, ``overrides`` are its ``--set`` values.
 
-    ``run_dir`` is filled by :func:`resolve_run_dir`; ``error`` says why the job
+    ``run_dir`` and ``epochs`` are filled by :meth:`resolve`; ``error`` says why the job
     cannot start (its config does not load), in which case it is reported as failed.
     """
 
@@ -67,7 +67,19 @@ class Job:
     config: Path
     overrides: list[str]
     run_dir: Path | None = None
+    epochs: int | None = None
     error: str | None = None
+
+    def resolve(self) -> None:
+        """Read the run directory and the number of epochs that ``train.py --config config --set
+        overrides...`` trains; :class:`LaunchError` naming the config and why when it does not load."""
+        from ..config import load_config, run_dir
+
+        try:
+            cfg = load_config(self.config, list(self.overrides))
+        except ReidError as e:
+            raise LaunchError(f"cannot resolve the run directory of {self.config}: {e}") from e
+        self.run_dir, self.epochs = run_dir(cfg), cfg.train.epochs
 
     @property
     def log_path(self) -> Path | None:
@@ -120,19 +132,6 @@ class TrainerCommand:
         """The command line that trains ``job``."""
         return [self.python, str(self.script), "--config", str(job.config),
                 *(a for s in job.overrides for a in ("--set", s)), *self.args]
-
-
-def resolve_run_dir(config: Path, overrides: Sequence[str]) -> Path:
-    """The run directory that ``train.py --config config --set overrides...`` trains into.
-
-    Raises :class:`LaunchError` naming ``config`` and saying why when the config does not load.
-    """
-    from ..config import load_config, run_dir
-
-    try:
-        return run_dir(load_config(config, list(overrides)))
-    except ReidError as e:
-        raise LaunchError(f"cannot resolve the run directory of {config}: {e}") from e
 
 
 def parse_gpus(text: str | None) -> list[str]:

@@ -16,7 +16,7 @@ import sys
 
 from .cli import EXIT_RUN_FAILED, Parser, add_run_arguments, check_configs, check_sets, run_launch, write_comparison
 from .jobs import (Job, LaunchError, TrainerCommand, check_distinct_run_dirs, device_slots, parse_gpus, report,
-                   resolve_run_dir, run_jobs)
+                   run_jobs)
 
 
 def build_parser() -> Parser:
@@ -47,7 +47,7 @@ def paired(configs: list[str], seed: str | None, sets: list[str], gpus: str, dev
               "they match)", file=sys.stderr)
     jobs = [Job(label, config, common) for label, config in (("A", config_a), ("B", config_b))]
     for job in jobs:
-        job.run_dir = resolve_run_dir(job.config, job.overrides)
+        job.resolve()
         print(f"run {job.label}: {job.config} -> {job.run_dir}")
     check_distinct_run_dirs(jobs)
 

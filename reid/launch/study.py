@@ -33,7 +33,7 @@ from pathlib import Path
 from ..cli import parse_int_list
 from .cli import EXIT_RUN_FAILED, Parser, add_run_arguments, check_configs, check_sets, run_launch, write_comparison
 from .jobs import (Job, LaunchError, TrainerCommand, check_distinct_run_dirs, device_slots, parse_gpus, report,
-                   resolve_run_dir, run_jobs)
+                   run_jobs)
 from . import slurm
 
 # Keys the study sets itself for each run, and what to use instead.
@@ -82,7 +82,7 @@ def resolve(jobs: list[Job]) -> None:
             job.error = errors[job.config]
             continue
         try:
-            job.run_dir = resolve_run_dir(job.config, job.overrides)
+            job.resolve()
         except LaunchError as e:
             job.error = errors[job.config] = str(e)
             print(f"error: {e}; its runs are skipped, the others go on", file=sys.stderr)
@@ -96,11 +96,9 @@ def study_out(jobs: list[Job], configs: list[Path]) -> Path:
 
 def unfinished(jobs: list[Job]) -> list[int]:
     """Indices of the jobs whose run has not finished all its epochs (by its checkpoint)."""
-    from ..config import load_config
     from ..engine.checkpoint import run_finished
 
-    return [i for i, job in enumerate(jobs)
-            if not run_finished(job.run_dir, load_config(job.config, job.overrides).train.epochs)]
+    return [i for i, job in enumerate(jobs) if not run_finished(job.run_dir, job.epochs)]
 
 
 def check_loadable(jobs: list[Job]) -> None:
