@@ -85,11 +85,10 @@ def _best(fn, repeats: int, device: torch.device) -> tuple[float, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from reid.engine.device import resolve_device
     from reid.evaluation import compute_distance, evaluate_features, rank_metrics
 
     p = market_like_problem(args)
-    from reid.engine.device import resolve_device
-
     dev = resolve_device(args.device)
     qf, gf = p["qf"].to(dev), p["gf"].to(dev)
     keep = p["g_pids"] != -1
