@@ -1,8 +1,8 @@
 """The installed package stands alone: pip installs ``reid`` only (``tools/``, ``configs/``, ``tests/``
 and ``scripts/`` stay in the checkout), and no module of it imports the checkout's tooling or builds a
 path into the checkout's configs/, tests/ or scripts/ (they are named in docstrings and messages only).
-The same, installed into a fresh venv and used from another folder, was run by hand (see the README's
-"Use a trained model from Python")."""
+Installed into a fresh venv and used from another folder, the package was also run by hand (README,
+"Looking at what a run retrieves, and using its model"); a run's relative paths: tests/test_rundir.py."""
 
 from __future__ import annotations
 
