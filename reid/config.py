@@ -128,6 +128,7 @@ class TrainConfig:
     sync_bn: Literal["auto", True, False] = "auto"
     deterministic: bool = False
     tf32: bool = True
+    tensorboard: bool = False
 
 
 @dataclass
@@ -168,14 +169,15 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
-    # Not a user key: the config file's stem, the default output.name.
+    # Not a user key: the config file it was loaded from; its stem is the default output.name.
     source: str = field(default="", metadata={"internal": True})
 
 
 # Keys a resumed run may change without changing the experiment it continues.
 # train.sync_bn decides, like the number of processes (which may change too), how BatchNorm sees the
 # processes' shares; a run saved with the former default false (or true) resumes under auto.
-RESUMABLE_CHANGES = ("train.epochs", "train.compile", "train.deterministic", "train.sync_bn", "eval.", "output.",
+RESUMABLE_CHANGES = ("train.epochs", "train.compile", "train.deterministic", "train.sync_bn", "train.tensorboard",
+                     "eval.", "output.",
                      "checkpoint.", "imports", "data.cache_dir", "data.device_cache")
 
 
@@ -214,7 +216,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
         set_dotted(raw, key, value, origin=f"--set {item}")
         given[key] = f"--set {item}"
     cfg = from_dict(raw, origin=Origins(str(path), given))
-    cfg.source = path.stem
+    cfg.source = str(path)
     return cfg
 
 
@@ -505,6 +507,33 @@ def _check_cross_field(cfg: Config, origin: str) -> None:
 
 # ----------------------------------------------------------------------------- output
 
+def untuned_defaults(cfg: Config) -> list[str]:
+    """Warnings for defaults tuned for an ImageNet-pretrained trunk at 256x128 that ``cfg`` keeps outside that
+    regime, each naming the key to set: a random trunk still at the trunk's lower rate, and the 256x128 crop
+    padding at another input size. The experiment is not changed; a value other than the default silences
+    the warning.
+
+    Example::
+
+        untuned_defaults(load_config("configs/standard.yaml", ["model.pretrained=none"]))
+        # -> ["model.pretrained is none, yet the random trunk trains at optim.backbone_lr = 0.005 ..."]
+    """
+    optim, augment, data = OptimConfig(), AugmentConfig(), DataConfig()
+    out = []
+    lr, backbone_lr = cfg.optim.lr, cfg.optim.backbone_lr
+    if cfg.model.pretrained == "none" and backbone_lr == optim.backbone_lr and backbone_lr != lr:
+        out.append(f"model.pretrained is none, yet the random trunk trains at optim.backbone_lr = {backbone_lr:g}, "
+                   f"{backbone_lr / lr:.2g} x optim.lr = {lr:g} (the default for a pretrained trunk); set "
+                   "optim.backbone_lr: null for one rate, or another value")
+    size = list(cfg.data.size)
+    if size != data.size and cfg.augment.pad == augment.pad > 0:
+        same_share = max(1, round(augment.pad * size[1] / data.size[1]))
+        out.append(f"augment.pad = {augment.pad} is tuned for data.size {data.size}, and data.size is {size}: the "
+                   f"random crop shifts images by up to {augment.pad / size[1]:.0%} of their width; set augment.pad "
+                   f"(e.g. {same_share}, the same share of the width)")
+    return out
+
+
 def to_dict(cfg: Config) -> dict:
     out = dataclasses.asdict(cfg)
     out.pop("source", None)
@@ -538,4 +567,4 @@ def experiment_differences(saved: dict, current: dict) -> list[str]:
 
 def run_dir(cfg: Config) -> Path:
     """``output.root/output.name``; the name defaults to the config file's stem."""
-    return Path(cfg.output.root) / (cfg.output.name or cfg.source or "run")
+    return Path(cfg.output.root) / (cfg.output.name or Path(cfg.source).stem or "run")

@@ -10,10 +10,13 @@ entry of the same epoch), then prints the table with the settings that produced 
 before and not listed now keeps its results.
 
 A re-evaluation with other settings than the run's own (``eval.distance``, ``eval.rerank``,
-``eval.flip``, ``eval.ap``) never replaces the run's recorded result: it is written beside
-it, to ``results_<tag>.json`` (the tag names what differs: ``results_rerank.json``,
-``results_euclidean_noflip.json``), and ``features.mat`` and the ``.mat`` are left as they
-are. Every results file records its settings (``"settings"``).
+``eval.flip``, ``eval.ap``) or on other data (``data.root``, ``data.synthetic``) never replaces
+the run's recorded result: it is written beside it, to ``results_<tag>.json`` (the tag names what
+differs: ``results_rerank.json``, ``results_euclidean_noflip.json``,
+``results_on_market1501-mini.json``), and ``features.mat`` and the ``.mat`` are left as they
+are. Every results file records its settings (``"settings"``). A re-evaluation that only adds
+``eval.datasets`` keeps the query/gallery results of the same epoch as they are (no features
+extracted again, ``features.mat`` untouched) and writes the cross-domain results it adds.
 
 Example::
 
@@ -31,13 +34,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
 from .cli import run_main
-from .config import Origins, from_dict, parse_override, set_dotted
+from .config import Config, Origins, from_dict, parse_override, set_dotted
 from .engine.builder import build_data, build_split
 from .engine.history import History
 from .engine.device import eval_autocast_dtype
@@ -45,7 +51,11 @@ from .engine.trainer import evaluate_datasets, evaluate_model
 from .errors import ReidError
 from .evaluation import eval_settings, evaluate_features, format_results, read_features_mat, settings_tag
 from .io import atomic_write_text
-from .rundir import load_run_model, run_config_file
+from .rundir import load_run_model, resolve_recorded_paths, run_config_file
+
+
+# What may change when a trained model is evaluated again: the evaluation, and where its data is.
+EVALUATION_KEYS = ("eval.", "data.root", "data.synthetic", "data.cache_dir")
 
 
 def evaluate_run(run_dir: str | Path, checkpoint: str | Path | None = None, overrides: list[str] = (),
@@ -54,26 +64,32 @@ def evaluate_run(run_dir: str | Path, checkpoint: str | Path | None = None, over
     run_dir = Path(run_dir)
     config_file = run_config_file(run_dir)
     raw = yaml.safe_load(config_file.read_text())
-    own = eval_settings(from_dict(raw, origin=str(config_file)).eval)
+    own = resolve_recorded_paths(from_dict(raw, origin=str(config_file)), run_dir)
     given: dict[str, str] = {}
     for item in overrides:
         key, value = parse_override(item)
-        if not key.startswith(("eval.", "data.root", "data.cache_dir")):
-            raise ReidError(f"--set {item}: only eval.*, data.root and data.cache_dir can change at evaluation")
+        if not key.startswith(EVALUATION_KEYS):
+            raise ReidError(f"--set {item}: only eval.*, data.root, data.synthetic and data.cache_dir can change at "
+                            "evaluation")
         set_dotted(raw, key, value, origin=f"--set {item}")
         given[key] = f"--set {item}"
     cfg = from_dict(raw, origin=Origins(str(config_file), given))  # an error names the --set that gave the value
-    tag = settings_tag(eval_settings(cfg.eval), own)
     run = load_run_model(run_dir, checkpoint, device, cfg=cfg)
     state, model, dev = run.state, run.model, run.device
+    tag = results_tag(run.cfg, own)
+    results_path = run_dir / (f"results_{tag}.json" if tag else "results.json")
+    epoch = int(state["epoch"])
     dataset, split = build_split(cfg)
     data = build_data(cfg, dataset, split, progress=progress)
     amp_dtype, channels_last = eval_autocast_dtype(cfg.train.precision, dev), dev.type == "cuda"
-    results = evaluate_model(model, data, cfg, dev, amp_dtype, channels_last=channels_last,
-                             features_path=None if tag else run_dir / "features.mat")
-    results["epoch"] = int(state["epoch"])
-    results_path = run_dir / (f"results_{tag}.json" if tag else "results.json")
-    datasets = earlier_datasets(results_path, results["epoch"])
+    earlier = earlier_results(results_path, epoch)
+    if earlier is not None and "eval.datasets" in given:  # it only adds cross-domain datasets: keep the rest
+        results = earlier
+    else:
+        results = evaluate_model(model, data, cfg, dev, amp_dtype, channels_last=channels_last,
+                                 features_path=None if tag else run_dir / "features.mat")
+        results["epoch"] = epoch
+    datasets = dict((earlier or {}).get("datasets") or {})  # those evaluated before keep their results
     if data.eval_sets:
         datasets.update(evaluate_datasets(model, data.eval_sets, cfg, dev, amp_dtype, channels_last, progress))
     if datasets:
@@ -85,16 +101,31 @@ def evaluate_run(run_dir: str | Path, checkpoint: str | Path | None = None, over
     return results
 
 
-def earlier_datasets(results_path: Path, epoch: int) -> dict[str, dict]:
-    """The cross-domain results already in ``results_path`` for the same epoch: a re-evaluation on
-    other datasets adds to them (an unreadable or other-epoch file contributes nothing)."""
+def results_tag(cfg: Config, own: Config) -> str:
+    """The results file's tag of an evaluation with ``cfg`` of a run whose own config is ``own`` (both with
+    their paths resolved): what differs in the settings (:func:`settings_tag`), and ``on_<folder>`` when the
+    data is another (``data.root`` or ``data.synthetic``); "" for the run's own evaluation.
+
+    Example::
+
+        results_tag(cfg_with_rerank_on_other_root, own)   # -> "rerank_on_market1501-mini"
+    """
+    tag = settings_tag(eval_settings(cfg.eval), eval_settings(own.eval))
+    same_root = os.path.realpath(cfg.data.root) == os.path.realpath(own.data.root)
+    if not same_root or cfg.data.synthetic != own.data.synthetic:
+        folder = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(os.path.realpath(cfg.data.root)).name) or "data"
+        tag = "_".join(filter(None, [tag, f"on_{folder}"]))
+    return tag
+
+
+def earlier_results(results_path: Path, epoch: int) -> Optional[dict]:
+    """``results_path``'s results when they are of ``epoch`` (a re-evaluation on cross-domain datasets adds
+    to them), else None (no such file, unreadable, or of another epoch)."""
     try:
         earlier = json.loads(results_path.read_text())
     except (OSError, ValueError):
-        return {}
-    if not isinstance(earlier, dict) or earlier.get("epoch") != epoch:
-        return {}
-    return dict(earlier.get("datasets") or {})
+        return None
+    return earlier if isinstance(earlier, dict) and earlier.get("epoch") == epoch else None
 
 
 def update_history(mat_path: Path, state: dict, results: dict) -> None:

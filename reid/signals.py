@@ -1,11 +1,10 @@
-"""Stop signals (SIGTERM, SIGUSR1) turned into a flag or an exception, for as long as a block runs.
+"""Stop signals (SIGTERM, SIGUSR1) handed to a handler for as long as a block runs.
 
 A cluster stops a job with SIGTERM (preemption, ``scancel``, ``scontrol requeue``) and can warn
-it with another signal before its time limit (``sbatch --signal=USR1@120``). The trainer asks
-"was I told to stop?" at its step boundaries (:class:`StopFlag`); the launchers stop their
-children at once (:func:`raise_interrupt` turns the signal into KeyboardInterrupt, as Ctrl-C).
-Handlers are installed only in the main thread (Python delivers signals there) and the
-previous ones are put back when the block ends.
+it with another signal before its time limit (``sbatch --signal=B:USR1@120``). The trainer asks
+"was I told to stop?" at its step boundaries (:class:`StopFlag`); the launchers wake their main
+loop, which stops their children. Handlers are installed only in the main thread (Python
+delivers signals there) and the previous ones are put back when the block ends.
 
 Example::
 
@@ -14,9 +13,6 @@ Example::
             train(step)
             if stop.requested:
                 save_checkpoint(); break
-
-    with on_stop_signals(raise_interrupt, [signal.SIGTERM]):
-        run_children()                            # SIGTERM raises KeyboardInterrupt here
 """
 
 from __future__ import annotations
@@ -48,11 +44,6 @@ class StopFlag:
     def name(self) -> str:
         """The signal's name (``SIGTERM``), or ``""`` before one arrived."""
         return signal.Signals(self.signum).name if self.signum is not None else ""
-
-
-def raise_interrupt(signum: int, frame: object) -> None:
-    """A handler that turns the signal into KeyboardInterrupt, as Ctrl-C."""
-    raise KeyboardInterrupt
 
 
 @contextmanager

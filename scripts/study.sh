@@ -13,7 +13,10 @@
 #   --device D        forwarded to train.py (cpu|cuda|auto)
 #   --slurm           submit the unfinished runs as a SLURM job array (output.root/study_<a>_vs_<b>.sbatch),
 #                     then a comparison job after it; prints the job ids and each run's log
-#   --sbatch "OPTS"   with --slurm: sbatch options passed through unchanged (partition, --gres=gpu:1, --time ...)
+#   --sbatch "OPTS"   with --slurm: sbatch options passed through unchanged (partition, --gres=gpu:1, --time ...);
+#                     one option, several in one argument, or --sbatch=--time=60
+#   --max-requeues N  with --slurm: a task warned of its time limit requeues itself at most N times (default 10)
+#   --nproc-per-node N  with --slurm: each run under srun + torchrun, N processes on each node of its task
 #   --print-commands  print one train.py command per unfinished run, one per line (any other scheduler)
 #   --compare-only    train nothing; write the comparison once every run has finished
 #   -h, --help

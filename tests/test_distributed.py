@@ -95,6 +95,10 @@ sys.exit(main(argv))
 """
 
 
+# ddp_restarted's and ddp_reference's settings besides the module's overrides
+RESTARTED = ["checkpoint.every_steps=2", "train.batch_size=5", "data.val_per_id=2"]
+
+
 @pytest.fixture(scope="module")
 def launch(synthetic_root, tmp_path_factory) -> tuple[list[str], Path, subprocess.CompletedProcess]:
     """One torchrun launch of 2 processes with --max-restarts=2, shared by this module's torchrun tests (each
@@ -111,8 +115,7 @@ def launch(synthetic_root, tmp_path_factory) -> tuple[list[str], Path, subproces
                  "train.batch_size=6", "train.epochs=2", "eval.every_epochs=1", f"output.root={tmp / 'outputs'}"]
     driver = tmp / "launch.py"
     driver.write_text(LAUNCH)
-    restarted = [*overrides, "output.name=ddp_restarted", "checkpoint.every_steps=2", "train.batch_size=5",
-                 "data.val_per_id=2"]
+    restarted = [*overrides, *RESTARTED, "output.name=ddp_restarted"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=2",
            str(driver), str(REPO / "train.py"), "--config", str(REPO / "configs" / "demo_standard.yaml"),
            "--device", "cpu", "--no-progress", "--resume", "auto", *(a for o in restarted for a in ("--set", o))]
@@ -305,3 +308,105 @@ def test_share_dropout_applies_the_masks_one_process_draws_for_the_whole_batch()
     assert isinstance(model[1], distributed.ShareDropout)
     assert torch.equal(torch.cat(shares), whole) and (whole == 0).any()
     assert torch.equal(model.eval()(x), x)
+
+
+@pytest.mark.parametrize("ending", ["fails", "stops"])
+def test_the_process_group_is_shut_down_however_the_run_ends(tiny_overrides, monkeypatch, ending):
+    """In a 1-process torchrun environment (a real gloo group): a run that fails before training (its dataset
+    root is missing) or is stopped by SIGTERM in its first step leaves no process group behind."""
+    import signal
+    import socket
+
+    import torch.distributed as dist
+
+    from reid.config import load_config
+    from reid.engine import trainer
+    from reid.errors import ReidError
+    from reid.signals import Stopped
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                           MASTER_PORT=str(port)).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT", raising=False)
+    overrides = [*tiny_overrides, f"output.name=group_{ending}"]
+    if ending == "fails":
+        overrides.append(f"data.root={REPO / 'no' / 'such' / 'root'}")
+    real_step = trainer.Trainer.train_step
+
+    def step(self, images, labels):
+        assert dist.is_initialized()  # the run trains inside the group
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(self, images, labels)
+
+    monkeypatch.setattr(trainer.Trainer, "train_step", step)
+    with pytest.raises(ReidError if ending == "fails" else Stopped):
+        trainer.train(load_config(REPO / "configs" / "demo_standard.yaml", overrides), device="cpu", progress=False)
+    assert not dist.is_initialized()
+
+
+SLOW_TRAIN = """
+import os, runpy, sys, time
+if os.environ.get("SLURM_RESTART_COUNT", "0") == "0":  # the first life: slow steps, rank 0 marks epoch 1's step 3
+    from reid.engine import trainer
+
+    real_step, calls = trainer.Trainer.train_step, [0]
+
+    def step(self, images, labels):
+        calls[0] += 1
+        if calls[0] == 3 and os.environ["RANK"] == "0":
+            open(os.environ["MARK"], "w").close()
+        time.sleep(0.3)
+        return real_step(self, images, labels)
+
+    trainer.Trainer.train_step = step
+sys.argv[0] = os.environ["REAL_TRAIN"]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_a_torchrun_task_on_slurm_warned_mid_epoch_requeues_and_ends_as_the_uninterrupted_run(
+        launch, slurm_cluster, tmp_path, monkeypatch, capsys):
+    """study.sh --slurm --nproc-per-node 2: the task runs srun + torchrun with 2 gloo processes. The time-limit
+    warning (SIGUSR1 to the batch shell) in epoch 1 reaches torchrun's agent as SIGTERM, which stops both
+    processes at one step boundary with a checkpoint; the task requeues itself, resumes, and ends with the .mat
+    and weights of the uninterrupted 2-process run of this module's launch (ddp_reference)."""
+    import re
+    import time
+
+    from reid.launch.study import main as study_main
+
+    overrides, root, _ = launch
+    out, mark, slow = tmp_path / "outputs", tmp_path / "mark", tmp_path / "train.py"
+    slow.write_text(SLOW_TRAIN)
+    sets = [a for o in [*overrides, *RESTARTED, f"output.root={out}"] for a in ("--set", o)]
+    for key, value in dict(env(), SLURM_CONF=slurm_cluster.env["SLURM_CONF"], MARK=str(mark), PYTHON=sys.executable,
+                           REAL_TRAIN=str(REPO / "train.py"), PYTHONPATH=str(REPO)).items():
+        monkeypatch.setenv(key, value)
+    capsys.readouterr()
+    assert study_main([str(REPO / "configs" / "demo_standard.yaml"), "--seeds", "0", "--device", "cpu", "--slurm",
+                       "--nproc-per-node", "2", "--sbatch=--cpus-per-task=2", *sets, "--trainer", str(slow)]) == 0
+    stdout = capsys.readouterr().out
+    array, compare = re.search(r"submitted job array (\d+) \(1 tasks\) and comparison job (\d+)", stdout).groups()
+    task, log = f"{array}_0", out / "demo_standard_s0.log"
+    deadline = time.time() + 240
+    while not mark.exists():
+        assert time.time() < deadline and slurm_cluster.job_state(task) in ("PENDING", "RUNNING"), \
+            log.read_text()[-3000:] if log.exists() else slurm_cluster.job_state(task)
+        time.sleep(0.1)
+    slurm_cluster.run("scancel", "--batch", "--signal=USR1", task)
+    while "requeueing" not in log.read_text() or slurm_cluster.job_state(task) != "PENDING":
+        assert time.time() < deadline, (slurm_cluster.job_state(task), log.read_text()[-3000:])
+        time.sleep(0.2)
+    assert slurm_cluster.job_state(compare) == "PENDING"  # the comparison waits for the requeued task
+    slurm_cluster.run("scontrol", "update", f"JobId={task}", "StartTime=now+1")
+    slurm_cluster.wait_idle()
+    text = log.read_text()
+    stop = re.search(r"stopped at epoch 1, step (\d+): checkpoint written", text)
+    assert stop and text.count("stopped at epoch") == 1, text[-3000:]  # printed once, by rank 0
+    last = out / "demo_standard_s0" / "checkpoints" / "last.pt"
+    assert f"resumed from {last} at epoch 1, step {stop.group(1)}" in text and "restart 1" in text, text[-3000:]
+    assert [slurm_cluster.job_state(j) for j in (task, compare)] == ["COMPLETED", "COMPLETED"], text[-3000:]
+    assert_same_run(root / "ddp_reference", out / "demo_standard_s0")

@@ -569,3 +569,25 @@ def test_launcher_names_a_missing_trainer_script(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"error: --trainer {tmp_path / 'train.py'}: no such file; give the path of the project's "
                           "train.py") and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("script", ["paired.sh", "study.sh"])
+def test_launcher_help_does_not_ask_users_for_the_trainer_the_script_passes(script):
+    r = subprocess.run(["bash", str(REPO / "scripts" / script), "--help"], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, PYTHON=sys.executable))
+    assert r.returncode == 0 and "usage:" in r.stdout, r.stderr
+    assert "--trainer" not in r.stdout, r.stdout
+
+
+def test_launcher_started_without_a_trainer_says_how(capsys):
+    from reid.launch.study import main as study_main
+
+    assert study_main([str(CONFIG), "--seeds", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no trainer given: start the launcher through scripts/paired.sh or scripts/study.sh")
+
+
+def test_a_batch_of_one_image_is_refused_before_anything_is_written(guard):
+    r = run_train(fresh_run_args(guard, "batch_of_one", extra=("train.batch_size=1",)))
+    user_error(r, "train.batch_size = 1", "BatchNorm", "set train.batch_size >= 2")
+    assert not (guard[2] / "batch_of_one").exists()

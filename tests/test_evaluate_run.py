@@ -126,10 +126,15 @@ def test_evaluate_cli_adds_a_cross_domain_dataset(demo_run, tmp_path, synthetic_
     the training-time dukemtmc and gains each new dataset, the .mat's eval_*_<label> keys match it (none
     stale), and two folder datasets are told apart by their labels."""
     out, _ = demo_run
+    before = json.loads((out / "results.json").read_text())
+    features = stamp(out / "features.mat")
     cuhk = f"{{name: cuhk03, root: {tmp_path / 'cuhk'}, cuhk03_boxes: labeled, synthetic: {{ids: 5, images_per_id: 4}}}}"
     assert evaluate_main([str(out), "--device", "cpu", "--set", f"eval.datasets=[{cuhk}]"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert list(results["datasets"]) == ["dukemtmc", "cuhk03"]
+    # only what the evaluation adds is written: the query/gallery results as they were, features.mat untouched
+    assert {k: v for k, v in results.items() if k != "datasets"} == {k: v for k, v in before.items() if k != "datasets"}
+    assert stamp(out / "features.mat") == features
     assert results["datasets"]["cuhk03"]["root"] == str(tmp_path / "cuhk" / "labeled")
     m = loadmat(out / "mini_batch_data.mat")
     assert m["eval_epoch_cuhk03"][0].tolist() == [6] and m["eval_epoch_dukemtmc"][0].tolist() == [6]
@@ -149,6 +154,48 @@ def test_evaluate_cli_adds_a_cross_domain_dataset(demo_run, tmp_path, synthetic_
     for label in ("site_a", "site_b", "cuhk03"):
         assert m[f"eval_mAP_{label}"][0][-1] == pytest.approx(results["datasets"][label]["mAP"])
     assert "site_a (cross-domain):" in capsys.readouterr().out
+
+
+def stamp(path: Path) -> tuple[int, int, int]:
+    """(inode, size, modification time): any write shows, in place or renamed into place, even of the same bytes."""
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def real_copy(root: Path, to: Path) -> Path:
+    """A copy of a synthetic dataset that is not marked synthetic: data as a user's real folder holds it."""
+    shutil.copytree(root, to, ignore=shutil.ignore_patterns("synthetic.json"))
+    return to
+
+
+def test_a_synthetic_demo_run_evaluates_on_another_root_with_the_advice_it_gives(demo_run, tmp_path, capsys):
+    """A run trained on a generated dataset, evaluated on real data elsewhere: the error's advice
+    (--set data.synthetic=null) is accepted at evaluation, and the results go beside the run's own."""
+    out, _ = demo_run
+    other = real_copy(out.parent.parent / "synthetic", tmp_path / "market-real")
+    own = {name: stamp(out / name) for name in ("results.json", "features.mat", "mini_batch_data.mat")}
+    assert evaluate_main([str(out), "--device", "cpu", "--set", f"data.root={other}"]) == 2
+    advice = capsys.readouterr().err
+    assert "--set data.synthetic=null" in advice, advice
+    assert evaluate_main([str(out), "--device", "cpu", "--set", f"data.root={other}",
+                          "--set", "data.synthetic=null"]) == 0
+    assert f"wrote {out / 'results_on_market-real.json'} (other settings than the run's" in capsys.readouterr().out
+    assert {name: stamp(out / name) for name in own} == own  # never over the run's own results
+    assert json.loads((out / "results_on_market-real.json").read_text())["num_valid_queries"] > 0
+
+
+def test_a_real_data_run_evaluated_on_another_root_writes_apart(trained_demo_run, synthetic_root, tmp_path, capsys):
+    """Its own evaluation settings, another data.root: results_on_<folder>.json; results.json and features.mat
+    as they were."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_demo_run, run)
+    other = real_copy(synthetic_root, tmp_path / "elsewhere")
+    own = {name: stamp(run / name) for name in ("results.json", "features.mat", "mini_batch_data.mat")}
+    assert evaluate_main([str(run), "--device", "cpu", "--set", f"data.root={other}"]) == 0
+    assert f"wrote {run / 'results_on_elsewhere.json'}" in capsys.readouterr().out
+    assert {name: stamp(run / name) for name in own} == own
+    same = json.loads((run / "results_on_elsewhere.json").read_text())  # the same images: the same numbers
+    assert same["mAP"] == pytest.approx(json.loads((run / "results.json").read_text())["mAP"], abs=1e-6)
 
 
 def test_evaluate_cli_errors_are_one_line(tmp_path, capsys):

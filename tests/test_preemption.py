@@ -86,26 +86,63 @@ def test_sigterm_mid_epoch_stops_at_the_step_boundary_and_resumes_exactly(refere
     assert_same_run(reference, run)
 
 
-def test_stop_signal_during_evaluation_ends_the_epoch_first(reference, overrides, monkeypatch, capsys):
+@pytest.mark.parametrize("phase", ["val_epoch", "evaluate"])
+def test_stop_signal_during_validation_or_evaluation_stops_without_them_and_the_resumed_run_redoes_them(
+        reference, overrides, monkeypatch, capsys, phase):
+    """The time-limit warning during epoch 1's val phase or its evaluation: the run stops at once with the
+    checkpoint of the epoch's 7 training steps, neither phase recorded, so it never waits for a long evaluation;
+    the resumed run validates and evaluates again and ends as the uninterrupted one."""
     from reid.engine import trainer
 
-    real = trainer.Trainer.evaluate
+    real = getattr(trainer.Trainer, phase)
 
-    def evaluate(self, epoch, write_files):
+    def warned(self, epoch, *args, **kwargs):
         if epoch == 1:
-            os.kill(os.getpid(), signal.SIGUSR1)  # the cluster's time-limit warning, mid-evaluation
-        return real(self, epoch, write_files)
+            os.kill(os.getpid(), signal.SIGUSR1)  # the cluster's time-limit warning, as the phase begins
+        return real(self, epoch, *args, **kwargs)
 
-    monkeypatch.setattr(trainer.Trainer, "evaluate", evaluate)
-    assert TRAIN(argv(overrides, "during_eval")) == 75
+    monkeypatch.setattr(trainer.Trainer, phase, warned)
+    name = f"during_{phase}"
+    assert TRAIN(argv(overrides, name)) == 75
     assert STOP_LINE.format(1, 7) in capsys.readouterr().err
-    run = out_dir(overrides, "during_eval")
+    run = out_dir(overrides, name)
     state = checkpoint(run)
-    assert (state["epoch"], state["step"], state["epoch_done"]) == (1, 7, True)
-    assert loadmat(run / "mini_batch_data.mat")["eval_epoch"][0].tolist() == [1]  # the evaluation was recorded
-    monkeypatch.setattr(trainer.Trainer, "evaluate", real)
-    assert TRAIN(argv(overrides, "during_eval")) == 0
+    assert (state["epoch"], state["step"], state["epoch_done"], state["finished"]) == (1, 7, False, False)
+    mat = loadmat(run / "mini_batch_data.mat")
+    assert mat["train_loss"][0].size == 7 and mat["val_loss"][0].size == 0 and mat["eval_epoch"][0].size == 0
+    monkeypatch.setattr(trainer.Trainer, phase, real)
+    assert TRAIN(argv(overrides, name)) == 0
+    assert f"resumed from {run / 'checkpoints' / 'last.pt'} at epoch 1, step 7" in (run / "log.txt").read_text()
     assert_same_run(reference, run)
+
+
+def test_stop_signal_during_the_last_evaluation_stops_and_the_resumed_run_finishes_it(reference, overrides,
+                                                                                      monkeypatch, capsys):
+    """Between the query and the gallery extraction of the final evaluation: no results.json, not finished;
+    the resumed run evaluates and finishes as the uninterrupted one."""
+    from reid.engine import trainer
+
+    real = trainer.extract_features
+    calls = []
+
+    def extract(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # epoch 2's query extraction (epoch 1: query, gallery)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "extract_features", extract)
+    name = "during_last_eval"
+    assert TRAIN(argv(overrides, name)) == 75
+    assert STOP_LINE.format(2, 7) in capsys.readouterr().err
+    run = out_dir(overrides, name)
+    state = checkpoint(run)
+    assert (state["epoch"], state["step"], state["epoch_done"], state["finished"]) == (2, 7, False, False)
+    assert not (run / "results.json").exists() and len(calls) == 3  # the gallery of epoch 2 was not extracted
+    monkeypatch.setattr(trainer, "extract_features", real)
+    assert TRAIN(argv(overrides, name)) == 0
+    assert_same_run(reference, run)
+    assert (run / "results.json").is_file() and (run / "features.mat").is_file()
 
 
 def test_stop_signal_during_a_checkpoint_write_leaves_both_checkpoints_whole(reference, overrides,

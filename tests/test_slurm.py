@@ -66,26 +66,42 @@ def study_here(args: list, environ: dict, monkeypatch, capsys) -> tuple[int, str
 
 
 SLOW_PYTHON = """
-import os, runpy, sys, time
+import os, runpy, signal, sys, time
 if sys.argv[1] == "-m":  # the comparison job: python -m reid.launch.study ...
     sys.argv = sys.argv[2:]
     runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
     raise SystemExit(0)
 name = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("output.name=")), "")
-if name in ("demo_standard_s0", "demo_soft_s0"):  # slow steps until requeued; numbers unchanged
+if os.environ.get("SLURM_RESTART_COUNT", "0") == "0":  # the first life only; the numbers are unchanged
     from reid.engine import trainer
 
-    real_step, calls = trainer.Trainer.train_step, [0]
+    def mark():
+        open(os.path.join(os.environ["MARKS"], name), "w").close()
 
-    def step(self, images, labels):
-        calls[0] += 1
-        if calls[0] == 3:
-            open(os.path.join(os.environ["MARKS"], name), "w").close()  # the first life is in epoch 1's step 3
-        time.sleep(0.4)
-        return real_step(self, images, labels)
+    if name == "demo_standard_s0":  # slow steps until requeued, from epoch 1's step 3
+        real_step, calls = trainer.Trainer.train_step, [0]
 
-    if os.environ.get("SLURM_RESTART_COUNT", "0") == "0":  # the first life only
+        def step(self, images, labels):
+            calls[0] += 1
+            if calls[0] == 3:
+                mark()
+            time.sleep(0.4)
+            return real_step(self, images, labels)
+
         trainer.Trainer.train_step = step
+    if name == "demo_soft_s0":  # a long evaluation: epoch 1's query features wait for the time-limit warning
+        real_extract, calls = trainer.extract_features, [0]
+
+        def extract(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] == 1:
+                mark()
+                deadline = time.time() + 120
+                while not signal.getsignal(signal.SIGTERM).requested and time.time() < deadline:
+                    time.sleep(0.05)
+            return real_extract(*args, **kwargs)
+
+        trainer.extract_features = extract
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
@@ -95,8 +111,9 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 def slurm_study(slurm_cluster, demo_study, tmp_path_factory) -> dict:
     """conftest's demo_study as a study on SLURM, on a fresh data root and cache (the two tasks generate
     and decode the same files at the same moment). In the middle of epoch 1, task 0 is requeued with
-    ``scontrol requeue`` (SIGTERM) and task 1 gets the time-limit warning (SIGUSR1 to its batch shell);
-    both are then let start again at once. What the test saw, as a dict."""
+    ``scontrol requeue`` (SIGTERM); task 1 gets the time-limit warning (SIGUSR1 to its batch shell) during
+    epoch 1's evaluation, which waits for it (an evaluation longer than the warning's margin); both are
+    then let start again at once. What the test saw, as a dict."""
     local, overrides = demo_study
     tmp = tmp_path_factory.mktemp("slurm_study")
     out, marks, driver, python = tmp / "outputs", tmp / "marks", tmp / "slow.py", tmp / "python"
@@ -169,14 +186,18 @@ def test_study_on_slurm_matches_the_local_study_and_a_rerun_submits_nothing(slur
 
 
 @pytest.mark.parametrize("task, name", [(0, "demo_standard_s0"), (1, "demo_soft_s0")],
-                         ids=["scontrol requeue", "time-limit warning"])
-def test_a_task_stopped_mid_epoch_is_requeued_and_resumes_exactly(slurm_study, demo_study, task, name):
+                         ids=["scontrol requeue mid-epoch", "time-limit warning during the evaluation"])
+def test_a_stopped_task_is_requeued_and_resumes_exactly(slurm_study, demo_study, task, name):
     local, _ = demo_study
     out, seen = slurm_study["out"], slurm_study["stopped"][name]
     text = (out / f"{name}.log").read_text()
-    # stopped after the step it was in (the third or a later one), its checkpoint at that step boundary
-    assert seen["step"] >= 3, text[-3000:]
-    assert (seen["state"]["epoch"], seen["state"]["step"], seen["state"]["finished"]) == (1, seen["step"], False)
+    state = seen["state"]
+    if task == 0:  # stopped after the step it was in (the third or a later one), its checkpoint at that boundary
+        assert seen["step"] >= 3, text[-3000:]
+        assert (state["epoch"], state["step"], state["finished"]) == (1, seen["step"], False)
+    else:  # stopped in the evaluation at once, with the checkpoint of epoch 1's training steps; no evaluation kept
+        assert (state["epoch"], state["step"], state["epoch_done"], state["finished"]) == (1, 7, False, False)
+        assert state["history"]["columns"]["eval_epoch"] == [] and "requeueing" in text, text[-3000:]
     assert slurm_study["compare_while_requeued"] == "PENDING"  # the comparison waits for the requeued tasks
     assert slurm_study["states"][f"{slurm_study['array']}_{task}"] == "COMPLETED", text[-3000:]
     assert "restart 1" in text, text[-3000:]
@@ -236,3 +257,73 @@ def test_print_commands_run_by_a_shell_loop_make_the_study_runs(demo_study, stub
     assert calls() == printed
     status, stdout, err = study_of("0", "--print-commands")
     assert status == 0 and stdout == "" and "every run has finished" in err  # nothing left to run
+
+
+@pytest.mark.parametrize("given", [["--sbatch", "--cpus-per-task=2"], ["--sbatch", "--partition=test --time=10"],
+                                   ["--sbatch=--time=10"]], ids=["one option", "several options", "--sbatch=..."])
+def test_sbatch_options_reach_sbatch_in_every_form_a_user_types(slurm_cluster, demo_study, tmp_path, monkeypatch,
+                                                                 capsys, given):
+    """A lone option value starting with -- is not taken for an option of the study's; the jobs are submitted
+    held (SBATCH_HOLD) and cancelled once their settings are read."""
+    _, overrides = demo_study
+    args = [DEMO[0], "--seeds", "0", "--device", "cpu", "--slurm", *given, *sets([*overrides, f"output.root={tmp_path}"])]
+    status, stdout, err = study_here(args, env(SLURM_CONF=slurm_cluster.env["SLURM_CONF"], SBATCH_HOLD="1"),
+                                     monkeypatch, capsys)
+    assert status == 0, stdout + err
+    array, compare = re.search(r"submitted job array (\d+) \(1 tasks\) and comparison job (\d+)", stdout).groups()
+    try:
+        for job in (f"{array}_0", compare):
+            info = slurm_cluster.run("scontrol", "-o", "show", "job", job)
+            if "--cpus-per-task=2" in given:
+                assert "NumCPUs=2" in info, info
+            else:
+                assert "TimeLimit=00:10:00" in info and "Partition=test" in info, info
+    finally:
+        slurm_cluster.run("scancel", array, compare)
+
+
+CAPPED_PYTHON = """#!/bin/sh
+# train.py never gets to a checkpoint: each life waits until the time-limit warning ends it
+case "$1" in *train.py) touch "$MARKS/life_${{SLURM_RESTART_COUNT:-0}}"; exec sleep 300 ;; esac
+exec "{python}" "$@"
+"""
+
+
+def test_the_requeue_cap_stops_a_task_that_never_checkpoints_and_the_study_names_it(slurm_cluster, demo_study,
+                                                                                     tmp_path, monkeypatch, capsys):
+    """--max-requeues 1: warned in its first life, the task requeues itself; warned again, it says why it is not
+    requeued, ends FAILED, and the comparison job names the run and the cap."""
+    _, overrides = demo_study
+    out, marks, python = tmp_path / "outputs", tmp_path / "marks", tmp_path / "python"
+    marks.mkdir()
+    python.write_text(CAPPED_PYTHON.format(python=sys.executable))
+    python.chmod(0o755)
+    args = [DEMO[0], "--seeds", "0", "--device", "cpu", "--slurm", "--max-requeues", "1",
+            *sets([*overrides, f"output.root={out}"])]
+    environ = dict(env(SLURM_CONF=slurm_cluster.env["SLURM_CONF"], MARKS=str(marks)), PYTHON=str(python))
+    status, stdout, err = study_here(args, environ, monkeypatch, capsys)
+    assert status == 0, stdout + err
+    array, compare = re.search(r"submitted job array (\d+) \(1 tasks\) and comparison job (\d+)", stdout).groups()
+    task, log = f"{array}_0", out / "demo_standard_s0.log"
+    deadline = time.time() + 120
+    for life in (0, 1):
+        while not (marks / f"life_{life}").exists():
+            assert time.time() < deadline, (slurm_cluster.job_state(task), log.read_text()[-2000:])
+            time.sleep(0.1)
+        slurm_cluster.run("scancel", "--batch", "--signal=USR1", task)
+        if life == 0:
+            while "requeueing" not in log.read_text() or slurm_cluster.job_state(task) != "PENDING":
+                assert time.time() < deadline, (slurm_cluster.job_state(task), log.read_text()[-2000:])
+                time.sleep(0.2)
+            slurm_cluster.run("scontrol", "update", f"JobId={task}", "StartTime=now+1")
+    slurm_cluster.wait_idle()
+    text = log.read_text()
+    capped = (f"error: run demo_standard_s0 (task {task}) was requeued 1 times (--max-requeues 1) and has not "
+              "finished; it is not requeued again")
+    assert "requeueing" in text and capped in text, text
+    info = slurm_cluster.run("scontrol", "-o", "show", "job", task)
+    assert "JobState=FAILED" in info and "Restarts=1" in info, info
+    assert slurm_cluster.job_state(compare) == "FAILED"
+    said = next((out / "slurm").glob(f"*_compare_{compare}.out")).read_text()
+    assert "no comparison written: 1 run(s) have not finished: demo_standard_s0 (run demo_standard_s0 (task" in said
+    assert "(--max-requeues 1)" in said, said

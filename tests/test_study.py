@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -300,3 +301,28 @@ def test_study_bad_override_for_one_config_is_named_and_the_other_still_trains(s
     assert [c["name"] for c in stub_calls(tmp_path)] == ["demo_soft_s2"]
     assert f"run demo_soft_s2 ({DEMO[1]}): finished: {tmp_path / 'outputs' / 'demo_soft_s2'}" in r.stdout
     assert "study: 1 of 2 runs finished" in r.stdout and "no comparison written" in r.stderr
+
+
+def test_a_stop_signal_while_a_trainer_starts_does_not_leave_it_running(stub_env, monkeypatch):
+    """SIGTERM reaches the launcher right after a trainer process began and before the launcher recorded it:
+    that trainer is stopped and waited for like the others, not left running (holding its run lock)."""
+    from reid.launch import jobs as jobs_module
+
+    tmp_path, environ, standard, _ = stub_env
+    for key, value in dict(environ, STUB_SECONDS="60").items():
+        monkeypatch.setenv(key, value)
+    started, real_popen = [], subprocess.Popen
+
+    def popen(*args, **kwargs):
+        proc = real_popen(*args, **kwargs)
+        started.append(proc)
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered before Popen's caller gets the process
+        return proc
+
+    monkeypatch.setattr(jobs_module.subprocess, "Popen", popen)
+    job = jobs_module.Job("standard", standard, [])
+    job.resolve()
+    trainer = jobs_module.TrainerCommand.of(REPO / "train.py", "cpu")
+    with pytest.raises(KeyboardInterrupt):
+        jobs_module.run_jobs([job], [None], trainer, out=io.StringIO())
+    assert len(started) == 1 and started[0].poll() is not None  # stopped and waited for, not orphaned

@@ -266,3 +266,30 @@ def test_step_records_weight_each_part_by_the_batch_and_an_empty_share_adds_noth
     records.record(1, sample_mean_part(torch.empty(0), empty), torch.tensor(0))
     loss, acc, sizes = records.take(2)
     assert loss == pytest.approx([6.0 / 5, 0.0]) and acc == [1 / 5, 0.0] and sizes == [5, 5]
+
+
+def test_a_run_outside_the_imagenet_regime_is_warned_with_the_key_to_set_and_its_log_names_the_run(
+        tiny_overrides, tmp_path, capsys):
+    """A user's config on standard.yaml, from scratch at 32x16: the trunk's lower rate and the 10-pixel padding
+    of 256x128 stay as configured (the experiment is not changed behind the user's back), and one warning line
+    each names the key to set. The log begins with the run's name and its config file. The demo config,
+    which sets both keys, is not warned."""
+    import yaml
+
+    from reid.config import untuned_defaults
+
+    mine = tmp_path / "my_experiment.yaml"
+    mine.write_text(f"_base_: {REPO / 'configs' / 'standard.yaml'}\n")
+    run = train(load_config(mine, [*tiny_overrides, "train.epochs=1", "eval.every_epochs=0", "output.name=r18"]),
+                device="cpu", progress=False)
+    printed = capsys.readouterr().out
+    log = (run / "log.txt").read_text().splitlines()
+    assert log[0].startswith(f"training r18 ({mine}): 8 identities"), log[0]
+    warnings = [line for line in log if line.startswith("warning: ")]
+    assert len(warnings) == 2 and all(w in printed.splitlines() for w in warnings), log
+    assert "optim.backbone_lr = 0.005" in warnings[0] and "set optim.backbone_lr: null for one rate" in warnings[0]
+    assert "augment.pad = 10" in warnings[1] and "data.size is [32, 16]" in warnings[1]
+    assert "set augment.pad (e.g. 1, the same share of the width)" in warnings[1]
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert (saved["optim"]["backbone_lr"], saved["augment"]["pad"]) == (0.005, 10)
+    assert untuned_defaults(config(tiny_overrides)) == []

@@ -20,14 +20,15 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..config import Config, experiment_differences, import_plugins, run_dir as config_run_dir, to_dict, to_yaml
+from ..config import (Config, experiment_differences, import_plugins, run_dir as config_run_dir, to_dict, to_yaml,
+                      untuned_defaults)
 from ..data import (BatchAugment, PKSampler, RandomBatchSampler, SequentialBatchSampler, batch_generator,
                     eval_transform, resize_images, shard_bounds)
 from ..data.augment import async_to
@@ -37,6 +38,7 @@ from ..io import atomic_write_text
 from ..losses import BatchShare, CombinedCriterion
 from ..signals import StopFlag, Stopped, on_stop_signals
 from . import distributed
+from .board import FOLDER as BOARD_FOLDER, BoardMirror, check_tensorboard_installed
 from .builder import (EvalSet, RetrievalData, RunData, build_criterion_from_config, build_data,
                       build_model_from_config, build_split, check_names)
 from .checkpoint import CheckpointStore, RunLock, is_finished, load_checkpoint
@@ -104,6 +106,7 @@ class Trainer:
         self.history = History(criterion=" + ".join(criterion.names), config_text=to_yaml(cfg))
         self.log_lines: list[str] = []
         self.store = CheckpointStore(run_dir) if run_dir is not None else None
+        self.board = BoardMirror(run_dir / BOARD_FOLDER) if cfg.train.tensorboard and dist.is_main else None
         self.stop = StopFlag()           # set by SIGTERM/SIGUSR1 while fit() runs (see train())
         self.saved: Optional[Position] = None  # the newest checkpoint on disk
         self.at = Position()             # training steps done so far
@@ -171,6 +174,8 @@ class Trainer:
         if self.dist.is_main:
             self.history.save_mat(self.run_dir / "mini_batch_data.mat")
             atomic_write_text(self.run_dir / "log.txt", "".join(line + "\n" for line in self.log_lines))
+            if self.board is not None:
+                self.board.write(self.history)
 
     def log(self, line: str) -> None:
         self.log_lines.append(line)
@@ -184,15 +189,32 @@ class Trainer:
             self.schedule.apply(self.optimizer, epoch)
             first_step = start.step if epoch == start.epoch else 0
             steps = self.train_epoch(epoch, first_step)
-            self.val_epoch(epoch)
             last = epoch == self.cfg.train.epochs
-            every = self.cfg.eval.every_epochs
-            if last or (every and epoch % every == 0):
-                self.evaluate(epoch, write_files=last)
-            self.log(self.epoch_line(epoch, time.perf_counter() - started))
-            self.save(Position(epoch, steps, epoch_done=True), finished=last)
-            if not last and self.stop_agreed():  # a signal during val or evaluation: stop at the epoch's end
+            done = self.end_epoch(epoch, last)
+            if done:
+                self.log(self.epoch_line(epoch, time.perf_counter() - started))
+            stop = self.stop_agreed()  # every process asks, so that they agree (rank 0 alone evaluates)
+            self.save(Position(epoch, steps, epoch_done=done), finished=last and done)
+            if stop and not (last and done):
                 self.stopped(epoch, steps)
+
+    def end_epoch(self, epoch: int, last: bool) -> bool:
+        """Validation, then the evaluation when one is due, recorded together; False when a stop signal cut
+        either short (checked at each val batch and between evaluation phases), which records neither: the
+        checkpoint then holds the epoch's training steps, and the resumed run validates and evaluates again.
+        A time-limit warning thus never waits for a long evaluation."""
+        every = self.cfg.eval.every_epochs
+        try:
+            val = self.val_epoch(epoch)
+            results = self.evaluate(epoch, write_files=last) if last or (every and epoch % every == 0) else None
+        except PhaseStopped:
+            return False
+        if val is not None:
+            loss, acc, sizes = val
+            self.history.extend("val", epoch, loss=loss, acc=acc, batch_size=sizes)
+        if results is not None:
+            self.history.add_evaluation(epoch, results)
+        return True
 
     def train_epoch(self, epoch: int, first_step: int) -> int:
         """Train steps ``first_step..`` of ``epoch``; returns the epoch's number of steps."""
@@ -348,15 +370,19 @@ class Trainer:
             "new run (set output.name)")
 
     @torch.no_grad()
-    def val_epoch(self, epoch: int) -> None:
+    def val_epoch(self, epoch: int) -> Optional[tuple[list[float], list[float], list[int]]]:
+        """The val phase's per-batch (loss, accuracy, size), None without val images; :class:`PhaseStopped`
+        when a stop signal arrives."""
         if len(self.val_labels) == 0:
-            return
+            return None
         batches = SequentialBatchSampler(len(self.val_labels), self.cfg.train.batch_size,
                                          min_batch=self.dist.world_size).batches(0)  # no process left empty
         records = StepRecords([len(b) for b in batches], self.device)
         self.model.eval()
         with self.progress_bar(epoch, "val", batches) as bar:
             for step, global_idx in enumerate(batches):
+                if self.stop_agreed(step + 1):
+                    raise PhaseStopped
                 on_images, on_device = self.rows(global_idx)
                 lo, hi = shard_bounds(len(global_idx), self.dist.rank, self.dist.world_size)
                 images = eval_transform(async_to(self.val_images[on_images[lo:hi]], self.device),
@@ -367,24 +393,35 @@ class Trainer:
                 correct = (share.logits.argmax(1) == share.targets).sum()
                 records.record(step, self.val_criterion.batch_part(share), correct)
                 bar.advance(len(global_idx), records, step + 1)
-        loss, acc, sizes = records.take(len(batches))
-        self.history.extend("val", epoch, loss=loss, acc=acc, batch_size=sizes)
+        return records.take(len(batches))
 
     def evaluate(self, epoch: int, write_files: bool) -> Optional[dict]:
-        """Rank-k / mAP on query vs gallery (rank 0), recorded in the history."""
+        """Rank-k / mAP on query vs gallery (rank 0; None on the others); :class:`PhaseStopped` when a stop
+        signal arrives before its last phase (rank 0 reads its own flag between phases)."""
         results = None
-        if self.dist.is_main:
-            results = evaluate_model(self.model, self.data, self.cfg, self.device, self.amp_dtype, self.channels_last,
-                                     features_path=self.run_dir / "features.mat" if write_files else None)
-            results["epoch"] = epoch
-            if write_files and self.data.eval_sets:  # cross-domain: the final model only
-                results["datasets"] = evaluate_datasets(self.model, self.data.eval_sets, self.cfg, self.device,
-                                                        self.amp_dtype, self.channels_last, self.progress)
-            self.history.add_evaluation(epoch, results)
-            if write_files:
-                atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
-                tqdm.write(format_results(results))
-        distributed.barrier()
+        try:
+            if self.dist.is_main:
+                results = self.evaluate_main(epoch, write_files)
+        finally:
+            distributed.barrier()
+        return results
+
+    def evaluate_main(self, epoch: int, write_files: bool) -> dict:
+        def check_stop() -> None:
+            if self.stop.requested:
+                raise PhaseStopped
+
+        results = evaluate_model(self.model, self.data, self.cfg, self.device, self.amp_dtype, self.channels_last,
+                                 features_path=self.run_dir / "features.mat" if write_files else None,
+                                 between_phases=check_stop)
+        results["epoch"] = epoch
+        if write_files and self.data.eval_sets:  # cross-domain: the final model only
+            results["datasets"] = evaluate_datasets(self.model, self.data.eval_sets, self.cfg, self.device,
+                                                    self.amp_dtype, self.channels_last, self.progress, check_stop)
+        check_stop()
+        if write_files:
+            atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+            tqdm.write(format_results(results))
         return results
 
     def epoch_line(self, epoch: int, seconds: float) -> str:
@@ -407,6 +444,10 @@ class Trainer:
 
 
 # ----------------------------------------------------------------------------- pieces
+
+class PhaseStopped(Exception):
+    """A stop signal arrived during validation or evaluation: the epoch ends without them (see Trainer.end_epoch)."""
+
 
 # Under torchrun on CUDA the processes agree whether to stop every this many steps (see Trainer.stop_agreed).
 STOP_CHECK_EVERY_CUDA = 20
@@ -457,16 +498,21 @@ class CompiledWithFallback(nn.Module):
 
 
 def evaluate_model(model: nn.Module, data: RunData | RetrievalData, cfg: Config, device: torch.device,
-                   amp_dtype: Optional[torch.dtype], channels_last: bool,
-                   features_path: Optional[Path] = None) -> dict:
-    """Extract query/gallery features on ``device`` and score them there (optionally writing features.mat)."""
+                   amp_dtype: Optional[torch.dtype], channels_last: bool, features_path: Optional[Path] = None,
+                   between_phases: Callable[[], None] = lambda: None) -> dict:
+    """Extract query/gallery features on ``device`` and score them there (optionally writing features.mat).
+    ``between_phases`` is called after each extraction: the trainer's raises when told to stop."""
     was_training = model.training
     model.eval()
     kw = dict(size=tuple(cfg.data.size), batch_size=cfg.eval.batch_size, device=device, flip=cfg.eval.flip,
               amp_dtype=amp_dtype, channels_last=channels_last, keep_on_device=True)
-    qf = extract_features(model, data.query.images, **kw)
-    gf = extract_features(model, data.gallery.images, **kw)
-    model.train(was_training)
+    try:
+        qf = extract_features(model, data.query.images, **kw)
+        between_phases()
+        gf = extract_features(model, data.gallery.images, **kw)
+        between_phases()
+    finally:
+        model.train(was_training)
     results = evaluate_features(qf, gf, data.query.pids, data.query.camids, data.gallery.pids, data.gallery.camids,
                                 distance=cfg.eval.distance, rerank=cfg.eval.rerank, ap=cfg.eval.ap,
                                 max_rank=cfg.eval.max_rank)
@@ -478,12 +524,16 @@ def evaluate_model(model: nn.Module, data: RunData | RetrievalData, cfg: Config,
 
 
 def evaluate_datasets(model: nn.Module, eval_sets: list[EvalSet], cfg: Config, device: torch.device,
-                      amp_dtype: Optional[torch.dtype], channels_last: bool, progress: bool = True) -> dict[str, dict]:
+                      amp_dtype: Optional[torch.dtype], channels_last: bool, progress: bool = True,
+                      between_phases: Callable[[], None] = lambda: None) -> dict[str, dict]:
     """Cross-domain: :func:`evaluate_model` on each ``eval.datasets`` entry's query/gallery,
     as ``{name: results}`` (each with its ``root``); images come back from the image cache."""
     out = {}
     for eval_set in eval_sets:
-        out[eval_set.name] = evaluate_model(model, eval_set.load(cfg, progress), cfg, device, amp_dtype, channels_last)
+        data = eval_set.load(cfg, progress)
+        between_phases()
+        out[eval_set.name] = evaluate_model(model, data, cfg, device, amp_dtype, channels_last,
+                                            between_phases=between_phases)
         out[eval_set.name]["root"] = eval_set.root
     return out
 
@@ -495,7 +545,10 @@ def check_device_options(cfg: Config, device: torch.device, world_size: int = 1)
     if cfg.train.sync_bn is True and device.type != "cuda":
         raise ConfigError("train.sync_bn = true needs CUDA devices (PyTorch's SyncBatchNorm has no CPU "
                           "implementation); set it to auto or false for a CPU run (BatchNorm then stays per process)")
-    if world_size > 1 and cfg.train.batch_size < 2 * world_size:  # BatchNorm cannot train on one image
+    if cfg.train.batch_size < 2 * world_size:  # BatchNorm cannot train on one image
+        if world_size == 1:
+            raise ConfigError(f"train.batch_size = {cfg.train.batch_size}: BatchNorm needs at least 2 images per "
+                              "training batch; set train.batch_size >= 2")
         raise ConfigError(f"train.batch_size = {cfg.train.batch_size} is the global batch, split over {world_size} "
                           f"processes, and each needs at least 2 images; set train.batch_size >= {2 * world_size} "
                           "or start fewer processes")
@@ -530,11 +583,21 @@ def train(cfg: Config, device: str = "auto", resume: Optional[str] = None, progr
     dev = resolve_device(device)
     configure_backends(cfg.train.deterministic, cfg.train.tf32)  # before CUDA starts (cuBLAS workspace)
     dist = distributed.init_distributed(dev.type)
+    try:
+        return _train_in_group(cfg, dev, dist, resume, progress)
+    finally:  # whether the run finished, stopped, failed or had nothing to do
+        distributed.shutdown_distributed()
+
+
+def _train_in_group(cfg: Config, dev: torch.device, dist: distributed.DistInfo, resume: Optional[str],
+                    progress: bool) -> Path:
     if dist.enabled and dev.type == "cuda":
         dev = torch.device("cuda", dist.local_rank)
     import_plugins(cfg)
     check_names(cfg)  # before the run directory is touched
     check_device_options(cfg, dev, dist.world_size)
+    if cfg.train.tensorboard:
+        check_tensorboard_installed()
     out = config_run_dir(cfg)
     fresh = not out.exists()
     lock = RunLock(out).acquire() if dist.is_main else None
@@ -598,9 +661,12 @@ def _train_locked(cfg: Config, out: Path, dev: torch.device, dist: distributed.D
         trainer.log(f"resumed from {state_path} at epoch {start.epoch}, step {start.step}")
     else:
         synthetic = "a synthetic " if cfg.data.synthetic is not None else ""
-        trainer.log(f"training {cfg.source or 'run'}: {split.num_classes} identities, {len(split.train)} train / "
+        source = f" ({cfg.source})" if cfg.source else ""
+        trainer.log(f"training {out.name}{source}: {split.num_classes} identities, {len(split.train)} train / "
                     f"{len(split.val)} val images of {synthetic}{cfg.data.name} at {dataset.root}, criterion "
                     f"{' + '.join(criterion.names)}, device {dev}")
+        for warning in untuned_defaults(cfg):
+            trainer.log(f"warning: {warning}")
     note = distributed.per_process_batchnorm_note(model, cfg.train.sync_bn, dev, dist.world_size)
     if note:
         trainer.log(note)
@@ -609,5 +675,4 @@ def _train_locked(cfg: Config, out: Path, dev: torch.device, dist: distributed.D
             trainer.fit(start)
     except KeyboardInterrupt as e:
         raise Interrupted(trainer.interrupted_message()) from e
-    distributed.shutdown_distributed()
     return out

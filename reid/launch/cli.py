@@ -38,8 +38,9 @@ def add_run_arguments(p: argparse.ArgumentParser, configs_help: str) -> None:
     p.add_argument("--gpus", default="", metavar="IDS", help="GPU ids, e.g. 0,1: each run pinned to one "
                    "(CUDA_VISIBLE_DEVICES)")
     p.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"], help="forwarded to train.py")
-    p.add_argument("--trainer", required=True, metavar="PATH", help="the trainer script, train.py (scripts/paired.sh "
-                   "and scripts/study.sh pass the one of their checkout), run by $PYTHON (default: this Python)")
+    # the trainer script, run by $PYTHON: scripts/paired.sh and scripts/study.sh pass their checkout's train.py,
+    # so users never give it and --help does not show it
+    p.add_argument("--trainer", default=None, help=argparse.SUPPRESS)
 
 
 def check_configs(configs: Sequence[str]) -> list[Path]:

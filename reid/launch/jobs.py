@@ -40,7 +40,11 @@ from typing import IO, Sequence
 
 from ..cli import ErrorLine
 from ..errors import ReidError
-from ..signals import on_stop_signals, raise_interrupt
+from ..signals import on_stop_signals
+
+
+# What wakes run_jobs besides a job's end: a stop signal (SIGTERM, Ctrl-C), or its output closed.
+STOP_SIGNAL, OUTPUT_CLOSED = "stop signal", "output closed"
 
 
 class LaunchError(ReidError):
@@ -118,9 +122,12 @@ class TrainerCommand:
     args: list[str]
 
     @classmethod
-    def of(cls, script: str | os.PathLike, device: str | None = None) -> "TrainerCommand":
+    def of(cls, script: str | os.PathLike | None, device: str | None = None) -> "TrainerCommand":
         """``script`` (the trainer, ``train.py``: the launch scripts pass theirs as ``--trainer``) run by
         ``PYTHON`` (default: this interpreter) with ``--resume auto`` and ``--device``."""
+        if script is None:
+            raise LaunchError("no trainer given: start the launcher through scripts/paired.sh or scripts/study.sh, "
+                              "which pass their checkout's train.py, or add --trainer PATH/train.py")
         script = Path(script)
         if not script.is_file():
             raise LaunchError(f"--trainer {script}: no such file; give the path of the project's train.py "
@@ -180,8 +187,8 @@ def run_jobs(jobs: Sequence[Job], slots: Sequence[str | None], trainer: TrainerC
     :class:`OutputClosed` is raised, naming them; no further run starts.
     """
     out = out or sys.stdout
-    done: queue.Queue = queue.Queue()
-    printer = _Printer(out, prefix=len(slots) > 1, on_closed=lambda: done.put((None, None)))
+    done: queue.SimpleQueue = queue.SimpleQueue()  # a job's end, or a wake-up; put() is safe in a signal handler
+    printer = _Printer(out, prefix=len(slots) > 1, on_closed=lambda: done.put((OUTPUT_CLOSED, None)))
     outcomes: dict[int, Outcome] = {i: Outcome(job, 2, job.error) for i, job in enumerate(jobs) if job.error}
     pending = deque(i for i, job in enumerate(jobs) if not job.error)
     free: deque[str | None] = deque(slots)
@@ -189,13 +196,17 @@ def run_jobs(jobs: Sequence[Job], slots: Sequence[str | None], trainer: TrainerC
     watching = threading.Event()
     printer.watch(watching)
     try:
-        with on_stop_signals(raise_interrupt, [signal.SIGTERM]):
+        # A stop signal only wakes the loop, which then stops every trainer it started: a signal that arrived
+        # while a trainer was being started cannot leave that one unrecorded, running and holding its lock.
+        with on_stop_signals(lambda signum, frame: done.put((STOP_SIGNAL, None)), [signal.SIGTERM, signal.SIGINT]):
             while pending or running:
                 while pending and free and not printer.closed:
                     i, slot = pending.popleft(), free.popleft()
                     running[i] = _start(jobs[i], slot, trainer, printer, done, i)
                 i, outcome = done.get()
-                if i is None:  # the printer found the output closed
+                if i == STOP_SIGNAL:
+                    raise KeyboardInterrupt
+                if i == OUTPUT_CLOSED:
                     raise BrokenPipeError
                 running.pop(i)
                 outcomes[i] = outcome
@@ -301,7 +312,7 @@ class _Printer:
         threading.Thread(target=poll, name="output watcher", daemon=True).start()
 
 
-def _start(job: Job, slot: str | None, trainer: TrainerCommand, printer: _Printer, done: queue.Queue,
+def _start(job: Job, slot: str | None, trainer: TrainerCommand, printer: _Printer, done: queue.SimpleQueue,
            index: int) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")  # lines reach the log as they are printed
     if slot is not None:

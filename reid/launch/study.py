@@ -29,6 +29,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from ..cli import parse_int_list
 from .cli import EXIT_RUN_FAILED, Parser, add_run_arguments, check_configs, check_sets, run_launch, write_comparison
@@ -60,7 +61,13 @@ def build_parser() -> Parser:
                        "comparison job runs this)")
     p.add_argument("--sbatch", default="", metavar="OPTIONS",
                    help='with --slurm: sbatch options passed through unchanged, e.g. "--partition=gpu '
-                   '--gres=gpu:1 --time=4:00:00"')
+                   '--gres=gpu:1 --time=4:00:00" (or --sbatch=--time=60)')
+    p.add_argument("--max-requeues", type=int, default=slurm.MAX_REQUEUES, metavar="N",
+                   help=f"with --slurm: a task warned of its time limit requeues itself at most N times (default "
+                   f"{slurm.MAX_REQUEUES})")
+    p.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+                   help="with --slurm: train each run with torchrun, N processes on each node of its task (ask for "
+                   'the nodes and GPUs with --sbatch "--nodes=2 --gres=gpu:N"; default 1: no torchrun)')
     return p
 
 
@@ -120,7 +127,7 @@ def print_commands(jobs: list[Job], trainer: TrainerCommand) -> int:
 
 
 def submit_to_slurm(jobs: list[Job], configs: list[Path], trainer: TrainerCommand, compare_argv: list[str],
-                    sbatch_options: str) -> int:
+                    sbatch_options: str, max_requeues: int = slurm.MAX_REQUEUES, nproc_per_node: int = 1) -> int:
     """Write the study's sbatch script and submit the unfinished runs, then the comparison job."""
     check_loadable(jobs)
     out = study_out(jobs, configs)
@@ -134,7 +141,8 @@ def submit_to_slurm(jobs: list[Job], configs: list[Path], trainer: TrainerComman
         print("study: every run has finished; nothing submitted")
         return 0 if write_comparison([job.run_dir for job in jobs], out) else EXIT_RUN_FAILED
     slurm_out = out.parent / "slurm"
-    script = slurm.write_script(out.with_suffix(".sbatch"), jobs, trainer, compare_argv, name, slurm_out)
+    script = slurm.write_script(out.with_suffix(".sbatch"), jobs, trainer, compare_argv, name, slurm_out, Path.cwd(),
+                                max_requeues, nproc_per_node)
     try:
         options = shlex.split(sbatch_options)
     except ValueError as e:
@@ -148,21 +156,40 @@ def submit_to_slurm(jobs: list[Job], configs: list[Path], trainer: TrainerComman
     return 0
 
 
+def unfinished_note(job: Job) -> str:
+    """``label (output in LOG)``, with why its last start ended where its log says (the requeue cap, an error)."""
+    why = last_start_error(job.log_path)
+    return f"{job.label} ({why.removeprefix('error: ')}; output in {job.log_path})" if why else \
+        f"{job.label} (output in {job.log_path})"
+
+
+def last_start_error(log: Path) -> str:
+    """The last ``error:`` line of the log's last start (after its last ``== `` header), or ""."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return ""
+    last_start = text[text.rfind("\n== ") + 1:] if "\n== " in text else text
+    errors = [line for line in last_start.splitlines() if line.startswith("error:")]
+    return errors[-1] if errors else ""
+
+
 def compare_only(jobs: list[Job], configs: list[Path]) -> int:
     """Write the comparison if every run has finished; else name the runs that have not."""
     check_loadable(jobs)
     left = unfinished(jobs)
     if left:
         print(f"error: no comparison written: {len(left)} run(s) have not finished: "
-              f"{', '.join(f'{jobs[i].label} (output in {jobs[i].log_path})' for i in left)}; run the same study "
-              "command again to train them", file=sys.stderr)
+              f"{', '.join(unfinished_note(jobs[i]) for i in left)}; run the same study command again to train them",
+              file=sys.stderr)
         return EXIT_RUN_FAILED
     out = study_out(jobs, configs)
     return 0 if write_comparison([job.run_dir for job in jobs], out) else EXIT_RUN_FAILED
 
 
 def study(configs: list[str], seeds: str | None, sets: list[str], gpus: str, per_gpu: int, jobs_at_once: int,
-          device: str | None, trainer_script: str, where: str = "here", sbatch_options: str = "") -> int:
+          device: str | None, trainer_script: str, where: str = "here", sbatch_options: str = "",
+          max_requeues: int = slurm.MAX_REQUEUES, nproc_per_node: int = 1) -> int:
     """Train configs x seeds and compare them; returns the exit status (see the module docstring).
 
     ``where``: ``here`` trains locally; ``slurm`` submits to SLURM, ``print`` prints the commands,
@@ -182,6 +209,13 @@ def study(configs: list[str], seeds: str | None, sets: list[str], gpus: str, per
     if where != "here" and (gpu_ids or per_gpu != 1 or jobs_at_once != 1):
         raise LaunchError("--gpus, --per-gpu and --jobs place runs on this machine; with --slurm ask for GPUs with "
                           '--sbatch "--gres=gpu:1", with --print-commands your scheduler places them')
+    if where != "slurm" and (nproc_per_node != 1 or max_requeues != slurm.MAX_REQUEUES):
+        raise LaunchError("--nproc-per-node and --max-requeues are for --slurm tasks; on this machine run train.py "
+                          "under torchrun yourself (python -m torch.distributed.run --standalone --nproc_per_node=N "
+                          "train.py ...)")
+    if nproc_per_node < 1 or max_requeues < 0:
+        raise LaunchError(f"--nproc-per-node {nproc_per_node} / --max-requeues {max_requeues}: give at least 1 "
+                          "process per node and 0 or more requeues")
     slots = device_slots(gpu_ids, per_gpu, jobs_at_once)
     trainer = TrainerCommand.of(trainer_script, device)
     config_paths = check_configs(configs)
@@ -198,7 +232,8 @@ def study(configs: list[str], seeds: str | None, sets: list[str], gpus: str, per
     if where == "slurm":
         compare_argv = [trainer.python, "-m", "reid.launch.study", *map(str, configs), "--seeds", seeds,
                         *(a for s in sets for a in ("--set", s)), "--trainer", str(trainer.script), "--compare-only"]
-        return submit_to_slurm(jobs, config_paths, trainer, compare_argv, sbatch_options)
+        return submit_to_slurm(jobs, config_paths, trainer, compare_argv, sbatch_options, max_requeues,
+                               nproc_per_node)
     print(f"study: {len(config_paths)} config(s) x {len(seed_list)} seed(s) = {len(jobs)} runs, "
           f"{len(slots)} at once")
     outcomes = run_jobs(jobs, slots, trainer)
@@ -215,14 +250,30 @@ def study(configs: list[str], seeds: str | None, sets: list[str], gpus: str, per
     return 0
 
 
+def with_sbatch_values_attached(argv: Sequence[str]) -> list[str]:
+    """``--sbatch VALUE`` as ``--sbatch=VALUE``: argparse takes a lone value that starts with ``--``
+    (``--sbatch "--cpus-per-task=2"``) for an option of its own and refuses it.
+
+    Example::
+
+        with_sbatch_values_attached(["--sbatch", "--time=10", "a.yaml"])   # -> ["--sbatch=--time=10", "a.yaml"]
+    """
+    out, args = [], list(argv)
+    while args:
+        arg = args.pop(0)
+        out.append(f"--sbatch={args.pop(0)}" if arg == "--sbatch" and args else arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_intermixed_args(argv)
+    args = parser.parse_intermixed_args(with_sbatch_values_attached(sys.argv[1:] if argv is None else argv))
     if args.sbatch and not args.slurm:
         parser.error("--sbatch passes options to sbatch, so it needs --slurm")
     where = "slurm" if args.slurm else "print" if args.print_commands else "compare" if args.compare_only else "here"
     return run_launch(lambda: study(args.configs, args.seeds, args.sets, args.gpus, args.per_gpu, args.jobs,
-                                    args.device, args.trainer, where, args.sbatch))
+                                    args.device, args.trainer, where, args.sbatch, args.max_requeues,
+                                    args.nproc_per_node))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,92 @@
+"""Watching a run while it trains: ``train.tensorboard`` writes the .mat's per-mini-batch train/val scalars and
+the evaluations as TensorBoard events, read back here equal to the .mat step for step, before and after a stop
+and a resume; ``scripts/compare.py`` on a run in progress plots and tabulates its curves so far."""
+
+from __future__ import annotations
+
+import os
+import runpy
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.io import loadmat
+
+from reid.config import load_config
+from reid.engine import trainer
+from reid.signals import Stopped
+
+REPO = Path(__file__).resolve().parents[1]
+SCALARS = ["train_loss", "train_acc", "train_lr", "val_loss", "val_acc", "eval_rank1", "eval_rank5", "eval_rank10",
+           "eval_mAP"]
+
+
+def board(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of the run's TensorBoard folder as TensorBoard shows it: (step, value) in order."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})  # 0: keep every event
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def mat_as_board(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """What the board must hold: each .mat row at step 1..N, each evaluation at its epoch (TensorBoard keeps
+    float32)."""
+    m = loadmat(run / "mini_batch_data.mat")
+    out = {}
+    for tag in SCALARS:
+        values = m[tag][0] if m[tag].size else np.zeros(0)
+        steps = m["eval_epoch"][0] if tag.startswith("eval_") and values.size else range(1, values.size + 1)
+        if values.size:
+            out[tag] = [(int(s), float(np.float32(v))) for s, v in zip(steps, values)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def watched(synthetic_root, tmp_path_factory):
+    """A 2-epoch tiny run with train.tensorboard, a checkpoint every 2 steps, evaluated after each epoch,
+    stopped by SIGTERM in epoch 2's fourth step (a run in progress): (its config, its run directory)."""
+    tmp = tmp_path_factory.mktemp("live")
+    cfg = load_config(REPO / "configs" / "demo_standard.yaml",
+                      [f"data.root={synthetic_root}", "data.synthetic=null", f"data.cache_dir={tmp / 'cache'}",
+                       "data.size=[32,16]", "data.val_per_id=1", "model.name=resnet18", "train.batch_size=6",
+                       "train.epochs=2", "eval.every_epochs=1", "checkpoint.every_steps=2", "train.tensorboard=true",
+                       f"output.root={tmp / 'outputs'}", "output.name=watched"])
+    real, calls = trainer.Trainer.train_step, [0]
+
+    def step(self, images, labels):
+        calls[0] += 1
+        if calls[0] == 7 + 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, images, labels)
+
+    trainer.Trainer.train_step = step
+    try:
+        with pytest.raises(Stopped):
+            trainer.train(cfg, device="cpu", progress=False)
+    finally:
+        trainer.Trainer.train_step = real
+    return cfg, tmp / "outputs" / "watched"
+
+
+def test_compare_on_a_run_in_progress_shows_its_curves_so_far(watched, tmp_path, capsys):
+    _, run = watched
+    compare_main = runpy.run_path(str(REPO / "scripts" / "compare.py"))["main"]
+    assert compare_main([str(run), "--out", str(tmp_path / "so_far.png")]) == 0
+    table = capsys.readouterr().out
+    assert (tmp_path / "so_far.png").stat().st_size > 0 and (tmp_path / "so_far.md").is_file()
+    assert "| watched |" in table, table
+    m = loadmat(run / "mini_batch_data.mat")
+    assert m["train_loss"][0].size == 7 + 4  # epoch 1 and epoch 2's first 4 steps: what the curves show
+    assert m["eval_epoch"][0].tolist() == [1]
+
+
+def test_tensorboard_events_equal_the_mat_step_for_step_before_and_after_a_resume(watched):
+    cfg, run = watched
+    assert board(run) == mat_as_board(run)  # in progress: what its last checkpoint holds
+    trainer.train(cfg, device="cpu", resume="auto", progress=False)
+    final = mat_as_board(run)
+    assert [len(final[t]) for t in ("train_loss", "val_loss", "eval_mAP")] == [2 * 7, 2 * 2, 2]  # 40/8 images, batch 6
+    assert board(run) == final  # each value once: what the stopped life wrote is purged, not shown twice
