@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,23 +33,8 @@ def section(report_md: str, title: str) -> str:
     return report_md[start:end if end != -1 else None]
 
 
-@pytest.fixture
-def scratch(tmp_path):
-    """A --work folder in RAM where /dev/shm has room: the runs write about 1 GB of checkpoints, each
-    synced to disk, which costs seconds of waiting on a disk."""
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or shutil.disk_usage(shm).free < 4 * 2**30:
-        yield tmp_path / "work"
-        return
-    work = Path(tempfile.mkdtemp(prefix="reid_gpu_check_", dir=shm))
-    try:
-        yield work
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def test_tiny_check_on_the_cpu_reports_every_part_ok_and_out_holds_only_the_report(tmp_path, scratch):
-    out, work = tmp_path / "check", scratch
+def test_tiny_check_on_the_cpu_reports_every_part_ok_and_out_holds_only_the_report(tmp_path):
+    out, work = tmp_path / "check", tmp_path / "work"  # in memory where there is room (conftest.py)
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
     proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), "--device", "cpu", "--tiny",
                            "--out", str(out), "--work", str(work)], env=env, capture_output=True, text=True,

@@ -86,23 +86,23 @@ def test_sigterm_mid_epoch_stops_at_the_step_boundary_and_resumes_exactly(refere
     assert_same_run(reference, run)
 
 
-@pytest.mark.parametrize("phase", ["val_epoch", "evaluate"])
-def test_stop_signal_during_validation_or_evaluation_stops_without_them_and_the_resumed_run_redoes_them(
-        reference, overrides, monkeypatch, capsys, phase):
-    """The time-limit warning during epoch 1's val phase or its evaluation: the run stops at once with the
-    checkpoint of the epoch's 7 training steps, neither phase recorded, so it never waits for a long evaluation;
-    the resumed run validates and evaluates again and ends as the uninterrupted one."""
+def test_stop_signal_during_validation_stops_without_it_and_the_resumed_run_redoes_it(
+        reference, overrides, monkeypatch, capsys):
+    """The time-limit warning during epoch 1's val phase: the run stops at once with the checkpoint of the epoch's
+    7 training steps, nothing of the phase recorded; the resumed run validates again and ends as the uninterrupted
+    one. (The same warning during an evaluation: the SLURM task of tests/test_slurm.py; the final evaluation: the
+    next test.)"""
     from reid.engine import trainer
 
-    real = getattr(trainer.Trainer, phase)
+    real = trainer.Trainer.val_epoch
 
-    def warned(self, epoch, *args, **kwargs):
+    def warned(self, epoch):
         if epoch == 1:
             os.kill(os.getpid(), signal.SIGUSR1)  # the cluster's time-limit warning, as the phase begins
-        return real(self, epoch, *args, **kwargs)
+        return real(self, epoch)
 
-    monkeypatch.setattr(trainer.Trainer, phase, warned)
-    name = f"during_{phase}"
+    monkeypatch.setattr(trainer.Trainer, "val_epoch", warned)
+    name = "during_val"
     assert TRAIN(argv(overrides, name)) == 75
     assert STOP_LINE.format(1, 7) in capsys.readouterr().err
     run = out_dir(overrides, name)
@@ -110,7 +110,7 @@ def test_stop_signal_during_validation_or_evaluation_stops_without_them_and_the_
     assert (state["epoch"], state["step"], state["epoch_done"], state["finished"]) == (1, 7, False, False)
     mat = loadmat(run / "mini_batch_data.mat")
     assert mat["train_loss"][0].size == 7 and mat["val_loss"][0].size == 0 and mat["eval_epoch"][0].size == 0
-    monkeypatch.setattr(trainer.Trainer, phase, real)
+    monkeypatch.setattr(trainer.Trainer, "val_epoch", real)
     assert TRAIN(argv(overrides, name)) == 0
     assert f"resumed from {run / 'checkpoints' / 'last.pt'} at epoch 1, step 7" in (run / "log.txt").read_text()
     assert_same_run(reference, run)
