@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_run_dir:
             print(run_dir(cfg))
             return 0
-        from reid.engine.trainer import train
+        from reid.engine.run import train
 
         train(cfg, device=args.device, resume=args.resume, progress=not args.no_progress)
         return 0

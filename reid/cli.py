@@ -13,8 +13,7 @@ import traceback
 import warnings
 from typing import Callable
 
-from .errors import ReidError
-from .signals import Stopped
+from .errors import ReidError, Stopped
 
 EXIT_USER_ERROR = 2
 EXIT_STOPPED = 75

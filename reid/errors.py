@@ -42,3 +42,10 @@ class OutputError(ReidError):
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during training; the message says what is saved and what ``--resume auto`` will redo."""
+
+
+class Stopped(Exception):
+    """A stop signal (SIGTERM, SIGUSR1) ended the run at a step boundary, its checkpoint written; the message
+    says where. Entry points exit with :data:`reid.cli.EXIT_STOPPED`; a process with nothing to say (a
+    torchrun rank other than 0) carries an empty message.
+    """

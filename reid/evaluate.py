@@ -47,9 +47,9 @@ from .config import Config, Origins, from_dict, parse_override, set_dotted
 from .engine.builder import build_data, build_split
 from .engine.history import History
 from .engine.device import eval_autocast_dtype
-from .engine.trainer import evaluate_datasets, evaluate_model
 from .errors import ReidError
-from .evaluation import eval_settings, evaluate_features, format_results, read_features_mat, settings_tag
+from .evaluation import (eval_settings, evaluate_datasets, evaluate_features, evaluate_model, format_results,
+                         read_features_mat, settings_tag)
 from .io import atomic_write_text
 from .rundir import load_run_model, resolve_recorded_paths, run_config_file
 

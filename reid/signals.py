@@ -40,11 +40,6 @@ class StopFlag:
     def requested(self) -> bool:
         return self.signum is not None
 
-    @property
-    def name(self) -> str:
-        """The signal's name (``SIGTERM``), or ``""`` before one arrived."""
-        return signal.Signals(self.signum).name if self.signum is not None else ""
-
 
 @contextmanager
 def on_stop_signals(handler: Handler, signals: Sequence[int] = STOP_SIGNALS) -> Iterator[Handler]:
@@ -58,11 +53,3 @@ def on_stop_signals(handler: Handler, signals: Sequence[int] = STOP_SIGNALS) -> 
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-
-
-class Stopped(Exception):
-    """A stop signal ended the run at a step boundary, its checkpoint written; the message says where.
-
-    Entry points exit with :data:`reid.cli.EXIT_STOPPED`; a process with nothing to say (a
-    torchrun rank other than 0) carries an empty message.
-    """

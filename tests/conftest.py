@@ -145,7 +145,7 @@ def trained_demo_run(tmp_path_factory, synthetic_root) -> Path:
     """The demo config (configs/demo_standard.yaml) on ``synthetic_root``, one epoch, ``eval.flip`` on, trained
     once per session: a run directory with config.yaml, checkpoints/last.pt, features.mat and results.json."""
     from reid.config import load_config
-    from reid.engine.trainer import train
+    from reid.engine.run import train
 
     tmp = tmp_path_factory.mktemp("demo_run")
     cfg = load_config(REPO / "configs" / "demo_standard.yaml",

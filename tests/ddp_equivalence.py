@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reid.config import Config, load_config
-from reid.engine import distributed, trainer
+from reid.engine import distributed, run
 from reid.losses import register_criterion
 from reid.models import MODELS, register_model
 
@@ -90,7 +90,7 @@ def train_all(out_root: Path, overrides: list[str]) -> None:
     shutdown, distributed.shutdown_distributed = distributed.shutdown_distributed, lambda: None  # one group for all
     try:
         for name in RUNS:
-            trainer.train(config(name, out_root, overrides), device="cpu", progress=False)
+            run.train(config(name, out_root, overrides), device="cpu", progress=False)
     finally:
         distributed.shutdown_distributed = shutdown
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from reid.cli import parse_int_list
-from reid.engine.trainer import CompiledWithFallback
+from reid.engine.device import CompiledWithFallback
 from reid.errors import ReidError
 from tools.bench.timing import timed
 from tools.bench.train import compile_outcome, still_compiled

@@ -12,7 +12,7 @@ from scipy.io import loadmat
 
 from reid.config import load_config
 from reid.engine import trainer as trainer_module
-from reid.engine.trainer import train
+from reid.engine.run import train
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,9 +16,9 @@ from torch import nn
 from reid.config import load_config
 from reid.data import BatchAugment, batch_generator, eval_transform
 from reid.engine import trainer as trainer_module
-from reid.engine.device import autocast_dtype, configure_backends, eval_autocast_dtype
+from reid.engine.device import CompiledWithFallback, autocast_dtype, configure_backends, eval_autocast_dtype
 from reid.engine.optim import fused_for
-from reid.engine.trainer import train
+from reid.engine.run import train
 from reid.errors import TrainingDivergedError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,7 +150,7 @@ def test_a_compiler_failure_at_the_first_batch_falls_back_to_eager(tiny_override
 
 def test_an_error_of_the_model_itself_still_surfaces_with_compile(monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda net: net)
-    wrapped = trainer_module.CompiledWithFallback(nn.Linear(3, 2))
+    wrapped = CompiledWithFallback(nn.Linear(3, 2))
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
         wrapped(torch.zeros(1, 5))
 

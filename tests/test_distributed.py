@@ -43,7 +43,7 @@ import json, os, runpy, signal, sys
 from pathlib import Path
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
-from reid.engine import distributed, trainer
+from reid.engine import distributed, run, trainer
 
 main = runpy.run_path(sys.argv[1])["main"]
 argv, attempt = sys.argv[2:], os.environ["TORCHELASTIC_RESTART_COUNT"]
@@ -188,14 +188,14 @@ def test_a_global_batch_smaller_than_two_per_process_is_refused(tiny_overrides, 
     """Seen from rank 0 of 3 processes (the process group mocked away: the refusal comes before any
     collective): the error names the global batch and what to do, and no run directory is made."""
     from reid.config import load_config
-    from reid.engine import distributed, trainer
+    from reid.engine import distributed, run
     from reid.errors import ConfigError
 
     monkeypatch.setattr(distributed, "init_distributed", lambda device_type: distributed.DistInfo(0, 3, 0))
     cfg = load_config(REPO / "configs" / "demo_standard.yaml", [*tiny_overrides, "train.batch_size=5",
                                                                 "output.name=small"])
     with pytest.raises(ConfigError) as refused:
-        trainer.train(cfg, device="cpu", progress=False)
+        run.train(cfg, device="cpu", progress=False)
     assert str(refused.value) == ("train.batch_size = 5 is the global batch, split over 3 processes, and each needs "
                                   "at least 2 images; set train.batch_size >= 6 or start fewer processes")
     assert not (Path(next(o.split("=", 1)[1] for o in tiny_overrides if o.startswith("output.root="))) / "small").exists()
@@ -224,7 +224,7 @@ def test_two_processes_train_as_one_with_every_criterion(launch, tmp_path):
     processes."""
     import ddp_equivalence as runs
 
-    from reid.engine.trainer import train
+    from reid.engine.run import train
 
     overrides, root, done = launch
     two = root / "two"
@@ -277,14 +277,14 @@ def test_sync_bn_auto_synchronises_batchnorm_exactly_when_several_cuda_processes
 def test_the_log_says_once_that_batchnorm_stays_per_process_on_the_cpu(monkeypatch, tiny_overrides, capsys):
     """A 2-process CPU run of ResNet-18 seen from rank 0, the process group mocked away: one note."""
     from reid.config import load_config
-    from reid.engine import distributed, trainer
+    from reid.engine import distributed, run, trainer
 
     logged = []
     monkeypatch.setattr(distributed, "init_distributed", lambda device_type: distributed.DistInfo(0, 2, 0))
     monkeypatch.setattr(trainer.Trainer, "_wrap_for_training", lambda self, model: model)  # needs a process group
     monkeypatch.setattr(trainer.Trainer, "fit", lambda self, start: logged.extend(self.log_lines))
     cfg = load_config(REPO / "configs" / "demo_standard.yaml", [*tiny_overrides, "output.name=note"])
-    trainer.train(cfg, device="cpu", progress=False)
+    run.train(cfg, device="cpu", progress=False)
     notes = [line for line in logged if "BatchNorm" in line]
     assert notes == ["note: BatchNorm normalises each of the 2 processes' shares by itself (PyTorch's SyncBatchNorm "
                      "has no CPU implementation), so the numbers differ from a 1-process run's"]
@@ -320,9 +320,9 @@ def test_the_process_group_is_shut_down_however_the_run_ends(tiny_overrides, mon
     import torch.distributed as dist
 
     from reid.config import load_config
-    from reid.engine import trainer
+    from reid.engine import run, trainer
     from reid.errors import ReidError
-    from reid.signals import Stopped
+    from reid.errors import Stopped
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -343,14 +343,14 @@ def test_the_process_group_is_shut_down_however_the_run_ends(tiny_overrides, mon
 
     monkeypatch.setattr(trainer.Trainer, "train_step", step)
     with pytest.raises(ReidError if ending == "fails" else Stopped):
-        trainer.train(load_config(REPO / "configs" / "demo_standard.yaml", overrides), device="cpu", progress=False)
+        run.train(load_config(REPO / "configs" / "demo_standard.yaml", overrides), device="cpu", progress=False)
     assert not dist.is_initialized()
 
 
 SLOW_TRAIN = """
 import os, runpy, sys, time
 if os.environ.get("SLURM_RESTART_COUNT", "0") == "0":  # the first life: slow steps, rank 0 marks epoch 1's step 3
-    from reid.engine import trainer
+    from reid.engine import run, trainer
 
     real_step, calls = trainer.Trainer.train_step, [0]
 

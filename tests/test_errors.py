@@ -235,7 +235,7 @@ def test_what_a_command_says_last_is_written_in_one_piece(monkeypatch, raised, l
     newline let two ranks' unbuffered lines run into each other, 'processeserror: ...')."""
     from reid.cli import run_main
     from reid.errors import ConfigError
-    from reid.signals import Stopped
+    from reid.errors import Stopped
 
     writes = []
 
@@ -489,7 +489,7 @@ def test_write_failure_mid_run_names_the_path_and_keeps_the_previous_files(finis
     import reid.io
     from reid.config import load_config
     from reid.engine.checkpoint import load_checkpoint
-    from reid.engine.trainer import train
+    from reid.engine.run import train
     from reid.errors import OutputError
 
     data_root, cache, _, _ = finished

@@ -17,7 +17,8 @@ from scipy.io import loadmat
 from reid.config import load_config
 from reid.data import DukeMTMC
 from reid.engine.builder import build_data, build_model_from_config, build_split
-from reid.engine.trainer import evaluate_model, train
+from reid.engine.run import train
+from reid.evaluation import evaluate_model
 from reid.evaluate import main as evaluate_main
 
 REPO = Path(__file__).resolve().parents[1]

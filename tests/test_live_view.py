@@ -15,7 +15,8 @@ from scipy.io import loadmat
 
 from reid.config import load_config
 from reid.engine import trainer
-from reid.signals import Stopped
+from reid.engine.run import train
+from reid.errors import Stopped
 
 REPO = Path(__file__).resolve().parents[1]
 SCALARS = ["train_loss", "train_acc", "train_lr", "val_loss", "val_acc", "eval_rank1", "eval_rank5", "eval_rank10",
@@ -65,7 +66,7 @@ def watched(synthetic_root, tmp_path_factory):
     trainer.Trainer.train_step = step
     try:
         with pytest.raises(Stopped):
-            trainer.train(cfg, device="cpu", progress=False)
+            train(cfg, device="cpu", progress=False)
     finally:
         trainer.Trainer.train_step = real
     return cfg, tmp / "outputs" / "watched"
@@ -86,7 +87,7 @@ def test_compare_on_a_run_in_progress_shows_its_curves_so_far(watched, tmp_path,
 def test_tensorboard_events_equal_the_mat_step_for_step_before_and_after_a_resume(watched):
     cfg, run = watched
     assert board(run) == mat_as_board(run)  # in progress: what its last checkpoint holds
-    trainer.train(cfg, device="cpu", resume="auto", progress=False)
+    train(cfg, device="cpu", resume="auto", progress=False)
     final = mat_as_board(run)
     assert [len(final[t]) for t in ("train_loss", "val_loss", "eval_mAP")] == [2 * 7, 2 * 2, 2]  # 40/8 images, batch 6
     assert board(run) == final  # each value once: what the stopped life wrote is purged, not shown twice

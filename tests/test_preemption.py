@@ -120,9 +120,9 @@ def test_stop_signal_during_the_last_evaluation_stops_and_the_resumed_run_finish
                                                                                       monkeypatch, capsys):
     """Between the query and the gallery extraction of the final evaluation: no results.json, not finished;
     the resumed run evaluates and finishes as the uninterrupted one."""
-    from reid.engine import trainer
+    from reid.evaluation import model as evaluation_model
 
-    real = trainer.extract_features
+    real = evaluation_model.extract_features
     calls = []
 
     def extract(*args, **kwargs):
@@ -131,7 +131,7 @@ def test_stop_signal_during_the_last_evaluation_stops_and_the_resumed_run_finish
             os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "extract_features", extract)
+    monkeypatch.setattr(evaluation_model, "extract_features", extract)
     name = "during_last_eval"
     assert TRAIN(argv(overrides, name)) == 75
     assert STOP_LINE.format(2, 7) in capsys.readouterr().err
@@ -139,7 +139,7 @@ def test_stop_signal_during_the_last_evaluation_stops_and_the_resumed_run_finish
     state = checkpoint(run)
     assert (state["epoch"], state["step"], state["epoch_done"], state["finished"]) == (2, 7, False, False)
     assert not (run / "results.json").exists() and len(calls) == 3  # the gallery of epoch 2 was not extracted
-    monkeypatch.setattr(trainer, "extract_features", real)
+    monkeypatch.setattr(evaluation_model, "extract_features", real)
     assert TRAIN(argv(overrides, name)) == 0
     assert_same_run(reference, run)
     assert (run / "results.json").is_file() and (run / "features.mat").is_file()

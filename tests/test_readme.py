@@ -16,7 +16,7 @@ from pathlib import Path
 from scipy.io import loadmat
 
 from reid.config import load_config
-from reid.engine.trainer import train
+from reid.engine.run import train
 from reid.losses import CRITERIA
 
 REPO = Path(__file__).resolve().parents[1]

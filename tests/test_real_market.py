@@ -69,7 +69,7 @@ def test_trains_and_evaluates_on_real_images(market_root, real_cache_dir, tmp_pa
     from scipy.io import loadmat
 
     from reid.config import load_config
-    from reid.engine.trainer import train
+    from reid.engine.run import train
 
     cfg = load_config(REPO / "configs" / "standard.yaml", [
         f"data.root={market_root}", f"data.cache_dir={real_cache_dir}", f"output.root={tmp_path / 'out'}",

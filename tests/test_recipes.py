@@ -13,7 +13,7 @@ from reid.config import load_config
 from reid.data import BatchAugment, batch_generator
 from reid.data.augment import ERASING_TRIES
 from reid.engine.builder import build_split
-from reid.engine.trainer import train
+from reid.engine.run import train
 
 REPO = Path(__file__).resolve().parents[1]
 

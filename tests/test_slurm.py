@@ -91,7 +91,9 @@ if os.environ.get("SLURM_RESTART_COUNT", "0") == "0":  # the first life only; th
 
         trainer.Trainer.train_step = step
     if name == "demo_soft_s0":  # a long evaluation: epoch 1's query features wait for the time-limit warning
-        real_extract, calls = trainer.extract_features, [0]
+        from reid.evaluation import model as evaluation_model
+
+        real_extract, calls = evaluation_model.extract_features, [0]
 
         def extract(*args, **kwargs):
             calls[0] += 1
@@ -102,7 +104,7 @@ if os.environ.get("SLURM_RESTART_COUNT", "0") == "0":  # the first life only; th
                     time.sleep(0.05)
             return real_extract(*args, **kwargs)
 
-        trainer.extract_features = extract
+        evaluation_model.extract_features = extract
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """

@@ -15,7 +15,7 @@ from torch import nn
 from reid.config import Config, ScheduleConfig, load_config, run_dir
 from reid.engine import trainer as trainer_module
 from reid.engine.optim import EpochSchedule
-from reid.engine.trainer import train
+from reid.engine.run import train
 from reid.errors import CheckpointError, ConfigError, TrainingDivergedError
 from reid.losses import CRITERIA, register_criterion
 

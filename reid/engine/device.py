@@ -1,18 +1,21 @@
-"""The training device, its precision, and the process-wide backend switches of a run.
+"""The training device, its precision, the process-wide backend switches of a run, and the compiled model.
 
 Example::
 
     dev = resolve_device("auto")                       # cuda when present, else cpu
     configure_backends(cfg.train, dev)                 # determinism, TF32, cuDNN autotuning
     amp = autocast_dtype(cfg.train.precision, dev)     # bfloat16 on an A100/H100/H200, float16 on a V100/T4, None on the CPU
+    net = CompiledWithFallback(model)                  # train.compile: torch.compile, eager where it fails
 """
 
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Any, Optional
 
 import torch
+from torch import nn
+from tqdm import tqdm
 
 from ..errors import ConfigError
 
@@ -86,3 +89,28 @@ def configure_backends(deterministic: bool, tf32: bool) -> None:
     torch.backends.cudnn.benchmark = not deterministic
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
+
+
+class CompiledWithFallback(nn.Module):
+    """``torch.compile(net)`` that trains on uncompiled where the compiler fails.
+
+    ``torch.compile`` is lazy: a missing C compiler or an unsupported platform shows only when a
+    batch is first run (or a new shape is compiled). Such a failure prints one warning and the
+    batch runs again eagerly, as does the rest of the run; an error of the model itself then
+    surfaces from the eager call, as without compile.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.compiled: Optional[Any] = torch.compile(net)
+
+    def forward(self, *args: Any) -> Any:
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except Exception as e:  # noqa: BLE001 - any compiler failure; the eager call below re-raises real errors
+                tqdm.write(f"warning: train.compile is on but torch.compile failed ({type(e).__name__}: "
+                           f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); training without it")
+                self.compiled = None
+        return self.net(*args)

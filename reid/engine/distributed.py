@@ -178,30 +178,36 @@ def attempt_store(attempt: str) -> dist.Store:
     return dist.PrefixStore(f"reid/start_{attempt}", store)
 
 
+def in_group() -> bool:
+    """Whether this process is in a process group (under torchrun, once joined); the collectives below are
+    no-ops for a single process otherwise."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def shutdown_distributed() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if in_group():
         dist.destroy_process_group()
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized():
+    if in_group():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 
 def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized():
+    if in_group():
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return tensor
 
 
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if in_group():
         dist.barrier()
 
 
 def broadcast_object(obj: object, src: int = 0) -> object:
-    if not (dist.is_available() and dist.is_initialized()):
+    if not in_group():
         return obj
     box = [obj]
     dist.broadcast_object_list(box, src=src)

@@ -1,6 +1,6 @@
-"""The training loop: train and val phases per epoch, per-mini-batch history,
-checkpoints, evaluation. It does not know which criterion, model or dataset it
-runs: :func:`train` builds them from the config through the registries.
+"""The training loop: train and val phases per epoch, per-mini-batch history, checkpoints and
+evaluation, on the data, model and criterion it is given (:func:`reid.engine.run.train`
+builds them from the config through the registries and starts or resumes the run).
 
 Every random choice derives from ``(seed, epoch, step)``, so a run resumed from any
 checkpoint replays exactly what the uninterrupted run would have done, and two
@@ -8,9 +8,8 @@ runs with the same seed and different criteria see the same batches.
 
 Example::
 
-    cfg = load_config("configs/demo_soft.yaml", overrides=["train.epochs=2"])
-    run_dir = train(cfg, device="cpu", resume="auto")
-    loadmat(run_dir / "mini_batch_data.mat")["train_acc"][0]
+    trainer = Trainer(cfg, run_dir, torch.device("cpu"), data, model, criterion, DistInfo())
+    trainer.fit(Position())          # every epoch, each checkpointed into run_dir
 """
 
 from __future__ import annotations
@@ -18,34 +17,31 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..config import (Config, experiment_differences, import_plugins, run_dir as config_run_dir, to_dict, to_yaml,
-                      untuned_defaults)
+from ..config import Config, to_dict, to_yaml
 from ..data import (BatchAugment, PKSampler, RandomBatchSampler, SequentialBatchSampler, batch_generator,
                     eval_transform, resize_images, shard_bounds)
 from ..data.augment import async_to
-from ..errors import CheckpointError, ConfigError, Interrupted, TrainingDivergedError
-from ..evaluation import eval_settings, evaluate_features, extract_features, format_results, write_features_mat
+from ..errors import TrainingDivergedError
+from ..evaluation import evaluate_datasets, evaluate_model, format_results
 from ..io import atomic_write_text
 from ..losses import BatchShare, CombinedCriterion
-from ..signals import StopFlag, Stopped, on_stop_signals
 from . import distributed
-from .board import FOLDER as BOARD_FOLDER, BoardMirror, check_tensorboard_installed
-from .builder import (EvalSet, RetrievalData, RunData, build_criterion_from_config, build_data,
-                      build_model_from_config, build_split, check_names)
-from .checkpoint import CheckpointStore, RunLock, is_finished, load_checkpoint
-from .device import autocast_dtype, configure_backends, precision_name, resolve_device
+from .board import FOLDER as BOARD_FOLDER, BoardMirror
+from .builder import RunData
+from .checkpoint import CheckpointStore
+from .device import CompiledWithFallback, autocast_dtype, precision_name
 from .history import History
 from .optim import EpochSchedule, build_optimizer
 from .records import PhaseBar, StepRecords
+from .stopping import PhaseStopped, Position, Progress, StopSignals
 
 
 # ----------------------------------------------------------------------------- randomness
@@ -56,18 +52,6 @@ def step_seed(seed: int, epoch: int, step: int) -> int:
 
 
 # ----------------------------------------------------------------------------- the trainer
-
-@dataclass
-class Position:
-    """Where a run stands: ``step`` training steps of ``epoch`` are done (``epoch_done``: and its val/eval)."""
-
-    epoch: int = 1
-    step: int = 0
-    epoch_done: bool = False
-
-    def next(self) -> "Position":
-        return Position(self.epoch + 1, 0) if self.epoch_done else self
-
 
 class Trainer:
     """Runs epochs of (train, val, optional evaluation) and keeps the run directory current."""
@@ -105,12 +89,10 @@ class Trainer:
         self.val_labels = data.val_labels.to(device)
         self.history = History(criterion=" + ".join(criterion.names), config_text=to_yaml(cfg))
         self.log_lines: list[str] = []
-        self.store = CheckpointStore(run_dir) if run_dir is not None else None
+        self.store = CheckpointStore(run_dir)
         self.board = BoardMirror(run_dir / BOARD_FOLDER) if cfg.train.tensorboard and dist.is_main else None
-        self.stop = StopFlag()           # set by SIGTERM/SIGUSR1 while fit() runs (see train())
-        self.saved: Optional[Position] = None  # the newest checkpoint on disk
-        self.at = Position()             # training steps done so far
-        self.steps_since_save = 0
+        self.stops = StopSignals(dist, device)  # SIGTERM/SIGUSR1 while fit() runs in stops.listening()
+        self.position = Progress(self.store.last)
 
     def _wrap_for_training(self, model: nn.Module) -> nn.Module:
         net = model
@@ -143,6 +125,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> Position:
+        """Continue from the checkpoint ``state``; returns the position to continue at."""
         self.model.load_state_dict(state["model"])
         self.criterion.load_state_dict(state["criterion"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -152,7 +135,7 @@ class Trainer:
         self.history.config_text = to_yaml(self.cfg)
         self.log_lines = list(state.get("log", []))
         self.load_scaler_state(state)
-        return Position(state["epoch"], state["step"], state["epoch_done"])
+        return self.position.resumed(Position(state["epoch"], state["step"], state["epoch_done"]))
 
     def load_scaler_state(self, state: dict) -> None:
         """The GradScaler's state where it carries over; a run may resume in another effective precision
@@ -168,7 +151,7 @@ class Trainer:
         if self.dist.is_main:
             self.store.save(self.state_dict(position, finished))
             self.write_history()
-        self.saved, self.steps_since_save = position, 0
+        self.position.checkpointed(position)
 
     def write_history(self) -> None:
         if self.dist.is_main:
@@ -193,10 +176,10 @@ class Trainer:
             done = self.end_epoch(epoch, last)
             if done:
                 self.log(self.epoch_line(epoch, time.perf_counter() - started))
-            stop = self.stop_agreed()  # every process asks, so that they agree (rank 0 alone evaluates)
+            stop = self.stops.agreed()  # every process asks, so that they agree (rank 0 alone evaluates)
             self.save(Position(epoch, steps, epoch_done=done), finished=last and done)
             if stop and not (last and done):
-                self.stopped(epoch, steps)
+                self.stops.stop(epoch, steps)
 
     def end_epoch(self, epoch: int, last: bool) -> bool:
         """Validation, then the evaluation when one is due, recorded together; False when a stop signal cut
@@ -230,48 +213,16 @@ class Trainer:
                 torch.manual_seed(step_seed(self.cfg.seed, epoch, step))  # dropout
                 loss, correct = self.train_step(images, labels)
                 records.record(step, loss, correct)
-                self.at, self.steps_since_save = Position(epoch, step + 1), self.steps_since_save + 1
+                self.position.stepped(epoch, step + 1)
                 bar.advance(len(batches[step]), records, step + 1)
-                stop = step + 1 < len(batches) and self.stop_agreed(step + 1)
+                stop = step + 1 < len(batches) and self.stops.agreed(step + 1)
                 if stop or (every and (step + 1) % every == 0 and step + 1 < len(batches)):
                     self.flush_train(epoch, records, step + 1, lr)
                     self.save(Position(epoch, step + 1))
                 if stop:
-                    self.stopped(epoch, step + 1)
+                    self.stops.stop(epoch, step + 1)
         self.flush_train(epoch, records, len(batches), lr)
         return len(batches)
-
-    def stop_agreed(self, step: Optional[int] = None) -> bool:
-        """Whether to stop now, after ``step`` steps of the epoch (None: at its end), on every process alike.
-
-        One process reads its own flag at every step: no synchronisation. Under torchrun the
-        processes agree (any flag set stops all) with an all-reduce, done at every step on the
-        CPU (gloo) but only every ``STOP_CHECK_EVERY_CUDA`` steps on CUDA, where reading the
-        result waits for the GPU: a stop costs at most that many more steps, and the GPU
-        keeps its queue full in between.
-        """
-        if not self.dist.enabled:
-            return self.stop.requested
-        every = STOP_CHECK_EVERY_CUDA if self.device.type == "cuda" else 1
-        if step is not None and step % every:
-            return False
-        flag = torch.tensor([float(self.stop.requested)], device=self.device)
-        return distributed.all_reduce_max(flag).item() > 0
-
-    def stopped(self, epoch: int, step: int) -> None:
-        """After the checkpoint of (epoch, step) is written: wait for rank 0 to write it, then end the run."""
-        distributed.barrier()
-        raise Stopped(f"stopped at epoch {epoch}, step {step}: checkpoint written; continue with --resume auto"
-                      if self.dist.is_main else "")
-
-    def interrupted_message(self) -> str:
-        """What Ctrl-C leaves: where the newest checkpoint is and how much ``--resume auto`` redoes."""
-        here = f"interrupted at epoch {self.at.epoch}, step {self.at.step}"
-        if self.saved is None:
-            return f"{here}, before the first checkpoint: nothing is saved, so --resume auto starts the run over"
-        n = self.steps_since_save
-        return (f"{here}; the last checkpoint ({self.store.last}) is at epoch {self.saved.epoch}, step "
-                f"{self.saved.step}: continue with --resume auto, which redoes {n} training step{'s' * (n != 1)}")
 
     def train_step(self, images: torch.Tensor, batch_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, loss in float32, backward, optimiser step on this process's ``images`` of a global batch
@@ -359,10 +310,8 @@ class Trainer:
         if not bad:
             return
         step = first_step + bad[0] + 1
-        last = None
-        if self.store is not None:  # a benchmark's trainer has no run directory
-            self.write_history()
-            last = self.store.last if self.store.last.exists() else None
+        self.write_history()
+        last = self.store.last if self.store.last.exists() else None
         where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
         raise TrainingDivergedError(
             f"the loss became {losses[bad[0]]} at epoch {epoch}, step {step}; {where}; "
@@ -381,7 +330,7 @@ class Trainer:
         self.model.eval()
         with self.progress_bar(epoch, "val", batches) as bar:
             for step, global_idx in enumerate(batches):
-                if self.stop_agreed(step + 1):
+                if self.stops.agreed(step + 1):
                     raise PhaseStopped
                 on_images, on_device = self.rows(global_idx)
                 lo, hi = shard_bounds(len(global_idx), self.dist.rank, self.dist.world_size)
@@ -408,7 +357,7 @@ class Trainer:
 
     def evaluate_main(self, epoch: int, write_files: bool) -> dict:
         def check_stop() -> None:
-            if self.stop.requested:
+            if self.stops.received:
                 raise PhaseStopped
 
         results = evaluate_model(self.model, self.data, self.cfg, self.device, self.amp_dtype, self.channels_last,
@@ -445,14 +394,6 @@ class Trainer:
 
 # ----------------------------------------------------------------------------- pieces
 
-class PhaseStopped(Exception):
-    """A stop signal arrived during validation or evaluation: the epoch ends without them (see Trainer.end_epoch)."""
-
-
-# Under torchrun on CUDA the processes agree whether to stop every this many steps (see Trainer.stop_agreed).
-STOP_CHECK_EVERY_CUDA = 20
-
-
 def classification_terms(criterion: CombinedCriterion) -> CombinedCriterion:
     """The criterion without its feature terms: the val loss (val batches hold no positive pairs)."""
     terms = [t for t in criterion.terms if not getattr(t[2], "needs_features", False)]
@@ -472,207 +413,3 @@ def build_sampler(cfg: Config, data: RunData, world_size: int = 1) -> Any:
     return RandomBatchSampler(n, b, cfg.seed, min_batch=2 * world_size)
 
 
-class CompiledWithFallback(nn.Module):
-    """``torch.compile(net)`` that trains on uncompiled where the compiler fails.
-
-    ``torch.compile`` is lazy: a missing C compiler or an unsupported platform shows only when a
-    batch is first run (or a new shape is compiled). Such a failure prints one warning and the
-    batch runs again eagerly, as does the rest of the run; an error of the model itself then
-    surfaces from the eager call, as without compile.
-    """
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.compiled: Optional[Any] = torch.compile(net)
-
-    def forward(self, *args: Any) -> Any:
-        if self.compiled is not None:
-            try:
-                return self.compiled(*args)
-            except Exception as e:  # noqa: BLE001 - any compiler failure; the eager call below re-raises real errors
-                tqdm.write(f"warning: train.compile is on but torch.compile failed ({type(e).__name__}: "
-                           f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); training without it")
-                self.compiled = None
-        return self.net(*args)
-
-
-def evaluate_model(model: nn.Module, data: RunData | RetrievalData, cfg: Config, device: torch.device,
-                   amp_dtype: Optional[torch.dtype], channels_last: bool, features_path: Optional[Path] = None,
-                   between_phases: Callable[[], None] = lambda: None) -> dict:
-    """Extract query/gallery features on ``device`` and score them there (optionally writing features.mat).
-    ``between_phases`` is called after each extraction: the trainer's raises when told to stop."""
-    was_training = model.training
-    model.eval()
-    kw = dict(size=tuple(cfg.data.size), batch_size=cfg.eval.batch_size, device=device, flip=cfg.eval.flip,
-              amp_dtype=amp_dtype, channels_last=channels_last, keep_on_device=True)
-    try:
-        qf = extract_features(model, data.query.images, **kw)
-        between_phases()
-        gf = extract_features(model, data.gallery.images, **kw)
-        between_phases()
-    finally:
-        model.train(was_training)
-    results = evaluate_features(qf, gf, data.query.pids, data.query.camids, data.gallery.pids, data.gallery.camids,
-                                distance=cfg.eval.distance, rerank=cfg.eval.rerank, ap=cfg.eval.ap,
-                                max_rank=cfg.eval.max_rank)
-    results["settings"] = eval_settings(cfg.eval)
-    if features_path is not None:
-        write_features_mat(features_path, qf, data.query.pids, data.query.camids,
-                           gf, data.gallery.pids, data.gallery.camids)
-    return results
-
-
-def evaluate_datasets(model: nn.Module, eval_sets: list[EvalSet], cfg: Config, device: torch.device,
-                      amp_dtype: Optional[torch.dtype], channels_last: bool, progress: bool = True,
-                      between_phases: Callable[[], None] = lambda: None) -> dict[str, dict]:
-    """Cross-domain: :func:`evaluate_model` on each ``eval.datasets`` entry's query/gallery,
-    as ``{name: results}`` (each with its ``root``); images come back from the image cache."""
-    out = {}
-    for eval_set in eval_sets:
-        data = eval_set.load(cfg, progress)
-        between_phases()
-        out[eval_set.name] = evaluate_model(model, data, cfg, device, amp_dtype, channels_last,
-                                            between_phases=between_phases)
-        out[eval_set.name]["root"] = eval_set.root
-    return out
-
-
-# ----------------------------------------------------------------------------- entry point
-
-def check_device_options(cfg: Config, device: torch.device, world_size: int = 1) -> None:
-    autocast_dtype(cfg.train.precision, device)  # fp16 needs CUDA
-    if cfg.train.sync_bn is True and device.type != "cuda":
-        raise ConfigError("train.sync_bn = true needs CUDA devices (PyTorch's SyncBatchNorm has no CPU "
-                          "implementation); set it to auto or false for a CPU run (BatchNorm then stays per process)")
-    if cfg.train.batch_size < 2 * world_size:  # BatchNorm cannot train on one image
-        if world_size == 1:
-            raise ConfigError(f"train.batch_size = {cfg.train.batch_size}: BatchNorm needs at least 2 images per "
-                              "training batch; set train.batch_size >= 2")
-        raise ConfigError(f"train.batch_size = {cfg.train.batch_size} is the global batch, split over {world_size} "
-                          f"processes, and each needs at least 2 images; set train.batch_size >= {2 * world_size} "
-                          "or start fewer processes")
-
-
-def find_resume_state(store: CheckpointStore, resume: Optional[str]) -> tuple[Optional[dict], Optional[Path]]:
-    if resume is None:
-        if store.last.exists() or store.previous.exists():
-            raise CheckpointError(f"{store.folder.parent} already holds a run; continue it with --resume auto, "
-                                  "or set output.name to start a new one")
-        return None, None
-    if resume == "auto":
-        return store.load_latest()
-    return load_checkpoint(resume), Path(resume)
-
-
-def check_same_experiment(state: dict, cfg: Config, path: Path) -> None:
-    differing = experiment_differences(state["config"], to_dict(cfg))
-    if differing:
-        raise CheckpointError(f"{path} was written by a different experiment (differs in {', '.join(differing)}); "
-                              "resume with the same config, or set output.name to start a new run")
-
-
-def train(cfg: Config, device: str = "auto", resume: Optional[str] = None, progress: bool = True) -> Path:
-    """Train (or resume) the run described by ``cfg``; returns its run directory.
-
-    While it trains, SIGTERM or SIGUSR1 (a cluster's preemption or time-limit warning) stops it at the
-    next step boundary: the checkpoint and the ``.mat`` are written, then :class:`reid.signals.Stopped`
-    says where (``--resume auto`` continues exactly there). Ctrl-C raises :class:`reid.errors.Interrupted`,
-    whose message says where the last checkpoint is and how many steps resuming redoes.
-    """
-    dev = resolve_device(device)
-    configure_backends(cfg.train.deterministic, cfg.train.tf32)  # before CUDA starts (cuBLAS workspace)
-    dist = distributed.init_distributed(dev.type)
-    try:
-        return _train_in_group(cfg, dev, dist, resume, progress)
-    finally:  # whether the run finished, stopped, failed or had nothing to do
-        distributed.shutdown_distributed()
-
-
-def _train_in_group(cfg: Config, dev: torch.device, dist: distributed.DistInfo, resume: Optional[str],
-                    progress: bool) -> Path:
-    if dist.enabled and dev.type == "cuda":
-        dev = torch.device("cuda", dist.local_rank)
-    import_plugins(cfg)
-    check_names(cfg)  # before the run directory is touched
-    check_device_options(cfg, dev, dist.world_size)
-    if cfg.train.tensorboard:
-        check_tensorboard_installed()
-    out = config_run_dir(cfg)
-    fresh = not out.exists()
-    lock = RunLock(out).acquire() if dist.is_main else None
-    try:
-        return _train_locked(cfg, out, dev, dist, resume, progress)
-    except BaseException as e:
-        if lock and fresh:
-            remove_if_only_lock(out)
-        if isinstance(e, KeyboardInterrupt) and not isinstance(e, Interrupted):
-            raise Interrupted("interrupted before training started: this start saved nothing; start again with "
-                              "--resume auto") from e
-        raise
-    finally:
-        if lock:
-            lock.release()
-
-
-def remove_if_only_lock(run_dir: Path) -> None:
-    """Remove a run directory this process created when a failed start left nothing in it but ``.lock``
-    (the lock is still held, so no other process is using it)."""
-    try:
-        if [p.name for p in run_dir.iterdir()] == [".lock"]:
-            (run_dir / ".lock").unlink()
-            run_dir.rmdir()
-    except OSError:
-        pass  # another process wrote there meanwhile: leave it
-
-
-def _train_locked(cfg: Config, out: Path, dev: torch.device, dist: distributed.DistInfo,
-                  resume: Optional[str], progress: bool) -> Path:
-    store = CheckpointStore(out)
-    state, state_path = find_resume_state(store, resume) if dist.is_main else (None, None)
-    if dist.enabled:  # every rank continues from the checkpoint rank 0 chose
-        state_path = distributed.broadcast_object(state_path)
-        if not dist.is_main and state_path is not None:
-            state = load_checkpoint(state_path)
-    if state is not None:
-        check_same_experiment(state, cfg, state_path)
-        if is_finished(state, cfg.train.epochs):
-            if dist.is_main:
-                print(f"{out}: already finished ({state['epoch']} epochs); nothing to do")
-            return out
-    dataset, split = build_split(cfg)
-    torch.manual_seed(cfg.seed)  # model initialisation
-    model = build_model_from_config(cfg, split.num_classes)
-    criterion = build_criterion_from_config(cfg, split, model.feature_dim)
-    if not dist.is_main:
-        distributed.barrier()  # rank 0 decodes and caches the images first; the others read its cache
-    data = build_data(cfg, dataset, split, progress=progress and dist.is_main)
-    if dist.is_main:
-        distributed.barrier()
-    if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", to_yaml(cfg))
-    trainer = Trainer(cfg, out, dev, data, model, criterion, dist, progress=progress)
-    start = Position()
-    if state is not None:
-        trainer.saved = Position(state["epoch"], state["step"], state["epoch_done"])
-        start = trainer.load_state_dict(state).next()
-        trainer.at = Position(start.epoch, start.step)
-        trainer.log(f"resumed from {state_path} at epoch {start.epoch}, step {start.step}")
-    else:
-        synthetic = "a synthetic " if cfg.data.synthetic is not None else ""
-        source = f" ({cfg.source})" if cfg.source else ""
-        trainer.log(f"training {out.name}{source}: {split.num_classes} identities, {len(split.train)} train / "
-                    f"{len(split.val)} val images of {synthetic}{cfg.data.name} at {dataset.root}, criterion "
-                    f"{' + '.join(criterion.names)}, device {dev}")
-        for warning in untuned_defaults(cfg):
-            trainer.log(f"warning: {warning}")
-    note = distributed.per_process_batchnorm_note(model, cfg.train.sync_bn, dev, dist.world_size)
-    if note:
-        trainer.log(note)
-    try:
-        with on_stop_signals(trainer.stop):  # SIGTERM/SIGUSR1: stop at the next step boundary, checkpointed
-            trainer.fit(start)
-    except KeyboardInterrupt as e:
-        raise Interrupted(trainer.interrupted_message()) from e
-    return out

@@ -17,6 +17,7 @@ from .features import (
     retrieval_feature,
     write_features_mat,
 )
+from .model import evaluate_datasets, evaluate_model
 from .ranking import AP_RULES, rank_metrics
 from .report import eval_settings, format_results, results_settings, settings_label, settings_tag
 from .rerank import re_ranking
@@ -25,7 +26,9 @@ __all__ = [
     "AP_RULES",
     "compute_distance",
     "eval_settings",
+    "evaluate_datasets",
     "evaluate_features",
+    "evaluate_model",
     "extract_features",
     "format_results",
     "rank_metrics",

@@ -16,7 +16,11 @@ Example::
 from __future__ import annotations
 
 import argparse
+import atexit
 import resource
+import shutil
+import tempfile
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -24,9 +28,10 @@ import torch
 from reid.config import from_dict
 from reid.engine import distributed
 from reid.engine.builder import RetrievalSet, RunData, build_criterion_from_config, build_model_from_config
-from reid.engine.device import autocast_dtype, configure_backends, precision_name, resolve_device
+from reid.engine.device import (CompiledWithFallback, autocast_dtype, configure_backends, precision_name,
+                                resolve_device)
 from reid.engine.optim import build_optimizer
-from reid.engine.trainer import CompiledWithFallback, Trainer
+from reid.engine.trainer import Trainer
 from reid.losses import build_criterion
 
 from .timing import timed
@@ -153,9 +158,10 @@ def compile_outcome(requested: bool, compiled: bool) -> str:
 
 
 def bench_trainer(cfg, device: torch.device, labels: torch.Tensor) -> Trainer:
-    """A Trainer of ``cfg`` over a cache of random uint8 images, one per label (no files, no val, no run
-    directory), with the model and criterion ``train()`` builds; set its ``sampler`` to a
-    :class:`FixedBatches` and call ``train_epoch``."""
+    """A Trainer of ``cfg`` over a cache of random uint8 images, one per label (no files, no val), with the
+    model and criterion ``train()`` builds, its run directory a temporary folder (removed at exit: its steps
+    write nothing there unless a loss diverges); set its ``sampler`` to a :class:`FixedBatches` and call
+    ``train_epoch``."""
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (len(labels), 3, *cfg.data.cache_size), dtype=torch.uint8, generator=g)
     num_classes = int(labels.max()) + 1
@@ -166,7 +172,9 @@ def bench_trainer(cfg, device: torch.device, labels: torch.Tensor) -> Trainer:
     torch.manual_seed(cfg.seed)
     model = build_model_from_config(cfg, num_classes)
     criterion = build_criterion_from_config(cfg, split, model.feature_dim)
-    return Trainer(cfg, run_dir=None, device=device, data=data, model=model, criterion=criterion,
+    run_dir = Path(tempfile.mkdtemp(prefix="reid_bench_"))
+    atexit.register(shutil.rmtree, run_dir, ignore_errors=True)
+    return Trainer(cfg, run_dir=run_dir, device=device, data=data, model=model, criterion=criterion,
                    dist=distributed.DistInfo(), progress=False)
 
 

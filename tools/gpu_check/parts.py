@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from reid.config import load_config
 from reid.data.synthetic import ensure_synthetic
 from reid.engine.device import configure_backends
-from reid.engine.trainer import train
+from reid.engine.run import train
 from reid.errors import ReidError
 from reid.io import atomic_write_bytes, atomic_write_text
 
