@@ -186,7 +186,7 @@ def demo_study(tmp_path_factory, synthetic_root) -> tuple[Path, list[str]]:
 
     import torch
 
-    from reid.launch.jobs import TrainerCommand
+    from reid.launch.runs import TrainerCommand
     from reid.launch.study import plan
 
     tmp = tmp_path_factory.mktemp("demo_study")

@@ -10,7 +10,7 @@ Two parts:
   codes, which run is named as failed, the two-GPU mode and where the comparison goes;
   it says nothing about the trainer. Runs that compare call the launcher's ``main`` in this process
   (its trainers are still processes); the failure and usage-error cases run ``bash scripts/paired.sh``.
-* With the real ``train.py``: the launchers share reid/launch/jobs.py, whose one launch of the
+* With the real ``train.py``: the launchers share reid/launch/runs.py and jobs.py, whose one launch of the
   real trainer is tests/test_study.py's killed-then-resumed study (a finished run untouched, the
   interrupted one continued). That paired runs of one seed see the same batches is
   tests/test_trainer.py's; that paired.sh passes ``--resume auto`` and the seed to both is below.

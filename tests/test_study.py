@@ -307,6 +307,7 @@ def test_a_stop_signal_while_a_trainer_starts_does_not_leave_it_running(stub_env
     """SIGTERM reaches the launcher right after a trainer process began and before the launcher recorded it:
     that trainer is stopped and waited for like the others, not left running (holding its run lock)."""
     from reid.launch import jobs as jobs_module
+    from reid.launch.runs import Job, TrainerCommand
 
     tmp_path, environ, standard, _ = stub_env
     for key, value in dict(environ, STUB_SECONDS="60").items():
@@ -320,9 +321,9 @@ def test_a_stop_signal_while_a_trainer_starts_does_not_leave_it_running(stub_env
         return proc
 
     monkeypatch.setattr(jobs_module.subprocess, "Popen", popen)
-    job = jobs_module.Job("standard", standard, [])
+    job = Job("standard", standard, [])
     job.resolve()
-    trainer = jobs_module.TrainerCommand.of(REPO / "train.py", "cpu")
+    trainer = TrainerCommand.of(REPO / "train.py", "cpu")
     with pytest.raises(KeyboardInterrupt):
         jobs_module.run_jobs([job], [None], trainer, out=io.StringIO())
     assert len(started) == 1 and started[0].poll() is not None  # stopped and waited for, not orphaned

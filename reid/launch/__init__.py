@@ -1,8 +1,9 @@
 """Launching training runs: the logic behind ``scripts/paired.sh`` and ``scripts/study.sh``.
 
-Modules: ``jobs`` (run directories, device slots, runs at once, the final report: what
-both commands share), ``cli`` (their shared options and error handling), ``paired`` (two
-configs, one seed), ``study`` (configs x seeds) and ``slurm`` (a study as a SLURM job array).
+Modules: ``runs`` (what a launch trains: runs with their run directories, the trainer's command
+line, device slots), ``jobs`` (running them here: runs at once, their output, the final report),
+``cli`` (their shared options and error handling), ``paired`` (two configs, one seed), ``study``
+(configs x seeds) and ``slurm`` (a study as a SLURM job array).
 
 Example::
 

@@ -17,7 +17,8 @@ from typing import Callable, NoReturn, Sequence
 
 from ..cli import EXIT_INTERRUPTED, run_main
 from ..errors import ReidError
-from .jobs import LaunchError, OutputClosed
+from .jobs import OutputClosed
+from .runs import LaunchError
 
 EXIT_RUN_FAILED = 1
 EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE, what a shell reports for a command ended by a closed pipe

@@ -1,19 +1,19 @@
-"""Launching trainer processes: run directories, device slots, runs at once, the final report.
+"""Running trainer processes: runs at once on device slots, their output, the final report.
 
-What ``scripts/paired.sh`` and ``scripts/study.sh`` share. A :class:`Job` is one
-``train.py --config C --resume auto --set ...`` process; :func:`run_jobs` runs a list of
-them on *slots* (:func:`device_slots`): each slot runs one job at a time, pinned to its GPU
-with ``CUDA_VISIBLE_DEVICES``; a job that fails does not stop the others. Run directories
-are resolved here, in this process (:meth:`Job.resolve`), as ``train.py`` resolves them.
+What ``scripts/paired.sh`` and ``scripts/study.sh`` share when they train here:
+:func:`run_jobs` runs a list of :class:`reid.launch.runs.Job` on *slots*
+(:func:`reid.launch.runs.device_slots`): each slot runs one job at a time, pinned to its GPU
+with ``CUDA_VISIBLE_DEVICES``; a job that fails does not stop the others.
 
 Example::
 
-    from reid.launch.jobs import Job, TrainerCommand, device_slots, report, run_jobs
+    from reid.launch.jobs import report, run_jobs
+    from reid.launch.runs import Job, TrainerCommand, device_slots
 
-    trainer = TrainerCommand.of("train.py", device="cuda")   # the shell scripts pass --trainer
+    trainer = TrainerCommand.of("train.py", device="cuda")
     jobs = [Job("soft_s0", Path("configs/soft.yaml"), ["seed=0", "output.name=soft_s0"])]
     for job in jobs:
-        job.resolve()   # job.run_dir, job.epochs
+        job.resolve()
     outcomes = run_jobs(jobs, device_slots(["0", "1"], per_gpu=2), trainer)
     all_finished = report(outcomes)
 
@@ -35,20 +35,17 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Sequence
 
 from ..cli import ErrorLine
-from ..errors import ReidError
 from ..signals import on_stop_signals
+from .runs import Job, TrainerCommand
 
 
-# What wakes run_jobs besides a job's end: a stop signal (SIGTERM, Ctrl-C), or its output closed.
-STOP_SIGNAL, OUTPUT_CLOSED = "stop signal", "output closed"
-
-
-class LaunchError(ReidError):
-    """A command line or a config the launcher cannot start runs from."""
+# What wakes run_jobs besides a job's end: a stop signal (SIGTERM, Ctrl-C).
+STOP_SIGNAL = "stop signal"
+# How often run_jobs looks whether its output closed while no job ends.
+OUTPUT_CHECK_SECONDS = 0.2
 
 
 class OutputClosed(Exception):
@@ -57,38 +54,6 @@ class OutputClosed(Exception):
     def __init__(self, stopped: Sequence["Job"]) -> None:
         super().__init__("standard output closed")
         self.stopped = list(stopped)
-
-
-@dataclass
-class Job:
-    """One training run: ``label`` names it in the output, ``overrides`` are its ``--set`` values.
-
-    ``run_dir`` and ``epochs`` are filled by :meth:`resolve`; ``error`` says why the job
-    cannot start (its config does not load), in which case it is reported as failed.
-    """
-
-    label: str
-    config: Path
-    overrides: list[str]
-    run_dir: Path | None = None
-    epochs: int | None = None
-    error: str | None = None
-
-    def resolve(self) -> None:
-        """Read the run directory and the number of epochs that ``train.py --config config --set
-        overrides...`` trains; :class:`LaunchError` naming the config and why when it does not load."""
-        from ..config import load_config, run_dir
-
-        try:
-            cfg = load_config(self.config, list(self.overrides))
-        except ReidError as e:
-            raise LaunchError(f"cannot resolve the run directory of {self.config}: {e}") from e
-        self.run_dir, self.epochs = run_dir(cfg), cfg.train.epochs
-
-    @property
-    def log_path(self) -> Path | None:
-        """Where the job's output is appended: ``<run_dir>.log``, beside the run directory."""
-        return None if self.run_dir is None else self.run_dir.with_name(self.run_dir.name + ".log")
 
 
 @dataclass
@@ -105,77 +70,6 @@ class Outcome:
         return self.returncode == 0
 
 
-@dataclass
-class TrainerCommand:
-    """How to call the trainer: ``python`` runs ``script`` with ``args`` (``--resume auto`` ...).
-
-    Example::
-
-        trainer = TrainerCommand.of("train.py", device="cpu")
-        trainer.argv(Job("a", Path("configs/soft.yaml"), ["seed=0"]))
-        # -> [python, "train.py", "--config", "configs/soft.yaml", "--set", "seed=0", "--resume", "auto",
-        #     "--device", "cpu"]
-    """
-
-    python: str
-    script: Path
-    args: list[str]
-
-    @classmethod
-    def of(cls, script: str | os.PathLike | None, device: str | None = None) -> "TrainerCommand":
-        """``script`` (the trainer, ``train.py``: the launch scripts pass theirs as ``--trainer``) run by
-        ``PYTHON`` (default: this interpreter) with ``--resume auto`` and ``--device``."""
-        if script is None:
-            raise LaunchError("no trainer given: start the launcher through scripts/paired.sh or scripts/study.sh, "
-                              "which pass their checkout's train.py, or add --trainer PATH/train.py")
-        script = Path(script)
-        if not script.is_file():
-            raise LaunchError(f"--trainer {script}: no such file; give the path of the project's train.py "
-                              "(scripts/paired.sh and scripts/study.sh pass the one of their checkout)")
-        args = ["--resume", "auto"] + (["--device", device] if device else [])
-        return cls(os.environ.get("PYTHON") or sys.executable, script, args)
-
-    def argv(self, job: Job) -> list[str]:
-        """The command line that trains ``job``."""
-        return [self.python, str(self.script), "--config", str(job.config),
-                *(a for s in job.overrides for a in ("--set", s)), *self.args]
-
-
-def parse_gpus(text: str | None) -> list[str]:
-    """``"0,1"`` -> ``["0", "1"]``; None or ``""`` -> ``[]`` (no pinning).
-
-    Example::
-
-        parse_gpus("0,1")   # -> ["0", "1"]
-    """
-    if not text:
-        return []
-    ids = [g.strip() for g in text.split(",")]
-    if any(not g or " " in g for g in ids):
-        raise LaunchError(f"--gpus {text}: give GPU ids separated by commas, e.g. --gpus 0,1")
-    if len(set(ids)) != len(ids):
-        raise LaunchError(f"--gpus {text}: a GPU is listed twice; list each once and use --per-gpu to pack runs")
-    return ids
-
-
-def device_slots(gpus: Sequence[str], per_gpu: int = 1, jobs: int = 1) -> list[str | None]:
-    """Where runs go: one entry per run that may train at once, its ``CUDA_VISIBLE_DEVICES`` or None.
-
-    With GPUs, ``per_gpu`` runs share each GPU, the GPUs taken in turn so that the first
-    runs spread over all of them; without, ``jobs`` runs at once, not pinned.
-
-    Example::
-
-        device_slots(["0", "1"], per_gpu=2)   # -> ["0", "1", "0", "1"]
-        device_slots([], jobs=1)              # -> [None]: one run at a time
-    """
-    if per_gpu < 1 or jobs < 1:
-        raise LaunchError(f"runs at once must be at least 1 (got --per-gpu {per_gpu}, --jobs {jobs})")
-    if gpus:
-        return [g for _ in range(per_gpu) for g in gpus]
-    return [None] * jobs
-
-
 def run_jobs(jobs: Sequence[Job], slots: Sequence[str | None], trainer: TrainerCommand,
              out: IO[str] | None = None) -> list[Outcome]:
     """Train ``jobs`` in order, each on the next free slot; return their outcomes in job order.
@@ -183,42 +77,42 @@ def run_jobs(jobs: Sequence[Job], slots: Sequence[str | None], trainer: TrainerC
     A job whose ``error`` is set is not started (its outcome carries the error, exit code 2).
     Ctrl-C or SIGTERM stops every running trainer (each resumes later with ``--resume auto``)
     and raises KeyboardInterrupt once they have exited. When ``out`` closes (the reader of a
-    pipe exits, as ``| head`` does), the running trainers are stopped the same way and
-    :class:`OutputClosed` is raised, naming them; no further run starts.
+    pipe exits, as ``| head`` does, seen at a write or within :data:`OUTPUT_CHECK_SECONDS`),
+    the running trainers are stopped the same way and :class:`OutputClosed` is raised, naming
+    them; no further run starts. Each trainer's log is written to its end either way.
     """
     out = out or sys.stdout
-    done: queue.SimpleQueue = queue.SimpleQueue()  # a job's end, or a wake-up; put() is safe in a signal handler
-    printer = _Printer(out, prefix=len(slots) > 1, on_closed=lambda: done.put((OUTPUT_CLOSED, None)))
+    done: queue.SimpleQueue = queue.SimpleQueue()  # a job's end, or a stop signal; put() is safe in a handler
+    printer = _Printer(out, prefix=len(slots) > 1)
     outcomes: dict[int, Outcome] = {i: Outcome(job, 2, job.error) for i, job in enumerate(jobs) if job.error}
     pending = deque(i for i, job in enumerate(jobs) if not job.error)
     free: deque[str | None] = deque(slots)
     running: dict[int, subprocess.Popen] = {}
-    watching = threading.Event()
-    printer.watch(watching)
     try:
         # A stop signal only wakes the loop, which then stops every trainer it started: a signal that arrived
         # while a trainer was being started cannot leave that one unrecorded, running and holding its lock.
-        with on_stop_signals(lambda signum, frame: done.put((STOP_SIGNAL, None)), [signal.SIGTERM, signal.SIGINT]):
+        with on_stop_signals(lambda signum, frame: done.put(STOP_SIGNAL), [signal.SIGTERM, signal.SIGINT]):
             while pending or running:
-                while pending and free and not printer.closed:
+                while pending and free:
                     i, slot = pending.popleft(), free.popleft()
                     running[i] = _start(jobs[i], slot, trainer, printer, done, i)
-                i, outcome = done.get()
-                if i == STOP_SIGNAL:
+                try:
+                    ended = done.get(timeout=OUTPUT_CHECK_SECONDS)
+                except queue.Empty:
+                    ended = None
+                if ended == STOP_SIGNAL:
                     raise KeyboardInterrupt
-                if i == OUTPUT_CLOSED:
-                    raise BrokenPipeError
-                running.pop(i)
-                outcomes[i] = outcome
-                free.append(outcome.slot)
+                if printer.closed or pipe_closed(out):  # a run may be silent for minutes: look, do not wait
+                    _stop(running.values())
+                    raise OutputClosed([jobs[i] for i in running])
+                if ended is not None:
+                    i, outcome = ended
+                    running.pop(i)
+                    outcomes[i] = outcome
+                    free.append(outcome.slot)
     except KeyboardInterrupt:
         _stop(running.values())
         raise
-    except BrokenPipeError:
-        _stop(running.values())
-        raise OutputClosed([jobs[i] for i in running]) from None
-    finally:
-        watching.set()
     return [outcomes[i] for i in range(len(jobs))]
 
 
@@ -241,32 +135,16 @@ def report(outcomes: Sequence[Outcome], err: IO[str] | None = None, out: IO[str]
     return all(o.ok for o in outcomes)
 
 
-def check_distinct_run_dirs(jobs: Sequence[Job]) -> None:
-    """Raise :class:`LaunchError` when two jobs would train into the same run directory."""
-    seen: dict[Path, Job] = {}
-    for job in jobs:
-        if job.run_dir is None:
-            continue
-        other = seen.setdefault(job.run_dir, job)
-        if other is not job:
-            raise LaunchError(f"{other.config} and {job.config} both resolve to the run directory {job.run_dir}; "
-                              "give them different output.name (or config file names)")
-
-
 # ----------------------------------------------------------------------------- pieces
 
 
 class _Printer:
-    """Writes the jobs' output lines to ``out`` one whole line at a time.
+    """Writes the jobs' output lines to ``out`` one whole line at a time; once ``out`` is closed
+    (BrokenPipeError) it writes nothing more and says so in ``closed``. The output threads go on
+    reading their trainer into its log, so no trainer blocks on a full pipe."""
 
-    Once ``out`` is closed (BrokenPipeError) it writes nothing more and calls ``on_closed``
-    once; the output threads go on reading their trainer (into its log), so no trainer
-    blocks on a full pipe and every thread still reports its job's end.
-    """
-
-    def __init__(self, out: IO[str], prefix: bool, on_closed=lambda: None) -> None:
-        self.out, self.prefix, self.lock = out, prefix, threading.Lock()
-        self.on_closed, self.closed = on_closed, False
+    def __init__(self, out: IO[str], prefix: bool) -> None:
+        self.out, self.prefix, self.lock, self.closed = out, prefix, threading.Lock(), False
 
     def line(self, label: str, text: str) -> None:
         self._write((f"[{label}] " if self.prefix else "") + text.rstrip("\n") + "\n")
@@ -282,34 +160,20 @@ class _Printer:
                 self.out.write(text)
                 self.out.flush()
             except BrokenPipeError:
-                self._found_closed()
+                self.closed = True
 
-    def _found_closed(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.on_closed()
 
-    def watch(self, stop: threading.Event) -> None:
-        """Notice a closed pipe while nothing is printed (a run may be silent for minutes): a thread
-        polls ``out``, when it is a pipe, until ``stop`` is set."""
-        try:
-            fd = self.out.fileno()
-            is_pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
-        except (AttributeError, OSError, ValueError):
-            return
-        if not is_pipe or not hasattr(select, "poll"):
-            return
-
-        def poll() -> None:
-            poller = select.poll()
-            poller.register(fd, 0)  # POLLERR (the reader closed its end) is reported whatever the mask
-            while not stop.is_set():
-                if any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(200)):
-                    with self.lock:
-                        self._found_closed()
-                    return
-
-        threading.Thread(target=poll, name="output watcher", daemon=True).start()
+def pipe_closed(out: IO[str]) -> bool:
+    """Whether ``out`` is a pipe whose reader has gone (poll reports POLLERR whatever the mask)."""
+    try:
+        fd = out.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode) or not hasattr(select, "poll"):
+            return False
+    except (AttributeError, OSError, ValueError):
+        return False
+    poller = select.poll()
+    poller.register(fd, 0)
+    return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
 
 
 def _start(job: Job, slot: str | None, trainer: TrainerCommand, printer: _Printer, done: queue.SimpleQueue,

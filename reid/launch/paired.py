@@ -15,8 +15,8 @@ from __future__ import annotations
 import sys
 
 from .cli import EXIT_RUN_FAILED, Parser, add_run_arguments, check_configs, check_sets, run_launch, write_comparison
-from .jobs import (Job, LaunchError, TrainerCommand, check_distinct_run_dirs, device_slots, parse_gpus, report,
-                   run_jobs)
+from .jobs import report, run_jobs
+from .runs import Job, LaunchError, TrainerCommand, check_distinct_run_dirs, device_slots, parse_gpus
 
 
 def build_parser() -> Parser:

@@ -37,7 +37,7 @@ from typing import Sequence
 
 from ..cli import EXIT_STOPPED, EXIT_USER_ERROR
 from ..io import atomic_write_text
-from .jobs import Job, LaunchError, TrainerCommand
+from .runs import Job, LaunchError, TrainerCommand
 
 # SIGUSR1 reaches the batch shell this many seconds before the time limit: time for the step in
 # progress and the checkpoint (validation and evaluation stop at once).

@@ -33,8 +33,8 @@ from typing import Sequence
 
 from ..cli import parse_int_list
 from .cli import EXIT_RUN_FAILED, Parser, add_run_arguments, check_configs, check_sets, run_launch, write_comparison
-from .jobs import (Job, LaunchError, TrainerCommand, check_distinct_run_dirs, device_slots, parse_gpus, report,
-                   run_jobs)
+from .jobs import report, run_jobs
+from .runs import Job, LaunchError, TrainerCommand, check_distinct_run_dirs, device_slots, parse_gpus
 from . import slurm
 
 # Keys the study sets itself for each run, and what to use instead.
