@@ -296,18 +296,23 @@ def test_share_dropout_applies_the_masks_one_process_draws_for_the_whole_batch()
 
     from reid.engine import distributed
 
+    from reid.data import Share
+
     x = torch.randn(7, 10)
     torch.manual_seed(5)
     whole = nn.Dropout(0.4).train()(x)
-    rows, shares = distributed.ShareRows(), []
-    model = distributed.with_share_dropout(nn.Sequential(nn.Identity(), nn.Dropout(0.4)), rows).train()
-    for lo, hi in [(0, 4), (4, 7)]:
+    model = nn.Sequential(nn.Identity(), nn.Dropout(0.4)).train()
+    dropouts, outputs = distributed.with_share_dropout(model), []
+    for rank in (0, 1):
+        share = Share(7, rank, world_size=2)  # rows 0..3 and 4..6
         torch.manual_seed(5)
-        rows.set(7, lo, hi)
-        shares.append(model(x[lo:hi]))
-    assert isinstance(model[1], distributed.ShareDropout)
-    assert torch.equal(torch.cat(shares), whole) and (whole == 0).any()
+        with distributed.dropout_share(dropouts, share):
+            outputs.append(model(share.rows(x)))
+    assert dropouts == [model[1]] and isinstance(model[1], distributed.ShareDropout)
+    assert torch.equal(torch.cat(outputs), whole) and (whole == 0).any()
     assert torch.equal(model.eval()(x), x)
+    with pytest.raises(RuntimeError, match="dropout_share"):  # training without the step's share
+        model.train()(x)
 
 
 @pytest.mark.parametrize("ending", ["fails", "stops"])

@@ -37,12 +37,12 @@ from .market1501 import (
     split_train_val,
 )
 from .datasets import CUHK03, MSMT17, DukeMTMC, FolderDataset
-from .samplers import PKSampler, RandomBatchSampler, SequentialBatchSampler, shard, shard_bounds
+from .samplers import PKSampler, RandomBatchSampler, SequentialBatchSampler, Share, shard, shard_bounds
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "BatchAugment", "batch_generator", "eval_transform",
     "normalize", "resize_images", "decode_image", "load_image_cache", "DATASETS", "Market1501", "Sample",
     "NameScheme", "ReidDataset", "DukeMTMC", "MSMT17", "CUHK03", "FolderDataset",
     "TrainValSplit", "count_samples", "parse_market_name", "read_split", "split_train_val", "PKSampler",
-    "RandomBatchSampler", "SequentialBatchSampler", "shard", "shard_bounds",
+    "RandomBatchSampler", "SequentialBatchSampler", "Share", "shard", "shard_bounds",
 ]

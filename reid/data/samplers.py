@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -129,6 +130,44 @@ class PKSampler:
         return len(self.batches(0))
 
 
+@dataclass(frozen=True)
+class Share:
+    """This process's share of one step's global batch of ``batch_size``: rows ``lo..hi-1`` of it, the
+    contiguous part :func:`shard_bounds` gives rank ``rank`` of ``world_size`` processes. The trainer makes
+    one per step and hands it to the augmentation, the model's dropout, the criterion and the records.
+
+    Example::
+
+        >>> share = Share(10, rank=1, world_size=4)
+        >>> share.lo, share.hi, share.sizes
+        (3, 6, (3, 3, 2, 2))
+        >>> share.rows(np.arange(10))
+        array([3, 4, 5])
+    """
+
+    batch_size: int
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def lo(self) -> int:
+        return shard_bounds(self.batch_size, self.rank, self.world_size)[0]
+
+    @property
+    def hi(self) -> int:
+        return shard_bounds(self.batch_size, self.rank, self.world_size)[1]
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Every process's number of rows, in rank order."""
+        return tuple(hi - lo for lo, hi in (shard_bounds(self.batch_size, r, self.world_size)
+                                            for r in range(self.world_size)))
+
+    def rows(self, x):
+        """This share's rows of ``x`` (an array or tensor over the global batch)."""
+        return x[self.lo:self.hi]
+
+
 def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
     """``(lo, hi)``: the contiguous part ``lo..hi-1`` of a global batch of ``n`` that rank ``rank`` takes.
 
@@ -155,5 +194,4 @@ def shard(batch: np.ndarray, rank: int, world_size: int) -> np.ndarray:
         >>> shard(np.arange(10), rank=1, world_size=4)
         array([3, 4, 5])
     """
-    lo, hi = shard_bounds(len(batch), rank, world_size)
-    return batch[lo:hi]
+    return Share(len(batch), rank, world_size).rows(batch)

@@ -13,13 +13,16 @@ Example::
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import ContextManager
+from typing import ContextManager, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from ..data import Share
 
 
 COLLECTIVE_TIMEOUT = timedelta(hours=2)
@@ -91,52 +94,68 @@ def per_process_batchnorm_note(model: nn.Module, setting: bool | str, device: to
             "numbers differ from a 1-process run's")
 
 
-class ShareRows:
-    """Where this process's share lies in the current global batch: ``(batch_size, lo, hi)``, set each step."""
-
-    def __init__(self) -> None:
-        self.batch_size, self.lo, self.hi = 0, 0, 0
-
-    def set(self, batch_size: int, lo: int, hi: int) -> None:
-        self.batch_size, self.lo, self.hi = batch_size, lo, hi
-
-
 class ShareDropout(nn.Module):
     """``nn.Dropout`` on one process's share of a global batch, with the mask one process would draw.
 
     Every process seeds the generator alike for a step, so a plain Dropout would give each share
     the mask of the batch's first rows. This one draws the mask of the whole global batch (the same
     shape, hence the same draws, as a 1-process run) and applies the rows of this share; like
-    Dropout it treats dimension 0 as the batch.
+    Dropout it treats dimension 0 as the batch. The step's share reaches it through
+    :func:`dropout_share`, for one forward: in training it refuses to run without one.
     """
 
-    def __init__(self, p: float, rows: ShareRows) -> None:
+    def __init__(self, p: float) -> None:
         super().__init__()
-        self.p, self.rows = p, rows
+        self.p, self.share = p, None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        ones = torch.ones((self.rows.batch_size, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        if self.share is None:
+            raise RuntimeError("ShareDropout trains on one process's share of a global batch: call the model "
+                               "inside dropout_share(dropouts, share)")
+        ones = torch.ones((self.share.batch_size, *x.shape[1:]), dtype=x.dtype, device=x.device)
         scaled_mask = nn.functional.dropout(ones, self.p, training=True)  # 0 or 1 / (1 - p), as Dropout multiplies
-        return x * scaled_mask[self.rows.lo:self.rows.hi]
+        return x * self.share.rows(scaled_mask)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
 
-def with_share_dropout(model: nn.Module, rows: ShareRows) -> nn.Module:
-    """``model`` with each ``nn.Dropout`` replaced (in place) by a :class:`ShareDropout` reading ``rows``."""
+def with_share_dropout(model: nn.Module) -> list[ShareDropout]:
+    """Replace (in place) each ``nn.Dropout`` of ``model`` by a :class:`ShareDropout`; the new modules."""
+    replaced = []
     for name, child in model.named_children():
         if type(child) is nn.Dropout:
-            setattr(model, name, ShareDropout(child.p, rows))
+            replaced.append(ShareDropout(child.p))
+            setattr(model, name, replaced[-1])
         else:
-            with_share_dropout(child, rows)
-    return model
+            replaced += with_share_dropout(child)
+    return replaced
 
 
-def with_settled_buckets(ddp: nn.parallel.DistributedDataParallel, images: torch.Tensor, rows: ShareRows,
-                         autocast: ContextManager, rank: int, world_size: int) -> nn.parallel.DistributedDataParallel:
+@contextmanager
+def dropout_share(dropouts: Sequence[ShareDropout], share: Share) -> Iterator[None]:
+    """``share`` (the step's :class:`reid.data.Share`) handed to ``dropouts`` for the forward inside the block.
+
+    Example::
+
+        dropouts = with_share_dropout(model)
+        with dropout_share(dropouts, Share(len(batch_labels), rank, world_size)):
+            logits, features = ddp(images)
+    """
+    for module in dropouts:
+        module.share = share
+    try:
+        yield
+    finally:
+        for module in dropouts:
+            module.share = None
+
+
+def with_settled_buckets(ddp: nn.parallel.DistributedDataParallel, images: torch.Tensor,
+                         dropouts: Sequence[ShareDropout], autocast: ContextManager, rank: int,
+                         world_size: int) -> nn.parallel.DistributedDataParallel:
     """``ddp`` with its gradient buckets in the layout it keeps for good, before the run's first step.
 
     DDP reduces the gradients of its first backward as one bucket in parameter order, then regroups
@@ -151,14 +170,13 @@ def with_settled_buckets(ddp: nn.parallel.DistributedDataParallel, images: torch
     Example::
 
         net = with_settled_buckets(DistributedDataParallel(model, device_ids=[rank]),
-                                   torch.zeros(2, 3, 256, 128, device="cuda"), rows,
+                                   torch.zeros(2, 3, 256, 128, device="cuda"), dropouts,
                                    torch.autocast("cuda", dtype=torch.bfloat16), rank, world_size)
     """
     buffers = [b.detach().clone() for b in ddp.module.buffers()]
     devices = [images.device] if images.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        rows.set(len(images) * world_size, len(images) * rank, len(images) * (rank + 1))
-        with autocast:
+        with autocast, dropout_share(dropouts, Share(len(images) * world_size, rank, world_size)):
             logits, features = ddp(images)
         (logits.float().sum() + features.float().sum()).mul(0).backward()
     with torch.no_grad():

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ..config import Config, to_dict, to_yaml
 from ..data import (BatchAugment, PKSampler, RandomBatchSampler, SequentialBatchSampler, batch_generator,
-                    eval_transform, resize_images, shard_bounds)
+                    Share, eval_transform, resize_images)
 from ..data.augment import async_to
 from ..errors import TrainingDivergedError
 from ..evaluation import evaluate_datasets, evaluate_model, format_results
@@ -71,7 +71,7 @@ class Trainer:
         self.optimizer = build_optimizer(cfg.optim, model.param_groups())
         self.extra_optimizer = criterion.extra_optimizer()
         self.schedule = EpochSchedule(cfg.schedule, cfg.train.epochs)
-        self.share_rows = distributed.ShareRows()  # this process's rows of the step's global batch (dropout)
+        self.share_dropouts: list[distributed.ShareDropout] = []  # under torchrun: given each step's Share
         self.net = self._wrap_for_training(self.model)
         self.augment = BatchAugment(size=tuple(cfg.data.size), flip_p=cfg.augment.flip, pad=cfg.augment.pad,
                                     erasing_p=cfg.augment.erasing, erasing_area=tuple(cfg.augment.erasing_area),
@@ -98,14 +98,14 @@ class Trainer:
         net = model
         if self.dist.enabled:
             net = distributed.with_batchnorm_sync(net, self.cfg.train.sync_bn, self.device, self.dist.world_size)
-            net = distributed.with_share_dropout(net, self.share_rows)
+            self.share_dropouts = distributed.with_share_dropout(net)
             ids = [self.device.index] if self.device.type == "cuda" else None
             # criteria of features only (triplet, center) leave the classifier without a gradient, which DDP
             # refuses unless it looks for unused parameters (a graph walk per step, so only then)
             features_only = all(getattr(m, "needs_features", False) for _, _, m in self.criterion.terms)
             net = nn.parallel.DistributedDataParallel(net, device_ids=ids, find_unused_parameters=features_only)
             if not features_only:  # DDP regroups its buckets after the first step unless it looks for unused ones
-                net = distributed.with_settled_buckets(net, self.blank_share(), self.share_rows, self.autocast(),
+                net = distributed.with_settled_buckets(net, self.blank_share(), self.share_dropouts, self.autocast(),
                                                        self.dist.rank, self.dist.world_size)
         if self.cfg.train.compile:
             net = CompiledWithFallback(net)
@@ -229,12 +229,11 @@ class Trainer:
         whose labels are ``batch_labels``; returns (this process's part of the global batch's loss, number
         correct among its images) on the device. With one process the part is the batch's loss.
         """
-        n, (lo, hi) = len(batch_labels), shard_bounds(len(batch_labels), self.dist.rank, self.dist.world_size)
-        self.share_rows.set(n, lo, hi)
-        with self.autocast():
+        share = self.share_of(len(batch_labels))
+        with self.autocast(), distributed.dropout_share(self.share_dropouts, share):
             logits, features = self.net(images)
-        share = self.batch_share(logits.float(), features.float(), batch_labels)
-        part = self.criterion.batch_part(share)
+        batch = BatchShare.of(share, logits.float(), features.float(), batch_labels)
+        part = self.criterion.batch_part(batch)
         self.zero_grad()
         # DDP averages the processes' gradients; world_size x each part turns that average into the sum of
         # the parts' gradients, which is the gradient of the global batch's loss (the 1-process gradient)
@@ -243,15 +242,11 @@ class Trainer:
         for optimizer in self.optimizers():
             self.scaler.step(optimizer)
         self.scaler.update()
-        return part.detach(), (logits.argmax(1) == share.targets).sum()
+        return part.detach(), (logits.argmax(1) == batch.targets).sum()
 
-    def batch_share(self, logits: torch.Tensor, features: Optional[torch.Tensor],
-                    batch_labels: torch.Tensor) -> BatchShare:
-        """This process's rows of a global batch (its contiguous share, see shard_bounds), for the criterion."""
-        n, world = len(batch_labels), self.dist.world_size
-        sizes = tuple(hi - lo for lo, hi in (shard_bounds(n, r, world) for r in range(world)))
-        lo, hi = shard_bounds(n, self.dist.rank, world)
-        return BatchShare(logits, batch_labels[lo:hi], features, batch_labels, sizes, self.dist.rank)
+    def share_of(self, batch_size: int) -> Share:
+        """This process's share of a global batch of ``batch_size`` (all of it with one process)."""
+        return Share(batch_size, self.dist.rank, self.dist.world_size)
 
     def blank_share(self) -> torch.Tensor:
         """Two all-zero images of the training input's shape and memory layout, on the device."""
@@ -286,13 +281,14 @@ class Trainer:
         each rank applies its slice, so the result does not depend on the number of processes.
         """
         params = self.augment.sample_params(len(global_idx), batch_generator(self.cfg.seed, epoch, step))
-        lo, hi = shard_bounds(len(global_idx), self.dist.rank, self.dist.world_size)
+        share = self.share_of(len(global_idx))
         on_images, on_device = self.rows(global_idx)
-        on_images = on_images[lo:hi]
+        on_images = share.rows(on_images)
+        params = params.slice(share.lo, share.hi)
         if self.resident_cache:  # gather inside apply, on the device
-            out = self.augment.apply(self.train_images, params.slice(lo, hi), index=on_images)
+            out = self.augment.apply(self.train_images, params, index=on_images)
         else:
-            out = self.augment.apply(async_to(self.train_images[on_images], self.device), params.slice(lo, hi))
+            out = self.augment.apply(async_to(self.train_images[on_images], self.device), params)
         return out, self.train_labels[on_device]
 
     def rows(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -332,15 +328,15 @@ class Trainer:
             for step, global_idx in enumerate(batches):
                 if self.stops.agreed(step + 1):
                     raise PhaseStopped
+                share = self.share_of(len(global_idx))
                 on_images, on_device = self.rows(global_idx)
-                lo, hi = shard_bounds(len(global_idx), self.dist.rank, self.dist.world_size)
-                images = eval_transform(async_to(self.val_images[on_images[lo:hi]], self.device),
+                images = eval_transform(async_to(self.val_images[share.rows(on_images)], self.device),
                                         tuple(self.cfg.data.size), channels_last=self.channels_last)
                 with self.autocast():  # eval mode: the retrieval feature, then the classifier
                     logits = self.model.classifier(self.model(images))
-                share = self.batch_share(logits.float(), None, self.val_labels[on_device])
-                correct = (share.logits.argmax(1) == share.targets).sum()
-                records.record(step, self.val_criterion.batch_part(share), correct)
+                batch = BatchShare.of(share, logits.float(), None, self.val_labels[on_device])
+                correct = (batch.logits.argmax(1) == batch.targets).sum()
+                records.record(step, self.val_criterion.batch_part(batch), correct)
                 bar.advance(len(global_idx), records, step + 1)
         return records.take(len(batches))
 

@@ -25,11 +25,14 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+if TYPE_CHECKING:
+    from ..data import Share
 
 
 class _GatherRows(torch.autograd.Function):
@@ -75,6 +78,13 @@ class BatchShare:
     batch_targets: torch.Tensor
     sizes: tuple[int, ...]
     rank: int
+
+    @classmethod
+    def of(cls, share: "Share", logits: torch.Tensor, features: Optional[torch.Tensor],
+           batch_targets: torch.Tensor) -> "BatchShare":
+        """The criterion's view of a step's :class:`reid.data.Share`: this process's ``logits`` and ``features``,
+        the targets of the whole global batch."""
+        return cls(logits, share.rows(batch_targets), features, batch_targets, share.sizes, share.rank)
 
     @property
     def world_size(self) -> int:
