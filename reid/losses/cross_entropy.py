@@ -23,11 +23,10 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..errors import ConfigError, ReidError
 from . import register_criterion
-from .shares import BatchShare, sample_mean_part
+from .shares import BatchShare, PartCriterion, sample_mean_part
 
 
 def upcast(x: torch.Tensor) -> torch.Tensor:
@@ -50,7 +49,7 @@ def _check_epsilon(name: str, value: object) -> float:
 
 
 @register_criterion("cross_entropy")
-class CrossEntropy(nn.Module):
+class CrossEntropy(PartCriterion):
     """Standard cross entropy, optionally class-weighted.
 
     Args:
@@ -117,12 +116,6 @@ class CrossEntropy(nn.Module):
                 raise ConfigError("criterion 'cross_entropy': class_weight values must be finite, >= 0, not all 0")
         self.register_buffer("weight", None if weight is None else weight.float())
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
-        _check_logits("cross_entropy", logits, targets)
-        logits = upcast(logits)
-        weight = None if self.weight is None else self.weight.to(logits.dtype)
-        return F.cross_entropy(logits, targets, weight=weight, ignore_index=self.ignore_index)
-
     def batch_part(self, share: BatchShare) -> torch.Tensor:
         """The share's weighted sum over the whole batch's weight: the weighted mean needs each other
         sample's class weight only, which every process knows from the batch's targets, so the logits
@@ -144,7 +137,7 @@ class CrossEntropy(nn.Module):
 
 
 @register_criterion("soft_cross_entropy")
-class SoftCrossEntropy(nn.Module):
+class SoftCrossEntropy(PartCriterion):
     """Cross entropy plus the mean over classes of ``-log p``: every class contributes.
 
     ``loss = mean_i [-log p_iy] + uniform_weight * mean_i (1/K) sum_c -log p_ic``.
@@ -167,13 +160,6 @@ class SoftCrossEntropy(nn.Module):
             )
         self.uniform_weight = float(uniform_weight)
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
-        _check_logits("soft_cross_entropy", logits, targets)
-        logp = F.log_softmax(upcast(logits), dim=1)
-        ce = F.nll_loss(logp, targets)
-        uniform = -logp.mean(dim=1).mean()
-        return ce + self.uniform_weight * uniform
-
     def batch_part(self, share: BatchShare) -> torch.Tensor:
         """Both terms are means over samples, each reading only its own row: local (see sample_mean_part)."""
         _check_logits("soft_cross_entropy", share.logits, share.targets)
@@ -183,7 +169,7 @@ class SoftCrossEntropy(nn.Module):
 
 
 @register_criterion("label_smoothing")
-class LabelSmoothing(nn.Module):
+class LabelSmoothing(PartCriterion):
     """Cross entropy against a smoothed target distribution (Szegedy et al. 2016).
 
     Args:
@@ -215,9 +201,6 @@ class LabelSmoothing(nn.Module):
         if variant == "others" and num_classes is not None and num_classes < 2:
             raise ConfigError("criterion 'label_smoothing': variant 'others' needs at least 2 classes")
         self.variant = variant
-
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
-        return self.per_sample(logits, targets).mean()
 
     def batch_part(self, share: BatchShare) -> torch.Tensor:
         """A mean over samples, each reading only its own row: local (see sample_mean_part)."""

@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import ConfigError, ReidError
 from . import register_criterion
 from .cross_entropy import upcast
-from .shares import BatchShare, sample_mean_part
+from .shares import BatchShare, PartCriterion, sample_mean_part
 
 
 def _need_features(name: str, features: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
@@ -43,7 +43,7 @@ def euclidean_dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @register_criterion("triplet")
-class TripletLoss(nn.Module):
+class TripletLoss(PartCriterion):
     """Batch-hard triplet loss (Hermans et al. 2017), as in BoT.
 
     It needs identity-balanced batches (``sampler.name: pk``); a config with the random
@@ -83,12 +83,6 @@ class TripletLoss(nn.Module):
         self.margin = None if margin is None else float(margin)
         self.normalize = normalize
         self._checked = False
-
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
-        feats = self.features(features, targets)
-        weights = self.valid_anchors(targets).to(feats.dtype)
-        per_anchor = self.anchor_losses(feats, targets, feats, targets, 0, weights > 0)
-        return (per_anchor * weights).sum() / weights.sum().clamp(min=1)
 
     def batch_part(self, share: BatchShare) -> torch.Tensor:
         """The share's anchors mined against the whole batch's features (gathered: the hardest positive
@@ -148,7 +142,7 @@ class _ScaleGrad(torch.autograd.Function):
 
 
 @register_criterion("center")
-class CenterLoss(nn.Module):
+class CenterLoss(PartCriterion):
     """Center loss (Wen et al. 2016) as in BoT / KaiyangZhou's CenterLoss.
 
     Learnable centres ``c`` of shape (num_classes, feat_dim), initialised ``randn``
@@ -190,9 +184,6 @@ class CenterLoss(nn.Module):
 
     def extra_param_groups(self) -> list[dict]:
         return [{"params": [self.centers], "lr": self.lr, "momentum": 0.0, "weight_decay": 0.0}]
-
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
-        return self.per_sample(_need_features("center", features, targets), targets).mean()
 
     def batch_part(self, share: BatchShare) -> torch.Tensor:
         """Each sample is compared with its class's centre only, never with another sample: local (see

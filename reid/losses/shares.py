@@ -13,7 +13,10 @@ the model with the gradient of the global batch's loss: the 1-process gradient.
 
 A criterion gives its part with the optional hook ``batch_part(share) -> Tensor``; one without
 it is computed on the gathered batch by every process, each taking ``1 / world_size`` of it
-(:func:`batch_part`), which is right for any criterion.
+(:func:`batch_part`), which is right for any criterion. The built-in criteria derive from
+:class:`PartCriterion`: their loss on a whole batch is their part of a batch held by one process
+(:meth:`BatchShare.whole`), so a 1-process run computes with the very function the processes of a
+torchrun group share, and its tests exercise the N-process arithmetic.
 
 Example::
 
@@ -80,6 +83,11 @@ class BatchShare:
     rank: int
 
     @classmethod
+    def whole(cls, logits: torch.Tensor, targets: torch.Tensor, features: Optional[torch.Tensor]) -> "BatchShare":
+        """A batch held by one process: the share of all its rows."""
+        return cls(logits, targets, features, targets, (len(targets),), 0)
+
+    @classmethod
     def of(cls, share: "Share", logits: torch.Tensor, features: Optional[torch.Tensor],
            batch_targets: torch.Tensor) -> "BatchShare":
         """The criterion's view of a step's :class:`reid.data.Share`: this process's ``logits`` and ``features``,
@@ -109,16 +117,37 @@ class BatchShare:
         return _GatherRows.apply(x, tuple(self.sizes), self.rank)
 
 
+class PartCriterion(nn.Module):
+    """A criterion defined by its part of a global batch (``batch_part``): its loss on a whole batch is
+    the part of that batch held by one process.
+
+    Example::
+
+        class Mine(PartCriterion):
+            def batch_part(self, share):
+                return sample_mean_part(per_sample_loss(share.logits, share.targets), share)
+
+        Mine()(logits, targets)    # the batch's loss, computed by batch_part
+    """
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor, features: Optional[torch.Tensor] = None
+                ) -> torch.Tensor:
+        return self.batch_part(BatchShare.whole(logits, targets, features))
+
+    def batch_part(self, share: BatchShare) -> torch.Tensor:
+        raise NotImplementedError
+
+
 def batch_part(criterion: nn.Module, share: BatchShare) -> torch.Tensor:
     """``criterion``'s part of the global batch's loss on this process (see the module docstring).
 
-    On one process the part is the criterion itself, so a 1-process run computes exactly what it
+    A criterion without the hook is itself on one process, so a 1-process run computes exactly what it
     computes without torchrun.
     """
-    if share.world_size == 1:
-        return criterion(share.logits, share.targets, share.features)
     if hasattr(criterion, "batch_part"):
         return criterion.batch_part(share)
+    if share.world_size == 1:
+        return criterion(share.logits, share.targets, share.features)
     features = None if share.features is None else share.gather(share.features)
     return criterion(share.gather(share.logits), share.batch_targets, features) / share.world_size
 
