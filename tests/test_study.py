@@ -237,6 +237,23 @@ def test_study_table_and_figure_match_numpy(tmp_path):
         ties = int(np.sum(d == 0))
         assert row.group(6) == (f" ({ties} tied)" if ties else "")
 
+    # the decision on mAP (one look, one comparison: a 95% t interval) and the power line, against scipy
+    from scipy import stats
+
+    d = np.array([truth["demo_soft"][s]["mAP"] - truth["demo_standard"][s]["mAP"] for s in seeds])
+    lo, hi = stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
+    verdict = "better, " if lo > 0 else "worse, " if hi < 0 else "undecided at 3 seeds, "
+    line = re.search(rf"^- demo_soft vs demo_standard: (.*?)mAP {NUM} \[{NUM}, {NUM}\]", md, re.M)
+    assert line and line.group(1) == verdict, md
+    assert [float(line.group(i)) for i in (2, 3, 4)] == pytest.approx([d.mean(), lo, hi], abs=0.0051)
+    power = re.search(r"^- demo_soft vs demo_standard \(sd of the paired mAP differences (\S+)\): 0.5 points: (.*) "
+                      r"seeds, 1 point: (.*) seeds, 2 points: (.*) seeds$", md, re.M)
+    assert power and float(power.group(1)) == pytest.approx(d.std(ddof=1), abs=0.0051), md
+    for diff, n in zip((0.5, 1, 2), (power.group(i) for i in (2, 3, 4))):
+        enough = [m for m in range(2, 1001)  # brute force over n: the first with 80% power at 95%
+                  if (stats.t.ppf(0.975, m - 1) + stats.t.ppf(0.8, m - 1)) * d.std(ddof=1) / np.sqrt(m) <= diff]
+        assert n == (str(enough[0]) if enough else "over 1000"), (diff, n)
+
     # the figure: mean curves with min-max bands, one colour per config
     png = out / "study_demo_standard_vs_demo_soft.png"
     pixels = np.asarray(Image.open(png).convert("RGB")).astype(int)

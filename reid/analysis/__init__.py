@@ -6,7 +6,8 @@ Example::
     png, table = compare(["outputs/standard", "outputs/soft"], metrics="train_acc", range_="0:0.1")
 
 Modules: ``run_data`` (a run read from its .mat), ``curves`` (smoothing, range, x axis), ``summary``
-(the table), ``over_seeds`` (runs over seeds: groups, mean ± std, paired differences), ``plot`` (the
+(the table), ``over_seeds`` (runs over seeds: groups, mean ± std, paired differences, decisions, the seeds a
+difference needs), ``decide`` (the stopping rule of a study and its simulation), ``plot`` (the
 figures), ``compare`` (all of it, and the conventions in its docstring: weighting,
 smoothing, range, x axis).
 """

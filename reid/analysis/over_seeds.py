@@ -166,8 +166,10 @@ def _mean_std_cell(values: dict[int, float], seeds: int) -> str:
     return cell if len(values) == seeds else f"{cell} (n={len(values)})"
 
 
-def study_table(groups: Sequence[Group]) -> str:
-    """Markdown: mean ± std per config, then each pair's per-seed differences, interval and wins.
+def study_table(groups: Sequence[Group], decisions: Sequence[str] | None = None) -> str:
+    """Markdown: mean ± std per config, then each pair's per-seed differences, interval and wins, each
+    comparison's decision (``decisions``: the lines of a study that looked round by round) and the seeds
+    a difference needs.
 
     Example::
 
@@ -188,7 +190,52 @@ def study_table(groups: Sequence[Group]) -> str:
             for b in groups[i + 1:]:
                 for key, title in metrics:
                     lines.append(_difference_row(a, b, key, title))
+        lines += ["", *decision_lines(groups, decisions), "", *power_lines(groups)]
     return "\n".join(lines) + "\n"
+
+
+DECISION_METRIC = ("mAP", "mAP")  # (summarize key, name): what a study decides on
+
+
+def decision_lines(groups: Sequence[Group], decisions: Sequence[str] | None = None) -> list[str]:
+    """One line per comparison with the baseline (the first group): ``decisions`` when the study looked
+    round by round (``--until-decided``), else the decision of one look at the seeds there are (Bonferroni
+    over the comparisons: reid/analysis/decide.py)."""
+    from .decide import decide
+
+    if decisions is not None:
+        return [f"Decisions (mAP, vs {groups[0].name}):", "", *(f"- {line}" for line in decisions)]
+    key, name = DECISION_METRIC
+    base, out = groups[0], []
+    for g in groups[1:]:
+        d = paired_difference(seed_values(base, key), seed_values(g, key))
+        if len(d.diffs) < 2:
+            out.append(f"- {g.name} vs {base.name}: not decided, {len(d.diffs)} common seed(s) with {name}")
+        else:
+            out.append("- " + decide(d.diffs, look=1, looks=1, comparisons=len(groups) - 1).line(g.name, base.name))
+    return [f"Decisions ({name}, vs {base.name}; 95% over the {len(groups) - 1} comparison(s)):", "", *out]
+
+
+def power_lines(groups: Sequence[Group]) -> list[str]:
+    """Per comparison with the baseline: about how many seeds resolve a mAP difference of 0.5, 1 and 2 points
+    at the observed spread of its paired differences (80% power, 95% t interval)."""
+    from .decide import seeds_needed
+
+    key, name = DECISION_METRIC
+    base, out = groups[0], []
+    for g in groups[1:]:
+        d = paired_difference(seed_values(base, key), seed_values(g, key))
+        if len(d.diffs) < 2:
+            continue
+        sd = float(np.std(d.diffs, ddof=1))
+        need = ", ".join(f"{diff:g} point{'s' * (diff != 1)}: {_seeds(seeds_needed(sd, diff))}" for diff in (0.5, 1, 2))
+        out.append(f"- {g.name} vs {base.name} (sd of the paired {name} differences {sd:.2f}): {need}")
+    return [f"Seeds that resolve a {name} difference (80% power, 95% t interval, at the observed spread):", "", *out] \
+        if out else []
+
+
+def _seeds(n: int | None) -> str:
+    return "over 1000 seeds" if n is None else f"{n} seeds"
 
 
 def present_metrics(groups: Sequence[Group]) -> list[tuple[str, str]]:
