@@ -5,7 +5,11 @@
 #   scripts/study.sh A.yaml B.yaml C.yaml --seeds 0,1,2 --gpus 0,1 --per-gpu 3
 #
 # Options:
-#   --seeds S1,S2,... the seeds (required); run <stem>_s<seed> trains into output.root/<stem>_s<seed>
+#   --seeds S1,S2,... the seeds (required but with --until-decided); run <stem>_s<seed> trains into
+#                     output.root/<stem>_s<seed>
+#   --until-decided   seeds 0,1,2, then one more per round, until each comparison with the first config is decided
+#                     (--max-seeds N, default 10; --margin M points for "equivalent"; --metric mAP|rank1)
+#   --grid KEY=V1,V2  variants of the last config, one per value (repeatable), named e.g. soft_uw0.5
 #   --set key=value   forwarded to every run (repeatable; seed and output.name are the study's)
 #   --gpus G1,G2,...  spread the runs over these GPUs, each run pinned to one (CUDA_VISIBLE_DEVICES)
 #   --per-gpu N       with --gpus: N runs at once on each GPU (default 1)

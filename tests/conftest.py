@@ -187,7 +187,7 @@ def demo_study(tmp_path_factory, synthetic_root) -> tuple[Path, list[str]]:
     import torch
 
     from reid.launch.runs import TrainerCommand
-    from reid.launch.study import plan
+    from reid.launch.study import Variant, plan
 
     tmp = tmp_path_factory.mktemp("demo_study")
     overrides = [f"data.root={synthetic_root}", "data.synthetic=null", f"data.cache_dir={tmp / 'cache'}",
@@ -198,7 +198,7 @@ def demo_study(tmp_path_factory, synthetic_root) -> tuple[Path, list[str]]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for job in plan(DEMO_CONFIGS, [0], [*overrides, f"output.root={tmp / 'outputs'}"]):
+        for job in plan([Variant.of(c) for c in DEMO_CONFIGS], [0], [*overrides, f"output.root={tmp / 'outputs'}"]):
             assert main([*trainer.argv(job)[2:], "--no-progress"]) == 0, job.label
     finally:
         torch.set_num_threads(threads)

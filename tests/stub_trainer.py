@@ -13,12 +13,18 @@ end times, how many stub runs shared its GPU at its start), and writes a contrac
 * ``STUB_RENDEZVOUS`` (a folder) and ``STUB_WAVE`` (N): the first N runs to start each wait
   until N have started (20 s at most, else exit 4): they must run at the same time;
 * ``STUB_SECONDS``: how long each run "trains" (default 0);
-* ``STUB_PIDS`` (a folder): each training call writes ``<name>.pid`` there when it starts.
+* ``STUB_PIDS`` (a folder): each training call writes ``<name>.pid`` there when it starts;
+* ``STUB_MAP``: JSON ``{run name without _s<seed>: [effect, jitter]}``: the run also records one
+  evaluation (epoch 2) whose mAP (and rank-1) is ``0.5 + 0.01 * sin(seed) + effect + jitter * u``, ``u``
+  a fixed draw in [-1, 1] per run name: runs of one seed share the ``sin`` term, as a seed's data order;
+* ``STUB_CHECKPOINT`` (a file): copied to the run's ``checkpoints/last.pt`` (a finished run's checkpoint
+  made by the test), so that launchers see the run finished.
 """
 
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -75,7 +81,18 @@ rows = dict(train_loss=np.linspace(5, 1, n) + seed, train_acc=np.linspace(0, 0.9
             train_lr=np.full(n, 0.1), train_batch_size=np.full(n, 8.), val_loss=np.linspace(4, 2, v),
             val_acc=np.linspace(0.2, 0.6, v) - 0.01 * seed, val_epoch=np.repeat([1., 2.], v // 2),
             val_batch_size=np.full(v, 5.))
+maps = json.loads(os.environ.get("STUB_MAP", "{}"))
+group = name.rsplit("_s", 1)[0]
+if group in maps:
+    effect, jitter = maps[group]
+    u = np.random.default_rng(list(name.encode())).uniform(-1, 1)
+    value = 0.5 + 0.01 * np.sin(seed) + effect + jitter * u
+    rows.update(eval_epoch=np.array([2.0]), eval_rank1=np.array([value]), eval_rank5=np.array([value]),
+                eval_rank10=np.array([value]), eval_mAP=np.array([value]))
 run_dir.mkdir(parents=True, exist_ok=True)
+if os.environ.get("STUB_CHECKPOINT"):
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    shutil.copyfile(os.environ["STUB_CHECKPOINT"], run_dir / "checkpoints" / "last.pt")
 savemat(run_dir / "mini_batch_data.mat", {**{k: r.reshape(1, -1) for k, r in rows.items()}, "criterion": stem,
                                           "config": f"seed: {seed}\n"})
 print("trained", stem)

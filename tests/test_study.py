@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -344,3 +345,41 @@ def test_a_stop_signal_while_a_trainer_starts_does_not_leave_it_running(stub_env
     with pytest.raises(KeyboardInterrupt):
         jobs_module.run_jobs([job], [None], trainer, out=io.StringIO())
     assert len(started) == 1 and started[0].poll() is not None  # stopped and waited for, not orphaned
+
+
+def test_until_decided_adds_seeds_only_where_undecided_and_writes_the_decisions(stub_env):
+    """standard vs two --grid variants of soft: one 2 points ahead on every seed (decided better at the first
+    look, seeds 0-2), one as good with a spread of a point (it gets seed 3 with the baseline, then is undecided
+    at --max-seeds 4). Runs of the decided variant stop at seed 2; stdout and the study's .md carry one decision
+    line each; the same command again trains nothing more and decides the same."""
+    tmp_path, env, standard, soft = stub_env
+    finished = tmp_path / "finished.pt"
+    torch.save({"finished": True, "epoch": 60}, finished)  # the stub configs' 60 epochs (base.yaml)
+    env = dict(env, STUB_CHECKPOINT=str(finished), STUB_MAP=json.dumps(
+        {"standard": [0.0, 0.001], "soft_lr0.01": [0.02, 0.001], "soft_lr0.02": [0.0, 0.01]}))
+    args = [standard, soft, "--grid", "optim.lr=0.01,0.02", "--until-decided", "--max-seeds", "4", "--margin", "0.1",
+            "--device", "cpu"]
+    r = launch(args, env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    names = sorted(c["name"] for c in stub_calls(tmp_path))
+    assert names == sorted([f"{v}_s{s}" for v in ("standard", "soft_lr0.02") for s in range(4)] +
+                           [f"soft_lr0.01_s{s}" for s in range(3)])
+    assert all("optim.lr=0.01" in c["set"] for c in stub_calls(tmp_path) if c["name"].startswith("soft_lr0.01"))
+    better = re.search(r"^soft_lr0.01 vs standard: better, mAP \+(\S+) \[.*\], 3 seeds \(decided at look 1\)$",
+                       r.stdout, re.M)
+    assert better and float(better.group(1)) == pytest.approx(2.0, abs=0.3), r.stdout
+    assert re.search(r"^soft_lr0.02 vs standard: undecided at 4 seeds, mAP ", r.stdout, re.M), r.stdout
+    md = (tmp_path / "outputs" / "study_standard_vs_soft_lr0.01_vs_soft_lr0.02.md").read_text()
+    assert "- soft_lr0.01 vs standard: better" in md and "- soft_lr0.02 vs standard: undecided at 4 seeds" in md
+    again = launch(args, env)
+    assert again.returncode == 0 and len(stub_calls(tmp_path)) == len(names)  # every run had finished
+    assert [line for line in again.stdout.splitlines() if " vs standard: " in line][-2:] == \
+        [line for line in r.stdout.splitlines() if " vs standard: " in line][-2:]
+
+
+def test_grid_values_and_keys_are_checked_before_anything_trains(stub_env):
+    tmp_path, env, standard, soft = stub_env
+    r = launch([standard, soft, "--seeds", "0", "--grid", "optim.lrr=0.1,0.2", "--device", "cpu"], env)
+    assert r.returncode == 2 and stub_calls(tmp_path) == []
+    assert r.stderr.startswith("error: --grid optim.lrr=0.1 (") and "unknown key 'optim.lrr'" in r.stderr, r.stderr
+    assert len(r.stderr.splitlines()) == 1

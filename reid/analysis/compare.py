@@ -100,7 +100,8 @@ def _parse_metrics(metrics: str | Iterable[str] | None) -> list[str]:
 
 def compare(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = None,
             metrics: str | Sequence[str] | None = None, smooth: int = 1, x: str = "batch",
-            range_: str | Sequence[float] | None = None, band: str = "minmax") -> tuple[Path, str]:
+            range_: str | Sequence[float] | None = None, band: str = "minmax",
+            decisions: Sequence[str] | None = None) -> tuple[Path, str]:
     """Load the runs, write the figure to ``out`` and the summary table to ``out`` with ``.md``.
 
     Returns (figure path, Markdown table). ``out`` defaults to :func:`default_out`;
@@ -108,7 +109,8 @@ def compare(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = 
     accuracy); ``range_`` is ``"a:b"`` or ``(a, b)`` (fractions, see the module docstring).
     When the runs form a study over seeds (:func:`reid.analysis.study_groups`), the figure
     shows each config's mean curve with a ``band`` (``"minmax"`` or ``"std"``) and the table
-    is :func:`reid.analysis.study_table`.
+    is :func:`reid.analysis.study_table` (with ``decisions``: the lines of a study that added seeds until
+    it could decide, in place of one look at its seeds).
 
     Example::
 
@@ -125,7 +127,7 @@ def compare(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = 
     groups = study_groups(runs)
     if groups:
         plot_study(groups, out_path, metrics=metric_list, smooth=smooth, x=x, fraction=fraction, band=band)
-        table = study_table(groups)
+        table = study_table(groups, decisions)
         md = _study_report(groups, out_path, table, metric_list, smooth, x, fraction, band)
     else:
         plot_runs(runs, out_path, metrics=metric_list, smooth=smooth, x=x, fraction=fraction)

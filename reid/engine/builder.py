@@ -24,7 +24,7 @@ from ..config import Config, DatasetConfig
 from ..data import DATASETS, ReidDataset, Sample, TrainValSplit, load_image_cache, split_train_val
 from ..data.synthetic import NotSyntheticError, ensure_synthetic
 from ..errors import ConfigError, DatasetError, ReidError
-from ..losses import CRITERIA, build_criterion
+from ..losses import CRITERIA, build_criterion, check_criterion_spec
 from ..models import MODELS, build_model
 
 
@@ -77,10 +77,11 @@ class RunData:
 
 
 def check_names(cfg: Config) -> None:
-    """Unknown dataset, model or criterion names fail here, before any file is written."""
+    """Unknown dataset, model or criterion names (and criterion parameters) fail here, before any file is written."""
     for source in [cfg.data, *cfg.eval.datasets]:
         DATASETS.get(source.name)
     MODELS.get(cfg.model.name)
+    check_criterion_spec(cfg.criterion)
     for spec in cfg.criterion:
         criterion = CRITERIA.get(spec["name"])
         if getattr(criterion, "needs_identity_batches", False) and cfg.sampler.name != "pk":

@@ -62,12 +62,12 @@ def check_sets(sets: Sequence[str], reserved: dict[str, str] | None = None) -> N
             raise LaunchError(f"--set {s}: {reserved[key]}")
 
 
-def write_comparison(run_dirs: Sequence[Path], out: Path) -> bool:
+def write_comparison(run_dirs: Sequence[Path], out: Path, decisions: Sequence[str] | None = None) -> bool:
     """Compare the runs into ``out`` (PNG) and ``out`` with ``.md``; print the table. False on failure."""
     from ..analysis import compare
 
     try:
-        png, table = compare(run_dirs, out=out)
+        png, table = compare(run_dirs, out=out, decisions=decisions)
     except ReidError as e:
         print(f"error: the comparison of {', '.join(map(str, run_dirs))} failed: {e}", file=sys.stderr)
         return False

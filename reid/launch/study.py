@@ -15,6 +15,10 @@ go on. When every run finished, ``output.root/study_<stem>_vs_<stem>....png`` an
 hold the mean curves with bands and the table over seeds (``scripts/compare.py`` on the run
 directories).
 
+``--until-decided`` picks the seeds itself, round by round, until each comparison with the first
+config is decided (:mod:`reid.launch.rounds`); ``--grid key=v1,v2`` turns the last config into
+variants (:func:`grid_variants`).
+
 ``--slurm`` submits the unfinished runs as a SLURM job array instead, then a comparison job
 that depends on it (see :mod:`reid.launch.slurm`); ``--print-commands`` prints one ``train.py``
 command per unfinished run, for any other scheduler. Both decide "finished" from each run's
@@ -26,12 +30,17 @@ comparison failed; 2 usage error; 130 interrupted.
 
 from __future__ import annotations
 
+import argparse
+import itertools
+import re
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from ..cli import parse_int_list
+from ..errors import ReidError
 from .cli import EXIT_RUN_FAILED, Parser, add_run_arguments, check_configs, check_sets, run_launch, write_comparison
 from .jobs import report, run_jobs
 from .runs import Job, LaunchError, TrainerCommand, check_distinct_run_dirs, device_slots, parse_gpus
@@ -65,20 +74,85 @@ def build_parser() -> Parser:
     p.add_argument("--max-requeues", type=int, default=slurm.MAX_REQUEUES, metavar="N",
                    help=f"with --slurm: a task warned of its time limit requeues itself at most N times (default "
                    f"{slurm.MAX_REQUEUES})")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="variants of the last config, one per value (repeatable: their product), each named after its "
+                   "values: --grid criterion.uniform_weight=0.25,0.5,1 -> soft_uw0.25, soft_uw0.5, soft_uw1")
+    p.add_argument("--until-decided", action="store_true",
+                   help="train seeds 0, 1, 2, then one more per round, until each comparison with the first config is "
+                   "decided (better, worse, equivalent) or --max-seeds; 5%% error over all looks (README)")
+    p.add_argument("--max-seeds", type=int, default=10, metavar="N", help="with --until-decided: the most seeds "
+                   "(default 10)")
+    p.add_argument("--margin", type=float, default=None, metavar="M",
+                   help="with --until-decided: a difference within ±M points is decided equivalent (default: none)")
+    p.add_argument("--metric", choices=("mAP", "rank1"), default="mAP", help="with --until-decided: what is "
+                   "compared (default mAP)")
     p.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
                    help="with --slurm: train each run with torchrun, N processes on each node of its task (ask for "
                    'the nodes and GPUs with --sbatch "--nodes=2 --gres=gpu:N"; default 1: no torchrun)')
     return p
 
 
-def run_name(config: Path, seed: int) -> str:
-    """The run directory name of ``config`` with ``seed``: ``<stem>_s<seed>``."""
-    return f"{config.stem}_s{seed}"
+@dataclass(frozen=True)
+class Variant:
+    """One config of the study: its ``name`` (the config's stem, with the values of a ``--grid`` variant),
+    its file and the overrides that make the variant."""
+
+    name: str
+    config: Path
+    overrides: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, config: Path) -> "Variant":
+        return cls(config.stem, config)
 
 
-def plan(configs: list[Path], seeds: list[int], sets: list[str]) -> list[Job]:
-    """One job per (seed, config), seed by seed."""
-    return [Job(run_name(c, s), c, [*sets, f"seed={s}", f"output.name={run_name(c, s)}"]) for s in seeds for c in configs]
+def grid_variants(config: Path, grid: Sequence[str]) -> list[Variant]:
+    """The variants of ``config`` over the product of ``--grid key=v1,v2,...`` items, each named after its
+    values: ``criterion.uniform_weight=0.25,0.5`` -> ``soft_uw0.25``, ``soft_uw0.5``.
+
+    Example::
+
+        [v.name for v in grid_variants(Path("configs/soft.yaml"), ["criterion.uniform_weight=0.5,1"])]
+        # -> ["soft_uw0.5", "soft_uw1"]
+    """
+    axes = []
+    for item in grid:
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not values.strip():
+            raise LaunchError(f"--grid {item}: give key=v1,v2,..., e.g. --grid criterion.uniform_weight=0.25,0.5,1")
+        if key in RESERVED:
+            raise LaunchError(f"--grid {item}: {RESERVED[key]}")
+        last = key.split(".")[-1]
+        short = "".join(word[0] for word in last.split("_") if word) if "_" in last else last
+        axes.append([(f"{key}={v.strip()}", short + re.sub(r"[^A-Za-z0-9.+-]+", "-", v.strip()))
+                     for v in values.split(",")])
+    return [Variant("_".join([config.stem, *(tag for _, tag in combo)]), config, tuple(o for o, _ in combo))
+            for combo in itertools.product(*axes)]
+
+
+def check_variants(variants: Sequence[Variant], sets: Sequence[str]) -> None:
+    """Every ``--grid`` value loads like a ``--set`` value before anything trains: one error naming it."""
+    from ..config import load_config
+    from ..engine.builder import check_names
+
+    for v in variants:
+        if v.overrides:
+            try:
+                check_names(load_config(v.config, [*sets, *v.overrides]))
+            except ReidError as e:
+                raise LaunchError(f"--grid {' '.join(v.overrides)} ({v.config}): {e}") from e
+
+
+def run_name(variant: Variant, seed: int) -> str:
+    """The run directory name of ``variant`` with ``seed``: ``<name>_s<seed>``."""
+    return f"{variant.name}_s{seed}"
+
+
+def plan(variants: Sequence[Variant], seeds: list[int], sets: list[str]) -> list[Job]:
+    """One job per (seed, variant), seed by seed."""
+    return [Job(run_name(v, s), v.config, [*sets, *v.overrides, f"seed={s}", f"output.name={run_name(v, s)}"])
+            for s in seeds for v in variants]
 
 
 def resolve(jobs: list[Job]) -> None:
@@ -96,9 +170,12 @@ def resolve(jobs: list[Job]) -> None:
     check_distinct_run_dirs(jobs)
 
 
-def study_out(jobs: list[Job], configs: list[Path]) -> Path:
-    """``study_<stem>_vs_<stem>....png`` in the folder of the first run."""
-    return jobs[0].run_dir.parent / ("study_" + "_vs_".join(c.stem for c in configs) + ".png")
+def study_out(jobs: list[Job], variants: Sequence[Variant]) -> Path:
+    """``study_<name>_vs_<name>....png`` in the folder of the first run."""
+    stem = "study_" + "_vs_".join(v.name for v in variants)
+    if len(stem) > 150:  # a large grid: keep the file name within file-system limits
+        stem = f"{stem[:120]}_and_{len(variants)}_configs"
+    return jobs[0].run_dir.parent / f"{stem}.png"
 
 
 def unfinished(jobs: list[Job]) -> list[int]:
@@ -126,7 +203,7 @@ def print_commands(jobs: list[Job], trainer: TrainerCommand) -> int:
     return 0
 
 
-def submit_to_slurm(jobs: list[Job], configs: list[Path], trainer: TrainerCommand, compare_argv: list[str],
+def submit_to_slurm(jobs: list[Job], configs: list[Variant], trainer: TrainerCommand, compare_argv: list[str],
                     sbatch_options: str, max_requeues: int = slurm.MAX_REQUEUES, nproc_per_node: int = 1) -> int:
     """Write the study's sbatch script and submit the unfinished runs, then the comparison job."""
     check_loadable(jobs)
@@ -174,7 +251,7 @@ def last_start_error(log: Path) -> str:
     return errors[-1] if errors else ""
 
 
-def compare_only(jobs: list[Job], configs: list[Path]) -> int:
+def compare_only(jobs: list[Job], configs: list[Variant]) -> int:
     """Write the comparison if every run has finished; else name the runs that have not."""
     check_loadable(jobs)
     left = unfinished(jobs)
@@ -187,67 +264,88 @@ def compare_only(jobs: list[Job], configs: list[Path]) -> int:
     return 0 if write_comparison([job.run_dir for job in jobs], out) else EXIT_RUN_FAILED
 
 
-def study(configs: list[str], seeds: str | None, sets: list[str], gpus: str, per_gpu: int, jobs_at_once: int,
-          device: str | None, trainer_script: str, where: str = "here", sbatch_options: str = "",
-          max_requeues: int = slurm.MAX_REQUEUES, nproc_per_node: int = 1) -> int:
+def study(args: argparse.Namespace, where: str = "here") -> int:
     """Train configs x seeds and compare them; returns the exit status (see the module docstring).
 
-    ``where``: ``here`` trains locally; ``slurm`` submits to SLURM, ``print`` prints the commands,
-    ``compare`` only writes the comparison.
+    ``args`` are the command's options (:func:`build_parser`); ``where``: ``here`` trains locally,
+    ``slurm`` submits to SLURM, ``print`` prints the commands, ``compare`` only writes the comparison.
     """
-    if not configs:
+    if not args.configs:
         raise LaunchError("give at least one config")
-    if not seeds:
-        raise LaunchError("give the seeds, e.g. --seeds 0,1,2")
-    seed_list = parse_int_list(seeds, "--seeds")
-    check_sets(sets, RESERVED)
-    gpu_ids = parse_gpus(gpus)
-    if per_gpu != 1 and not gpu_ids:
+    if args.until_decided:
+        if args.seeds:
+            raise LaunchError("--until-decided chooses the seeds (0, 1, 2, then one more per round up to "
+                              "--max-seeds); leave out --seeds")
+        if where != "here":
+            raise LaunchError("--until-decided trains its rounds on this machine; on SLURM or another scheduler, give "
+                              "--seeds and read the decisions and the seeds-needed line of the study's table")
+    elif not args.seeds:
+        raise LaunchError("give the seeds, e.g. --seeds 0,1,2 (or --until-decided)")
+    elif args.max_seeds != 10 or args.margin is not None or args.metric != "mAP":
+        raise LaunchError("--max-seeds, --margin and --metric say when --until-decided stops; add --until-decided")
+    seed_list = parse_int_list(args.seeds, "--seeds") if args.seeds else []
+    check_sets(args.sets, RESERVED)
+    gpu_ids = parse_gpus(args.gpus)
+    if args.per_gpu != 1 and not gpu_ids:
         raise LaunchError("--per-gpu needs --gpus; without GPUs use --jobs N")
-    if jobs_at_once != 1 and gpu_ids:
+    if args.jobs != 1 and gpu_ids:
         raise LaunchError("--jobs is for runs without --gpus; with GPUs use --per-gpu N")
-    if where != "here" and (gpu_ids or per_gpu != 1 or jobs_at_once != 1):
+    if where != "here" and (gpu_ids or args.per_gpu != 1 or args.jobs != 1):
         raise LaunchError("--gpus, --per-gpu and --jobs place runs on this machine; with --slurm ask for GPUs with "
                           '--sbatch "--gres=gpu:1", with --print-commands your scheduler places them')
-    if where != "slurm" and (nproc_per_node != 1 or max_requeues != slurm.MAX_REQUEUES):
+    if where != "slurm" and (args.nproc_per_node != 1 or args.max_requeues != slurm.MAX_REQUEUES):
         raise LaunchError("--nproc-per-node and --max-requeues are for --slurm tasks; on this machine run train.py "
                           "under torchrun yourself (python -m torch.distributed.run --standalone --nproc_per_node=N "
                           "train.py ...)")
-    if nproc_per_node < 1 or max_requeues < 0:
-        raise LaunchError(f"--nproc-per-node {nproc_per_node} / --max-requeues {max_requeues}: give at least 1 "
-                          "process per node and 0 or more requeues")
-    slots = device_slots(gpu_ids, per_gpu, jobs_at_once)
-    trainer = TrainerCommand.of(trainer_script, device)
-    config_paths = check_configs(configs)
+    if args.nproc_per_node < 1 or args.max_requeues < 0:
+        raise LaunchError(f"--nproc-per-node {args.nproc_per_node} / --max-requeues {args.max_requeues}: give at "
+                          "least 1 process per node and 0 or more requeues")
+    slots = device_slots(gpu_ids, args.per_gpu, args.jobs)
+    trainer = TrainerCommand.of(args.trainer, args.device)
+    config_paths = check_configs(args.configs)
     if len({c.stem for c in config_paths}) != len(config_paths):
-        raise LaunchError(f"two configs have the same file name ({', '.join(configs)}); the runs are named "
+        raise LaunchError(f"two configs have the same file name ({', '.join(args.configs)}); the runs are named "
                           "after it, so rename one")
+    variants = [Variant.of(c) for c in config_paths[:-1]]
+    variants += grid_variants(config_paths[-1], args.grid) if args.grid else [Variant.of(config_paths[-1])]
+    check_variants(variants, args.sets)
 
-    jobs = plan(config_paths, seed_list, list(sets))
+    if args.until_decided:
+        from .rounds import until_decided
+
+        return until_decided(variants, list(args.sets), slots, trainer, args.max_seeds, args.margin, args.metric)
+    jobs = plan(variants, seed_list, list(args.sets))
     resolve(jobs)
     if where == "print":
         return print_commands(jobs, trainer)
     if where == "compare":
-        return compare_only(jobs, config_paths)
+        return compare_only(jobs, variants)
     if where == "slurm":
-        compare_argv = [trainer.python, "-m", "reid.launch.study", *map(str, configs), "--seeds", seeds,
-                        *(a for s in sets for a in ("--set", s)), "--trainer", str(trainer.script), "--compare-only"]
-        return submit_to_slurm(jobs, config_paths, trainer, compare_argv, sbatch_options, max_requeues,
-                               nproc_per_node)
-    print(f"study: {len(config_paths)} config(s) x {len(seed_list)} seed(s) = {len(jobs)} runs, "
-          f"{len(slots)} at once")
+        compare_argv = [trainer.python, "-m", "reid.launch.study", *map(str, args.configs), "--seeds", args.seeds,
+                        *(a for s in args.sets for a in ("--set", s)), *(a for g in args.grid for a in ("--grid", g)),
+                        "--trainer", str(trainer.script), "--compare-only"]
+        return submit_to_slurm(jobs, variants, trainer, compare_argv, args.sbatch, args.max_requeues,
+                               args.nproc_per_node)
+    print(f"study: {len(variants)} config(s) x {len(seed_list)} seed(s) = {len(jobs)} runs, {len(slots)} at once")
+    if not train_all(jobs, slots, trainer):
+        return EXIT_RUN_FAILED
+    out = study_out(jobs, variants)
+    if not write_comparison([job.run_dir for job in jobs], out):
+        return EXIT_RUN_FAILED
+    print(f"comparison: {out} and {out.with_suffix('.md')}")
+    return 0
+
+
+def train_all(jobs: list[Job], slots: list[str | None], trainer: TrainerCommand) -> bool:
+    """Train ``jobs`` here and report each; False (after saying so) when one failed."""
     outcomes = run_jobs(jobs, slots, trainer)
     failed = sum(not o.ok for o in outcomes)
     print(f"study: {len(jobs) - failed} of {len(jobs)} runs finished")
     if not report(outcomes):
         print(f"no comparison written: {failed} run(s) failed; fix them and rerun this command (finished runs "
               "are not redone)", file=sys.stderr)
-        return EXIT_RUN_FAILED
-    out = study_out(jobs, config_paths)
-    if not write_comparison([job.run_dir for job in jobs], out):
-        return EXIT_RUN_FAILED
-    print(f"comparison: {out} and {out.with_suffix('.md')}")
-    return 0
+        return False
+    return True
 
 
 def with_sbatch_values_attached(argv: Sequence[str]) -> list[str]:
@@ -271,9 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sbatch and not args.slurm:
         parser.error("--sbatch passes options to sbatch, so it needs --slurm")
     where = "slurm" if args.slurm else "print" if args.print_commands else "compare" if args.compare_only else "here"
-    return run_launch(lambda: study(args.configs, args.seeds, args.sets, args.gpus, args.per_gpu, args.jobs,
-                                    args.device, args.trainer, where, args.sbatch, args.max_requeues,
-                                    args.nproc_per_node))
+    return run_launch(lambda: study(args, where))
 
 
 if __name__ == "__main__":

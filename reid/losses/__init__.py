@@ -186,29 +186,7 @@ def build_criterion(
     context = {"num_classes": num_classes, "feat_dim": feat_dim, "class_counts": class_counts}
     terms = []
     for item in _as_spec_list(spec):
-        name = item.pop("name")
-        factory = CRITERIA.get(name)
-        weight = item.pop("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
-                or weight < 0:
-            raise ConfigError(f"criterion '{name}': weight must be a finite number >= 0, got {weight!r}")
-        params, var_kw = _user_params(factory)
-        for key in item:
-            if key in CONTEXT_ARGS:
-                raise ConfigError(
-                    f"criterion '{name}': '{key}' is set from the dataset/model, remove it from the config"
-                )
-            if key not in params and not var_kw:
-                close = difflib.get_close_matches(key, params, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                valid = ", ".join(["weight", *params])
-                raise ConfigError(
-                    f"criterion '{name}' has no parameter '{key}'{hint}; valid parameters: {valid}"
-                )
-        missing = [k for k, p in params.items() if p.default is p.empty and k not in item]
-        if missing:
-            raise ConfigError(f"criterion '{name}' needs parameter(s) {', '.join(missing)}")
-        kwargs = dict(item)
+        name, factory, weight, kwargs = _checked_term(item)
         sig = inspect.signature(factory).parameters
         for key, value in context.items():
             if key not in sig:
@@ -222,11 +200,41 @@ def build_criterion(
     return CombinedCriterion(terms)
 
 
+def check_criterion_spec(spec: Any) -> None:
+    """What :func:`build_criterion` checks before building: unknown names, bad weights, unknown or missing
+    parameters raise ConfigError (a launcher checks a study's variants with it before anything trains)."""
+    for item in _as_spec_list(spec):
+        _checked_term(item)
+
+
+def _checked_term(item: dict) -> tuple[str, Any, float, dict]:
+    """(name, factory, weight, the user's parameters) of one spec entry, each checked."""
+    item = dict(item)
+    name = item.pop("name")
+    factory = CRITERIA.get(name)
+    weight = item.pop("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+        raise ConfigError(f"criterion '{name}': weight must be a finite number >= 0, got {weight!r}")
+    params, var_kw = _user_params(factory)
+    for key in item:
+        if key in CONTEXT_ARGS:
+            raise ConfigError(f"criterion '{name}': '{key}' is set from the dataset/model, remove it from the config")
+        if key not in params and not var_kw:
+            close = difflib.get_close_matches(key, params, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            valid = ", ".join(["weight", *params])
+            raise ConfigError(f"criterion '{name}' has no parameter '{key}'{hint}; valid parameters: {valid}")
+    missing = [k for k, p in params.items() if p.default is p.empty and k not in item]
+    if missing:
+        raise ConfigError(f"criterion '{name}' needs parameter(s) {', '.join(missing)}")
+    return name, factory, weight, item
+
+
 # Imported last: these modules register their classes with the decorator above.
 from .cross_entropy import CrossEntropy, LabelSmoothing, SoftCrossEntropy  # noqa: E402
 from .metric import CenterLoss, TripletLoss  # noqa: E402
 
 __all__ = [
     "BatchShare", "CRITERIA", "CenterLoss", "CombinedCriterion", "CrossEntropy", "LabelSmoothing",
-    "SoftCrossEntropy", "TripletLoss", "build_criterion", "register_criterion",
+    "SoftCrossEntropy", "TripletLoss", "build_criterion", "check_criterion_spec", "register_criterion",
 ]
