@@ -43,7 +43,7 @@ import json, os, runpy, signal, sys
 from pathlib import Path
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
-from reid.engine import distributed, run, trainer
+from reid.engine import distributed, trainer
 
 main = runpy.run_path(sys.argv[1])["main"]
 argv, attempt = sys.argv[2:], os.environ["TORCHELASTIC_RESTART_COUNT"]
@@ -353,18 +353,20 @@ def test_the_process_group_is_shut_down_however_the_run_ends(tiny_overrides, mon
 
 
 SLOW_TRAIN = """
-import os, runpy, sys, time
-if os.environ.get("SLURM_RESTART_COUNT", "0") == "0":  # the first life: slow steps, rank 0 marks epoch 1's step 3
-    from reid.engine import run, trainer
+import os, runpy, signal, sys, time
+if os.environ.get("SLURM_RESTART_COUNT", "0") == "0":  # the first life: epoch 1's step 3 waits for the warning
+    from reid.engine import trainer
 
     real_step, calls = trainer.Trainer.train_step, [0]
 
     def step(self, images, labels):
         calls[0] += 1
-        if calls[0] == 3 and os.environ["RANK"] == "0":
-            open(os.environ["MARK"], "w").close()
-        if calls[0] >= 3:
-            time.sleep(0.3)
+        if calls[0] == 3:
+            if os.environ["RANK"] == "0":
+                open(os.environ["MARK"], "w").close()
+            deadline = time.time() + 120
+            while not signal.getsignal(signal.SIGTERM).requested and time.time() < deadline:
+                time.sleep(0.05)
         return real_step(self, images, labels)
 
     trainer.Trainer.train_step = step
@@ -414,7 +416,7 @@ def test_a_torchrun_task_on_slurm_warned_mid_epoch_requeues_and_ends_as_the_unin
     slurm_cluster.run("scancel", compare)  # the comparison of a study is tests/test_slurm.py's
     text = log.read_text()
     stop = re.search(r"stopped at epoch 1, step (\d+): checkpoint written", text)
-    assert stop and text.count("stopped at epoch") == 1, text[-3000:]  # printed once, by rank 0
+    assert stop and stop.group(1) == "3" and text.count("stopped at epoch") == 1, text[-3000:]  # by rank 0 alone
     last = out / "demo_standard_s0" / "checkpoints" / "last.pt"
     assert f"resumed from {last} at epoch 1, step {stop.group(1)}" in text and "restart 1" in text, text[-3000:]
     assert slurm_cluster.job_state(task) == "COMPLETED", text[-3000:]
