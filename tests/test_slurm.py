@@ -15,6 +15,7 @@ The local study (the oracle) is conftest's ``demo_study``, shared with tests/tes
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -285,6 +286,7 @@ def test_sbatch_options_reach_sbatch_in_every_form_a_user_types(slurm_cluster, d
                 assert "TimeLimit=00:10:00" in info and "Partition=test" in info, info
     finally:
         slurm_cluster.run("scancel", array, compare)
+        slurm_cluster.wait_idle(timeout=30)  # gone from the queue: the next study of this name may submit
 
 
 CAPPED_PYTHON = """#!/bin/sh
@@ -332,3 +334,34 @@ def test_the_requeue_cap_stops_a_task_that_never_checkpoints_and_the_study_names
     said = next((out / "slurm").glob(f"*_compare_{compare}.out")).read_text()
     assert "no comparison written: 1 run(s) have not finished: demo_standard_s0 (run demo_standard_s0 (task" in said
     assert "(--max-requeues 1)" in said, said
+
+
+def test_until_decided_on_slurm_submits_round_after_round_then_writes_the_decisions(slurm_cluster, stub_env,
+                                                                                    monkeypatch, capsys):
+    """--until-decided --slurm with the stub trainer (tests/stub_trainer.py: an evaluation whose mAP is set per
+    config, a finished checkpoint): round 1 (seeds 0-2) is a job array and a follow-up job, which finds the
+    comparison not decided and submits round 2 (seed 3) with its own follow-up, which writes the table with
+    the decision at --max-seeds 4. The same command again submits nothing and writes it again."""
+    tmp_path, environ, standard, soft = stub_env
+    finished = tmp_path / "finished.pt"
+    torch.save({"finished": True, "epoch": 60}, finished)  # the stub configs' 60 epochs (base.yaml)
+    environ = dict(environ, SLURM_CONF=slurm_cluster.env["SLURM_CONF"], STUB_CHECKPOINT=str(finished),
+                   STUB_MAP=json.dumps({"standard": [0.0, 0.001], "soft": [0.0, 0.01]}))
+    args = [standard, soft, "--until-decided", "--max-seeds", "4", "--slurm"]
+    known = set(slurm_cluster.jobs())
+    status, stdout, err = study_here(args, environ, monkeypatch, capsys)
+    assert status == 0 and "study: look 1 of 2: seeds 0..2" in stdout, stdout + err
+    assert re.search(r"submitted job array \d+ \(6 tasks\) and comparison job \d+", stdout), stdout
+    slurm_cluster.wait_idle(timeout=120)
+    out = tmp_path / "outputs"
+    assert sorted(c["name"] for c in stub_calls(tmp_path)) == sorted(f"{v}_s{s}" for v in ("standard", "soft")
+                                                                     for s in range(4))
+    md = (out / "study_standard_vs_soft.md").read_text()
+    line = re.search(r"^- soft vs standard: (.*)$", md, re.M)
+    assert line and line.group(1).startswith("undecided at 4 seeds, mAP "), md
+    states = {job: slurm_cluster.job_state(job) for job in set(slurm_cluster.jobs()) - known}
+    # round 1: 6 array tasks and a follow-up; round 2: 2 tasks (seed 3 of both) and a follow-up
+    assert len(states) == 6 + 1 + 2 + 1 and set(states.values()) == {"COMPLETED"}, states
+    status, again, err = study_here(args, environ, monkeypatch, capsys)
+    assert status == 0 and f"- soft vs standard: {line.group(1)}" in again, again + err
+    assert set(slurm_cluster.jobs()) - known == set(states)  # nothing submitted

@@ -1,13 +1,18 @@
 """``study.sh ... --until-decided``: a study that adds seeds round by round until it can decide.
 
-The first round trains seeds 0, 1 and 2 of every config; each later round adds the next seed,
-up to ``--max-seeds``. After each round, every comparison with the first config (the baseline)
-not decided yet is decided on the paired differences of ``--metric`` with the planned rule of
-:mod:`reid.analysis.decide` (better, worse, equivalent within ``--margin``; undecided at the last
-seed). A decided comparison keeps its decision (it is not looked at again); the study stops when
-every comparison is decided. The runs are those of a study with ``--seeds 0,...,n-1``
-(``<name>_s<seed>``, ``--resume auto``), so the same command again after a crash retrains
-nothing that finished and reaches the same decisions.
+The first round trains seeds 0, 1 and 2 of every config; each later round adds the next seed to
+the first config (the baseline) and to the configs whose comparison with it is not decided yet,
+up to ``--max-seeds``. After each round, every open comparison is decided on the paired
+differences of ``--metric`` with the planned rule of :mod:`reid.analysis.decide` (better, worse,
+equivalent within ``--margin``; undecided at the last seed); a decided comparison keeps its
+decision. Where the study stands is read from the run directories (:func:`standing`): the runs are
+those of a study with ``--seeds 0,...,n-1`` (``<name>_s<seed>``, ``--resume auto``), so the same
+command again, after a crash or on another day, retrains nothing that finished and reaches the
+same decisions.
+
+Here the rounds train one after the other. With ``--slurm`` each round is a job array followed by
+a job that runs the same command (``--follow-up``): it decides, then submits the next round, or
+writes the study's table and figure when every comparison is decided.
 
 Example::
 
@@ -17,17 +22,98 @@ Example::
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from ..analysis.decide import FIRST_SEEDS, Decision, decide
 from .cli import EXIT_RUN_FAILED, write_comparison
 from .runs import Job, LaunchError, TrainerCommand
-from .study import Variant, check_loadable, plan, resolve, run_name, study_out, train_all, unfinished
+from .study import (Variant, check_loadable, plan, resolve, run_name, study_out, submit_to_slurm, train_all,
+                    unfinished, unfinished_note)
 
 
-def until_decided(variants: Sequence[Variant], sets: list[str], slots: list[Optional[str]], trainer: TrainerCommand,
-                  max_seeds: int, margin: Optional[float], metric: str = "mAP") -> int:
-    """Train round by round until every comparison with ``variants[0]`` is decided; the exit status."""
+@dataclass
+class Standing:
+    """Where a study that adds seeds stands: the round at ``look`` (of ``looks``) on ``seeds``, its runs
+    (``jobs``, of which ``todo`` have not finished), the decisions so far and every run of the study."""
+
+    look: int
+    looks: int
+    seeds: list[int]
+    jobs: list[Job]
+    todo: list[int]
+    decisions: dict[str, Decision]
+    runs: dict[str, Job] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return not self.todo
+
+
+def standing(variants: Sequence[Variant], sets: list[str], max_seeds: int, margin: Optional[float],
+             metric: str = "mAP") -> Standing:
+    """Replay the study's looks on the runs that have finished: the first round with unfinished runs, or the
+    end (``done``) once every comparison with ``variants[0]`` is decided."""
+    looks, base, others = max_seeds - FIRST_SEEDS + 1, variants[0], variants[1:]
+    decisions: dict[str, Decision] = {}
+    seeds, runs = list(range(FIRST_SEEDS)), {}
+    for look in range(1, looks + 1):
+        open_ = [v for v in others if v.name not in decisions]  # a decided comparison needs no more seeds
+        jobs = plan([base, *open_], seeds, sets)
+        resolve(jobs)
+        check_loadable(jobs)
+        runs.update((job.label, job) for job in jobs)
+        todo = unfinished(jobs)
+        if todo:
+            return Standing(look, looks, list(seeds), jobs, todo, decisions, runs)
+        values = {v.name: metric_by_seed(jobs, v, seeds, metric) for v in [base, *open_]}
+        for v in open_:
+            d = decide([values[v.name][s] - values[base.name][s] for s in seeds], look, looks,
+                       comparisons=len(others), margin=margin)
+            if d.outcome != "continue":
+                decisions[v.name] = d
+        if len(decisions) == len(others):
+            break
+        seeds.append(seeds[-1] + 1)
+    return Standing(look, looks, list(seeds), jobs, [], decisions, runs)
+
+
+def until_decided(variants: Sequence[Variant], sets: list[str], max_seeds: int, margin: Optional[float],
+                  metric: str, slots: list[Optional[str]], trainer: TrainerCommand) -> int:
+    """Train round by round here until every comparison with ``variants[0]`` is decided; the exit status."""
+    check_study(variants, max_seeds, margin)
+    while True:
+        now = standing(variants, sets, max_seeds, margin, metric)
+        if now.done:
+            return finish(variants, now, metric)
+        todo = [now.jobs[i] for i in now.todo]
+        print(f"study: look {now.look} of {now.looks}: seeds {now.seeds[0]}..{now.seeds[-1]} of "
+              f"{', '.join(sorted({j.label.rsplit('_s', 1)[0] for j in now.jobs}))}, {len(todo)} run(s) to train")
+        if not train_all(todo, slots, trainer):
+            return EXIT_RUN_FAILED
+
+
+def until_decided_on_slurm(variants: Sequence[Variant], sets: list[str], max_seeds: int, margin: Optional[float],
+                           metric: str, trainer: TrainerCommand, follow_up: list[str], sbatch_options: str,
+                           after_look: Optional[int], max_requeues: int, nproc_per_node: int) -> int:
+    """Submit the study's next round and, after it, ``follow_up`` (this command with ``--after-look``), which
+    decides and goes on; or write the table when every comparison is decided."""
+    check_study(variants, max_seeds, margin)
+    now = standing(variants, sets, max_seeds, margin, metric)
+    if now.done:
+        return finish(variants, now, metric)
+    if after_look == now.look:  # the round this job waited for did not finish: do not submit it forever
+        print(f"error: round {now.look} of the study has {len(now.todo)} unfinished run(s): "
+              f"{', '.join(unfinished_note(now.jobs[i]) for i in now.todo)}; run the same study command again to "
+              "resubmit them", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    print(f"study: look {now.look} of {now.looks}: seeds {now.seeds[0]}..{now.seeds[-1]}")
+    return submit_to_slurm(now.jobs, list(variants), trainer, [*follow_up, "--after-look", str(now.look)],
+                           sbatch_options, max_requeues, nproc_per_node)
+
+
+def check_study(variants: Sequence[Variant], max_seeds: int, margin: Optional[float]) -> None:
     if len(variants) < 2:
         raise LaunchError("--until-decided compares each config with the first: give at least two (or a --grid)")
     if max_seeds < FIRST_SEEDS:
@@ -35,38 +121,19 @@ def until_decided(variants: Sequence[Variant], sets: list[str], slots: list[Opti
                           f"least {FIRST_SEEDS}")
     if margin is not None and margin <= 0:
         raise LaunchError(f"--margin {margin}: give a positive number of points, e.g. --margin 0.5")
-    looks, base, others = max_seeds - FIRST_SEEDS + 1, variants[0], variants[1:]
-    decisions: dict[str, Decision] = {}
-    seeds: list[int] = list(range(FIRST_SEEDS))
-    trained: dict[str, Job] = {}  # every run of the study so far, by name
-    for look in range(1, looks + 1):
-        open_ = [v for v in others if v.name not in decisions]  # a decided comparison needs no more seeds
-        jobs = plan([base, *open_], seeds, sets)
-        resolve(jobs)
-        check_loadable(jobs)
-        todo = [jobs[i] for i in unfinished(jobs)]
-        print(f"study: look {look} of {looks}: seeds {seeds[0]}..{seeds[-1]} of {', '.join(v.name for v in [base, *open_])}"
-              f", {len(todo)} run(s) to train")
-        if todo and not train_all(todo, slots, trainer):
-            return EXIT_RUN_FAILED
-        trained.update((job.label, job) for job in jobs)
-        values = {v.name: metric_by_seed(jobs, v, seeds, metric) for v in [base, *open_]}
-        for v in open_:
-            d = decide([values[v.name][s] - values[base.name][s] for s in seeds], look, looks,
-                       comparisons=len(others), margin=margin)
-            print(d.line(v.name, base.name, metric))
-            if d.outcome != "continue":
-                decisions[v.name] = d
-        if len(decisions) == len(others):
-            break
-        seeds.append(seeds[-1] + 1)
-    lines = [decisions[v.name].line(v.name, base.name, metric) for v in others]
-    print("study: " + ("every comparison is decided" if all(d.outcome != "undecided" for d in decisions.values())
-                       else f"done at {max_seeds} seeds"))
+
+
+def finish(variants: Sequence[Variant], now: Standing, metric: str) -> int:
+    """Print each comparison's decision and write the study's table and figure with them."""
+    base = variants[0]
+    lines = [now.decisions[v.name].line(v.name, base.name, metric) for v in variants[1:]]
+    undecided = sum(d.outcome == "undecided" for d in now.decisions.values())
+    print(f"study: {len(lines) - undecided} of {len(lines)} comparison(s) decided"
+          + (f", {undecided} undecided at {now.seeds[-1] + 1} seeds" if undecided else ""))
     for line in lines:
         print(line)
-    out = study_out(jobs, variants)
-    if not write_comparison([job.run_dir for job in trained.values()], out, decisions=lines):
+    out = study_out(now.jobs, variants)
+    if not write_comparison([job.run_dir for job in now.runs.values()], out, decisions=lines):
         return EXIT_RUN_FAILED
     print(f"comparison: {out} and {out.with_suffix('.md')}")
     return 0
@@ -83,7 +150,6 @@ def metric_by_seed(jobs: Sequence[Job], variant: Variant, seeds: Sequence[int], 
         job = by_name[run_name(variant, seed)]
         value = summarize(load_run(job.run_dir))[metric]
         if value is None:
-            raise LaunchError(f"run {job.label} ({job.run_dir}) has no {metric}: it was never evaluated; its config "
-                              "must evaluate at its end (it does unless train.epochs is 0)")
+            raise LaunchError(f"run {job.label} ({job.run_dir}) has no {metric}: it finished without an evaluation")
         out[seed] = as_percent(value)
     return out

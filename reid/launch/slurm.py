@@ -184,4 +184,5 @@ def queued_jobs(name: str) -> list[str]:
     if exe is None:
         return []
     r = subprocess.run([exe, "-h", f"--user={os.getuid()}", "-n", name, "-o", "%i"], capture_output=True, text=True)
-    return r.stdout.split() if r.returncode == 0 else []
+    itself = os.environ.get("SLURM_JOB_ID")  # a study's follow-up job, which submits its next round
+    return [job for job in r.stdout.split() if job != itself] if r.returncode == 0 else []

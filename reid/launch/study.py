@@ -86,6 +86,8 @@ def build_parser() -> Parser:
                    help="with --until-decided: a difference within ±M points is decided equivalent (default: none)")
     p.add_argument("--metric", choices=("mAP", "rank1"), default="mAP", help="with --until-decided: what is "
                    "compared (default mAP)")
+    # the round a --until-decided --slurm follow-up job waited for (it submits the next one, or stops)
+    p.add_argument("--after-look", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
                    help="with --slurm: train each run with torchrun, N processes on each node of its task (ask for "
                    'the nodes and GPUs with --sbatch "--nodes=2 --gres=gpu:N"; default 1: no torchrun)')
@@ -276,9 +278,9 @@ def study(args: argparse.Namespace, where: str = "here") -> int:
         if args.seeds:
             raise LaunchError("--until-decided chooses the seeds (0, 1, 2, then one more per round up to "
                               "--max-seeds); leave out --seeds")
-        if where != "here":
-            raise LaunchError("--until-decided trains its rounds on this machine; on SLURM or another scheduler, give "
-                              "--seeds and read the decisions and the seeds-needed line of the study's table")
+        if where not in ("here", "slurm"):
+            raise LaunchError("--until-decided trains its rounds here or on SLURM (--slurm); for another scheduler, "
+                              "give --seeds and read the decisions and the seeds-needed line of the study's table")
     elif not args.seeds:
         raise LaunchError("give the seeds, e.g. --seeds 0,1,2 (or --until-decided)")
     elif args.max_seeds != 10 or args.margin is not None or args.metric != "mAP":
@@ -311,9 +313,20 @@ def study(args: argparse.Namespace, where: str = "here") -> int:
     check_variants(variants, args.sets)
 
     if args.until_decided:
-        from .rounds import until_decided
+        from . import rounds
 
-        return until_decided(variants, list(args.sets), slots, trainer, args.max_seeds, args.margin, args.metric)
+        if where == "slurm":
+            follow_up = [trainer.python, "-m", "reid.launch.study", *map(str, args.configs), "--until-decided",
+                         "--max-seeds", str(args.max_seeds), "--metric", args.metric,
+                         *(["--margin", str(args.margin)] if args.margin is not None else []),
+                         *(a for g in args.grid for a in ("--grid", g)), *(a for s in args.sets for a in ("--set", s)),
+                         "--trainer", str(trainer.script), "--slurm", f"--sbatch={args.sbatch}",
+                         "--max-requeues", str(args.max_requeues), "--nproc-per-node", str(args.nproc_per_node)]
+            return rounds.until_decided_on_slurm(variants, list(args.sets), args.max_seeds, args.margin, args.metric,
+                                                 trainer, follow_up, args.sbatch, args.after_look, args.max_requeues,
+                                                 args.nproc_per_node)
+        return rounds.until_decided(variants, list(args.sets), args.max_seeds, args.margin, args.metric, slots,
+                                    trainer)
     jobs = plan(variants, seed_list, list(args.sets))
     resolve(jobs)
     if where == "print":
