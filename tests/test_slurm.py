@@ -340,8 +340,8 @@ def test_until_decided_on_slurm_submits_round_after_round_then_writes_the_decisi
                                                                                     monkeypatch, capsys):
     """--until-decided --slurm with the stub trainer (tests/stub_trainer.py: an evaluation whose mAP is set per
     config, a finished checkpoint): round 1 (seeds 0-2) is a job array and a follow-up job, which finds the
-    comparison not decided and submits round 2 (seed 3) with its own follow-up, which writes the table with
-    the decision at --max-seeds 4. The same command again submits nothing and writes it again."""
+    comparison not decided, writes the table so far and submits round 2 (seed 3) with its own follow-up, which
+    writes the table with the decision at --max-seeds 4. The same command again submits nothing and writes it again."""
     tmp_path, environ, standard, soft = stub_env
     finished = tmp_path / "finished.pt"
     torch.save({"finished": True, "epoch": 60}, finished)  # the stub configs' 60 epochs (base.yaml)
@@ -359,6 +359,8 @@ def test_until_decided_on_slurm_submits_round_after_round_then_writes_the_decisi
     md = (out / "study_standard_vs_soft.md").read_text()
     line = re.search(r"^- soft vs standard: (.*)$", md, re.M)
     assert line and line.group(1).startswith("undecided at 4 seeds, mAP "), md
+    said = "".join(p.read_text() for p in sorted((out / "slurm").glob("*_compare_*.out")))
+    assert "soft vs standard: not decided yet, mAP " in said and "study: look 2 of 2" in said, said  # round 1's
     states = {job: slurm_cluster.job_state(job) for job in set(slurm_cluster.jobs()) - known}
     # round 1: 6 array tasks and a follow-up; round 2: 2 tasks (seed 3 of both) and a follow-up
     assert len(states) == 6 + 1 + 2 + 1 and set(states.values()) == {"COMPLETED"}, states

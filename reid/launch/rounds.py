@@ -45,6 +45,7 @@ class Standing:
     todo: list[int]
     decisions: dict[str, Decision]
     runs: dict[str, Job] = field(default_factory=dict)
+    looked: dict[str, Decision] = field(default_factory=dict)  # each comparison's latest look, decided or not
 
     @property
     def done(self) -> bool:
@@ -57,6 +58,7 @@ def standing(variants: Sequence[Variant], sets: list[str], max_seeds: int, margi
     end (``done``) once every comparison with ``variants[0]`` is decided."""
     looks, base, others = max_seeds - FIRST_SEEDS + 1, variants[0], variants[1:]
     decisions: dict[str, Decision] = {}
+    looked: dict[str, Decision] = {}
     seeds, runs = list(range(FIRST_SEEDS)), {}
     for look in range(1, looks + 1):
         open_ = [v for v in others if v.name not in decisions]  # a decided comparison needs no more seeds
@@ -66,17 +68,17 @@ def standing(variants: Sequence[Variant], sets: list[str], max_seeds: int, margi
         runs.update((job.label, job) for job in jobs)
         todo = unfinished(jobs)
         if todo:
-            return Standing(look, looks, list(seeds), jobs, todo, decisions, runs)
+            return Standing(look, looks, list(seeds), jobs, todo, decisions, runs, looked)
         values = {v.name: metric_by_seed(jobs, v, seeds, metric) for v in [base, *open_]}
         for v in open_:
-            d = decide([values[v.name][s] - values[base.name][s] for s in seeds], look, looks,
-                       comparisons=len(others), margin=margin)
+            d = looked[v.name] = decide([values[v.name][s] - values[base.name][s] for s in seeds], look, looks,
+                                        comparisons=len(others), margin=margin)
             if d.outcome != "continue":
                 decisions[v.name] = d
         if len(decisions) == len(others):
             break
         seeds.append(seeds[-1] + 1)
-    return Standing(look, looks, list(seeds), jobs, [], decisions, runs)
+    return Standing(look, looks, list(seeds), jobs, [], decisions, runs, looked)
 
 
 def until_decided(variants: Sequence[Variant], sets: list[str], max_seeds: int, margin: Optional[float],
@@ -108,6 +110,8 @@ def until_decided_on_slurm(variants: Sequence[Variant], sets: list[str], max_see
               f"{', '.join(unfinished_note(now.jobs[i]) for i in now.todo)}; run the same study command again to "
               "resubmit them", file=sys.stderr)
         return EXIT_RUN_FAILED
+    if after_look is not None:  # a round ended: its table so far, with the decisions so far
+        write_table(variants, now, metric)
     print(f"study: look {now.look} of {now.looks}: seeds {now.seeds[0]}..{now.seeds[-1]}")
     return submit_to_slurm(now.jobs, list(variants), trainer, [*follow_up, "--after-look", str(now.look)],
                            sbatch_options, max_requeues, nproc_per_node)
@@ -125,18 +129,24 @@ def check_study(variants: Sequence[Variant], max_seeds: int, margin: Optional[fl
 
 def finish(variants: Sequence[Variant], now: Standing, metric: str) -> int:
     """Print each comparison's decision and write the study's table and figure with them."""
-    base = variants[0]
-    lines = [now.decisions[v.name].line(v.name, base.name, metric) for v in variants[1:]]
     undecided = sum(d.outcome == "undecided" for d in now.decisions.values())
-    print(f"study: {len(lines) - undecided} of {len(lines)} comparison(s) decided"
+    print(f"study: {len(now.decisions) - undecided} of {len(now.decisions)} comparison(s) decided"
           + (f", {undecided} undecided at {now.seeds[-1] + 1} seeds" if undecided else ""))
+    return 0 if write_table(variants, now, metric) else EXIT_RUN_FAILED
+
+
+def write_table(variants: Sequence[Variant], now: Standing, metric: str) -> bool:
+    """Print each comparison's latest look and write the study's table and figure over the finished runs."""
+    base = variants[0]
+    lines = [now.looked[v.name].line(v.name, base.name, metric) for v in variants[1:] if v.name in now.looked]
     for line in lines:
         print(line)
     out = study_out(now.jobs, variants)
-    if not write_comparison([job.run_dir for job in now.runs.values()], out, decisions=lines):
-        return EXIT_RUN_FAILED
+    finished = [job.run_dir for job in now.runs.values() if job not in [now.jobs[i] for i in now.todo]]
+    if not write_comparison(finished, out, decisions=lines):
+        return False
     print(f"comparison: {out} and {out.with_suffix('.md')}")
-    return 0
+    return True
 
 
 def metric_by_seed(jobs: Sequence[Job], variant: Variant, seeds: Sequence[int], metric: str) -> dict[int, float]:
