@@ -82,6 +82,14 @@ class StopSignals:
         flag = torch.tensor([float(self.received)], device=self.device)
         return distributed.all_reduce_max(flag).item() > 0
 
+    def all_done(self, done: bool) -> bool:
+        """Whether every process got through the epoch's val and evaluation phases: rank 0 alone evaluates,
+        so a stop it met there holds for all (every process must ask, once per epoch)."""
+        if not self.dist.enabled:
+            return done
+        cut = torch.tensor([float(not done)], device=self.device)
+        return distributed.all_reduce_max(cut).item() == 0
+
     def stop(self, epoch: int, step: int) -> NoReturn:
         """After the checkpoint of (epoch, step) is written: wait for rank 0 to write it, then end the run."""
         distributed.barrier()

@@ -173,7 +173,7 @@ class Trainer:
             first_step = start.step if epoch == start.epoch else 0
             steps = self.train_epoch(epoch, first_step)
             last = epoch == self.cfg.train.epochs
-            done = self.end_epoch(epoch, last)
+            done = self.stops.all_done(self.end_epoch(epoch, last))
             if done:
                 self.log(self.epoch_line(epoch, time.perf_counter() - started))
             stop = self.stops.agreed()  # every process asks, so that they agree (rank 0 alone evaluates)
