@@ -33,6 +33,7 @@ and nothing is written.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import re
@@ -64,7 +65,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str | Path | None = None, over
     run_dir = Path(run_dir)
     config_file = run_config_file(run_dir)
     raw = yaml.safe_load(config_file.read_text())
-    own = resolve_recorded_paths(from_dict(raw, origin=str(config_file)), run_dir)
+    own = resolve_recorded_paths(from_dict(copy.deepcopy(raw), origin=str(config_file)), run_dir)  # raw changes below
     given: dict[str, str] = {}
     for item in overrides:
         key, value = parse_override(item)

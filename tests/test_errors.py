@@ -591,3 +591,14 @@ def test_a_batch_of_one_image_is_refused_before_anything_is_written(guard):
     r = run_train(fresh_run_args(guard, "batch_of_one", extra=("train.batch_size=1",)))
     user_error(r, "train.batch_size = 1", "BatchNorm", "set train.batch_size >= 2")
     assert not (guard[2] / "batch_of_one").exists()
+
+
+def test_tensorboard_without_its_package_is_one_line_before_anything_is_written(guard, monkeypatch):
+    from types import SimpleNamespace
+
+    from reid.engine import board
+
+    monkeypatch.setattr(board, "importlib", SimpleNamespace(util=SimpleNamespace(find_spec=lambda name: None)))
+    r = run_train(fresh_run_args(guard, "no_board", extra=("train.tensorboard=true",)))
+    user_error(r, "train.tensorboard is true, but the tensorboard package is not installed", "[tensorboard] extra")
+    assert not (guard[2] / "no_board").exists()

@@ -333,6 +333,7 @@ def test_register_custom_criterion():
 def test_parts_of_a_sample_mean_computed_from_each_share_alone_sum_to_the_whole_batch(spec):
     """Shares of 3 and 2 rows, each seen without the other's logits or features: the parts and their
     gradients add up to the criterion of the whole batch (what a 2-process run relies on)."""
+    from reid.data import Share
     from reid.losses import BatchShare
 
     torch.manual_seed(0)
@@ -341,7 +342,7 @@ def test_parts_of_a_sample_mean_computed_from_each_share_alone_sum_to_the_whole_
     targets = torch.tensor([0, 3, 2, 1, 3])
     grads = dict(allow_unused=True, materialize_grads=True)
     whole = torch.autograd.grad(crit(logits, targets, feats), [logits, feats], **grads)
-    parts = [crit.batch_part(BatchShare(logits[lo:hi], targets[lo:hi], feats[lo:hi], targets, (3, 2), rank))
+    parts = [crit.batch_part(BatchShare.of(Share(5, rank, 2), logits[lo:hi], feats[lo:hi], targets))
              for rank, (lo, hi) in enumerate([(0, 3), (3, 5)])]
     summed = torch.autograd.grad(sum(parts), [logits, feats], **grads)
     assert torch.allclose(sum(parts), crit(logits, targets, feats), atol=1e-6)
@@ -351,13 +352,14 @@ def test_parts_of_a_sample_mean_computed_from_each_share_alone_sum_to_the_whole_
 
 def test_cross_entropy_parts_of_a_split_batch_sum_to_the_weighted_mean_with_ignored_targets():
     """One process's view of each share (sizes 3 and 2): the parts add up to PyTorch's weighted mean."""
+    from reid.data import Share
     from reid.losses import BatchShare
 
     torch.manual_seed(0)
     logits, targets = torch.randn(5, 4), torch.tensor([0, 3, -100, 1, 3])
     weight = [0.5, 2.0, 1.0, 3.0]
     crit = build_criterion({"name": "cross_entropy", "class_weight": weight}, num_classes=4)
-    parts = [crit.criteria[0].batch_part(BatchShare(logits[lo:hi], targets[lo:hi], None, targets, (3, 2), rank))
+    parts = [crit.criteria[0].batch_part(BatchShare.of(Share(5, rank, 2), logits[lo:hi], None, targets))
              for rank, (lo, hi) in enumerate([(0, 3), (3, 5)])]
     expected = F.cross_entropy(logits, targets, weight=torch.tensor(weight), ignore_index=-100)
     assert torch.allclose(sum(parts), expected, atol=1e-6)

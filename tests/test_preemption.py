@@ -58,6 +58,23 @@ def checkpoint(run: Path, name: str = "last.pt") -> dict:
     return torch.load(run / "checkpoints" / name, weights_only=True)
 
 
+def stopped_then_resumed(reference: Path, overrides: list[str], name: str, capsys, at: tuple[int, int], stopped,
+                         undo) -> Path:
+    """Run ``name`` (a stop signal patched in), which must stop with exit 75 and its checkpoint at (epoch, step)
+    ``at``, neither the epoch's phases done nor the run finished; ``stopped(run)`` checks the stopped run,
+    ``undo()`` takes the patch away, and the resumed run must end as ``reference``. Returns the run directory."""
+    assert TRAIN(argv(overrides, name)) == 75
+    assert STOP_LINE.format(*at) in capsys.readouterr().err
+    run = out_dir(overrides, name)
+    state = checkpoint(run)
+    assert (state["epoch"], state["step"], state["epoch_done"], state["finished"]) == (*at, False, False)
+    stopped(run)
+    undo()
+    assert TRAIN(argv(overrides, name)) == 0
+    assert_same_run(reference, run)
+    return run
+
+
 def test_sigterm_mid_epoch_stops_at_the_step_boundary_and_resumes_exactly(reference, overrides, monkeypatch, capsys):
     """SIGTERM in the middle of epoch 1's third step: the step ends, its checkpoint and .mat are written, exit 75.
     (Real processes stopped from outside: the SLURM tasks of tests/test_slurm.py and the torchrun workers of
@@ -101,19 +118,14 @@ def test_stop_signal_during_validation_stops_without_it_and_the_resumed_run_redo
             os.kill(os.getpid(), signal.SIGUSR1)  # the cluster's time-limit warning, as the phase begins
         return real(self, epoch)
 
+    def nothing_of_the_phase(run: Path) -> None:
+        mat = loadmat(run / "mini_batch_data.mat")
+        assert mat["train_loss"][0].size == 7 and mat["val_loss"][0].size == 0 and mat["eval_epoch"][0].size == 0
+
     monkeypatch.setattr(trainer.Trainer, "val_epoch", warned)
-    name = "during_val"
-    assert TRAIN(argv(overrides, name)) == 75
-    assert STOP_LINE.format(1, 7) in capsys.readouterr().err
-    run = out_dir(overrides, name)
-    state = checkpoint(run)
-    assert (state["epoch"], state["step"], state["epoch_done"], state["finished"]) == (1, 7, False, False)
-    mat = loadmat(run / "mini_batch_data.mat")
-    assert mat["train_loss"][0].size == 7 and mat["val_loss"][0].size == 0 and mat["eval_epoch"][0].size == 0
-    monkeypatch.setattr(trainer.Trainer, "val_epoch", real)
-    assert TRAIN(argv(overrides, name)) == 0
+    run = stopped_then_resumed(reference, overrides, "during_val", capsys, (1, 7), nothing_of_the_phase,
+                               undo=lambda: monkeypatch.setattr(trainer.Trainer, "val_epoch", real))
     assert f"resumed from {run / 'checkpoints' / 'last.pt'} at epoch 1, step 7" in (run / "log.txt").read_text()
-    assert_same_run(reference, run)
 
 
 def test_stop_signal_during_the_last_evaluation_stops_and_the_resumed_run_finishes_it(reference, overrides,
@@ -131,17 +143,12 @@ def test_stop_signal_during_the_last_evaluation_stops_and_the_resumed_run_finish
             os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kwargs)
 
+    def no_results(run: Path) -> None:
+        assert not (run / "results.json").exists() and len(calls) == 3  # the gallery of epoch 2 was not extracted
+
     monkeypatch.setattr(evaluation_model, "extract_features", extract)
-    name = "during_last_eval"
-    assert TRAIN(argv(overrides, name)) == 75
-    assert STOP_LINE.format(2, 7) in capsys.readouterr().err
-    run = out_dir(overrides, name)
-    state = checkpoint(run)
-    assert (state["epoch"], state["step"], state["epoch_done"], state["finished"]) == (2, 7, False, False)
-    assert not (run / "results.json").exists() and len(calls) == 3  # the gallery of epoch 2 was not extracted
-    monkeypatch.setattr(evaluation_model, "extract_features", real)
-    assert TRAIN(argv(overrides, name)) == 0
-    assert_same_run(reference, run)
+    run = stopped_then_resumed(reference, overrides, "during_last_eval", capsys, (2, 7), no_results,
+                               undo=lambda: monkeypatch.setattr(evaluation_model, "extract_features", real))
     assert (run / "results.json").is_file() and (run / "features.mat").is_file()
 
 

@@ -256,11 +256,12 @@ def test_step_records_weight_each_part_by_the_batch_and_an_empty_share_adds_noth
     6.0, 1 correct): its part is 6.0 / 5. A process holding no image of a batch has the part of an empty
     sum, 0 (not the nan of a mean over nothing), so the sums stay finite."""
     from reid.engine.records import StepRecords
+    from reid.data import Share
     from reid.losses import BatchShare
     from reid.losses.shares import sample_mean_part
 
-    empty = BatchShare(torch.empty(0, 3), torch.empty(0, dtype=torch.long), None, torch.zeros(5, dtype=torch.long),
-                       sizes=(5, 0), rank=1)
+    empty = BatchShare.of(Share(5, rank=5, world_size=6), torch.empty(0, 3), None, torch.zeros(5, dtype=torch.long))
+    assert (empty.lo, empty.hi, len(empty.targets)) == (5, 5, 0)  # 6 processes, 5 images: the last holds none
     records = StepRecords([5, 5], torch.device("cpu"))
     records.record(0, torch.tensor(6.0 / 5), torch.tensor(1))
     records.record(1, sample_mean_part(torch.empty(0), empty), torch.tensor(0))

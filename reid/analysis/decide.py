@@ -69,14 +69,25 @@ def look_level(looks: int, comparisons: int, rule: str = "bonferroni", alpha: fl
     return 1 - alpha / (looks * comparisons) if rule == "bonferroni" else 1 - alpha
 
 
-def t_interval(diffs: Sequence[float], level: float) -> tuple[float, tuple[float, float]]:
-    """(mean, two-sided Student t interval at ``level``) of paired differences (at least 2)."""
+def t_intervals(diffs: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, low, high) of the two-sided Student t interval at ``level`` of each row of paired differences
+    ``diffs`` (rows x seeds, at least 2 seeds)."""
     from scipy.stats import t
 
-    d = np.asarray(diffs, dtype=np.float64)
-    mean, sd = float(d.mean()), float(d.std(ddof=1))
-    half = float(t.ppf(0.5 + level / 2, len(d) - 1)) * sd / math.sqrt(len(d))
-    return mean, (mean - half, mean + half)
+    n = diffs.shape[-1]
+    mean = diffs.mean(-1)
+    half = t.ppf(0.5 + level / 2, n - 1) * diffs.std(-1, ddof=1) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def verdicts(lo: np.ndarray, hi: np.ndarray, margin: Optional[float], last: bool) -> np.ndarray:
+    """The rule's outcome for each interval ``[lo, hi]``: better, worse, equivalent (within ``±margin``), else
+    undecided at the ``last`` look and continue before it."""
+    out = np.full(np.shape(lo), "undecided" if last else "continue", dtype=object)
+    if margin is not None:
+        out[(-margin < lo) & (hi < margin)] = "equivalent"
+    out[lo > 0], out[hi < 0] = "better", "worse"
+    return out
 
 
 def decide(diffs: Sequence[float], look: int, looks: int, comparisons: int = 1, margin: Optional[float] = None,
@@ -85,14 +96,9 @@ def decide(diffs: Sequence[float], look: int, looks: int, comparisons: int = 1, 
     at the last look a comparison not decided is ``undecided``."""
     if len(diffs) < 2:
         raise ValueError("a decision needs the differences of at least 2 seeds")
-    mean, (lo, hi) = t_interval(diffs, look_level(looks, comparisons, rule, alpha))
-    if lo > 0 or hi < 0:
-        outcome = "better" if lo > 0 else "worse"
-    elif margin is not None and -margin < lo and hi < margin:
-        outcome = "equivalent"
-    else:
-        outcome = "undecided" if look >= looks else "continue"
-    return Decision(outcome, mean, (lo, hi), len(diffs), look)
+    mean, lo, hi = t_intervals(np.asarray(diffs, dtype=np.float64), look_level(looks, comparisons, rule, alpha))
+    outcome = verdicts(lo, hi, margin, last=look >= looks)
+    return Decision(str(outcome), float(mean), (float(lo), float(hi)), len(diffs), look)
 
 
 def seeds_needed(sd: float, difference: float, power: float = 0.8, alpha: float = ALPHA,
@@ -134,21 +140,14 @@ def simulate(reps: int, effect: float, sd: float, max_seeds: int, first: int = F
         raise ValueError(f"unknown tails {tails!r}; valid: normal, t3")
     diffs = effect + sd * noise
     looks = max_seeds - first + 1
-    from scipy.stats import t
-
     level = look_level(looks, 1, rule, alpha)
     outcome = np.full(reps, "", dtype=object)
     used = np.full(reps, max_seeds)
-    for look, n in enumerate(range(first, max_seeds + 1), start=1):
-        d = diffs[:, :n]
-        mean, sdev = d.mean(1), d.std(1, ddof=1)
-        half = t.ppf(0.5 + level / 2, n - 1) * sdev / math.sqrt(n)
-        lo, hi = mean - half, mean + half
-        open_ = outcome == ""
-        better, worse = open_ & (lo > 0), open_ & (hi < 0)
-        equivalent = open_ & ~better & ~worse & ((-margin < lo) & (hi < margin) if margin is not None else False)
-        outcome[better], outcome[worse], outcome[equivalent] = "better", "worse", "equivalent"
-        used[better | worse | equivalent] = n
+    for n in range(first, max_seeds + 1):
+        _, lo, hi = t_intervals(diffs[:, :n], level)
+        now = verdicts(lo, hi, margin, last=False)
+        decided = (outcome == "") & (now != "continue")
+        outcome[decided], used[decided] = now[decided], n
     signed = (outcome == "better") | (outcome == "worse")
     wrong = signed if effect == 0 else (outcome == ("worse" if effect > 0 else "better"))
     return {"wrong": float(wrong.mean()), "decided": float((outcome != "").mean()), "mean_seeds": float(used.mean())}

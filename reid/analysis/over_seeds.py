@@ -190,25 +190,32 @@ def study_table(groups: Sequence[Group], decisions: Sequence[str] | None = None)
             for b in groups[i + 1:]:
                 for key, title in metrics:
                     lines.append(_difference_row(a, b, key, title))
-        lines += ["", *decision_lines(groups, decisions), "", *power_lines(groups)]
+        against_base = baseline_differences(groups)
+        lines += ["", *decision_lines(groups, against_base, decisions), "", *power_lines(groups, against_base)]
     return "\n".join(lines) + "\n"
 
 
 DECISION_METRIC = ("mAP", "mAP")  # (summarize key, name): what a study decides on
 
 
-def decision_lines(groups: Sequence[Group], decisions: Sequence[str] | None = None) -> list[str]:
+def baseline_differences(groups: Sequence[Group]) -> list[tuple[Group, PairedDifference]]:
+    """Each group after the first with its paired :data:`DECISION_METRIC` differences from the first."""
+    key, _ = DECISION_METRIC
+    base = seed_values(groups[0], key)
+    return [(g, paired_difference(base, seed_values(g, key))) for g in groups[1:]]
+
+
+def decision_lines(groups: Sequence[Group], against_base: Sequence[tuple[Group, PairedDifference]],
+                   decisions: Sequence[str] | None = None) -> list[str]:
     """One line per comparison with the baseline (the first group): ``decisions`` when the study looked
     round by round (``--until-decided``), else the decision of one look at the seeds there are (Bonferroni
     over the comparisons: reid/analysis/decide.py)."""
     from .decide import decide
 
     if decisions is not None:
-        return [f"Decisions (mAP, vs {groups[0].name}):", "", *(f"- {line}" for line in decisions)]
-    key, name = DECISION_METRIC
-    base, out = groups[0], []
-    for g in groups[1:]:
-        d = paired_difference(seed_values(base, key), seed_values(g, key))
+        return [f"Decisions (vs {groups[0].name}):", "", *(f"- {line}" for line in decisions)]
+    name, base, out = DECISION_METRIC[1], groups[0], []
+    for g, d in against_base:
         if len(d.diffs) < 2:
             out.append(f"- {g.name} vs {base.name}: not decided, {len(d.diffs)} common seed(s) with {name}")
         else:
@@ -216,15 +223,13 @@ def decision_lines(groups: Sequence[Group], decisions: Sequence[str] | None = No
     return [f"Decisions ({name}, vs {base.name}; 95% over the {len(groups) - 1} comparison(s)):", "", *out]
 
 
-def power_lines(groups: Sequence[Group]) -> list[str]:
+def power_lines(groups: Sequence[Group], against_base: Sequence[tuple[Group, PairedDifference]]) -> list[str]:
     """Per comparison with the baseline: about how many seeds resolve a mAP difference of 0.5, 1 and 2 points
     at the observed spread of its paired differences (80% power, 95% t interval)."""
     from .decide import seeds_needed
 
-    key, name = DECISION_METRIC
-    base, out = groups[0], []
-    for g in groups[1:]:
-        d = paired_difference(seed_values(base, key), seed_values(g, key))
+    name, base, out = DECISION_METRIC[1], groups[0], []
+    for g, d in against_base:
         if len(d.diffs) < 2:
             continue
         sd = float(np.std(d.diffs, ddof=1))

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -28,12 +29,10 @@ FOLDER = "tensorboard"
 
 def check_tensorboard_installed() -> None:
     """``train.tensorboard: true`` needs the ``tensorboard`` package: a ConfigError saying how to get it."""
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("train.tensorboard is true, but the tensorboard package is not installed; install it "
                           "(pip install tensorboard, or the project's [tensorboard] extra) or set "
-                          "train.tensorboard: false") from None
+                          "train.tensorboard: false")
 
 
 class BoardMirror:
@@ -60,6 +59,3 @@ class BoardMirror:
                 self.writer.add_scalar(key, values[i], global_step=int(steps[i]))
             self.written[key] = len(values)
         self.writer.flush()
-
-    def close(self) -> None:
-        self.writer.close()

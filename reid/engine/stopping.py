@@ -74,21 +74,22 @@ class StopSignals:
         on any stops all) with an all-reduce, at every step on the CPU (gloo) but only every
         :data:`AGREE_EVERY_CUDA` steps on CUDA; every process must ask with the same ``step``.
         """
-        if not self.dist.enabled:
-            return self.received
         every = AGREE_EVERY_CUDA if self.device.type == "cuda" else 1
-        if step is not None and step % every:
+        if self.dist.enabled and step is not None and step % every:
             return False
-        flag = torch.tensor([float(self.received)], device=self.device)
-        return distributed.all_reduce_max(flag).item() > 0
+        return self.any_process(self.received)
 
     def all_done(self, done: bool) -> bool:
         """Whether every process got through the epoch's val and evaluation phases: rank 0 alone evaluates,
         so a stop it met there holds for all (every process must ask, once per epoch)."""
+        return not self.any_process(not done)
+
+    def any_process(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any process of the run (this one's, without torchrun): an all-reduce whose
+        result is read on the host, so on CUDA it waits for the GPU."""
         if not self.dist.enabled:
-            return done
-        cut = torch.tensor([float(not done)], device=self.device)
-        return distributed.all_reduce_max(cut).item() == 0
+            return flag
+        return distributed.all_reduce_max(torch.tensor([float(flag)], device=self.device)).item() > 0
 
     def stop(self, epoch: int, step: int) -> NoReturn:
         """After the checkpoint of (epoch, step) is written: wait for rank 0 to write it, then end the run."""

@@ -23,7 +23,7 @@ Example::
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from ..analysis.decide import FIRST_SEEDS, Decision, decide
@@ -36,16 +36,16 @@ from .study import (Variant, check_loadable, plan, resolve, run_name, study_out,
 @dataclass
 class Standing:
     """Where a study that adds seeds stands: the round at ``look`` (of ``looks``) on ``seeds``, its runs
-    (``jobs``, of which ``todo`` have not finished), the decisions so far and every run of the study."""
+    (``jobs``, of which ``todo`` have not finished), each comparison's latest look (``looked``) and every run
+    of the study."""
 
     look: int
     looks: int
     seeds: list[int]
     jobs: list[Job]
     todo: list[int]
-    decisions: dict[str, Decision]
-    runs: dict[str, Job] = field(default_factory=dict)
-    looked: dict[str, Decision] = field(default_factory=dict)  # each comparison's latest look, decided or not
+    looked: dict[str, Decision]
+    runs: dict[str, Job]
 
     @property
     def done(self) -> bool:
@@ -57,28 +57,26 @@ def standing(variants: Sequence[Variant], sets: list[str], max_seeds: int, margi
     """Replay the study's looks on the runs that have finished: the first round with unfinished runs, or the
     end (``done``) once every comparison with ``variants[0]`` is decided."""
     looks, base, others = max_seeds - FIRST_SEEDS + 1, variants[0], variants[1:]
-    decisions: dict[str, Decision] = {}
     looked: dict[str, Decision] = {}
     seeds, runs = list(range(FIRST_SEEDS)), {}
     for look in range(1, looks + 1):
-        open_ = [v for v in others if v.name not in decisions]  # a decided comparison needs no more seeds
+        # a decided comparison is not looked at again, and its config gets no more seeds
+        open_ = [v for v in others if v.name not in looked or looked[v.name].outcome == "continue"]
         jobs = plan([base, *open_], seeds, sets)
         resolve(jobs)
         check_loadable(jobs)
         runs.update((job.label, job) for job in jobs)
         todo = unfinished(jobs)
         if todo:
-            return Standing(look, looks, list(seeds), jobs, todo, decisions, runs, looked)
+            return Standing(look, looks, list(seeds), jobs, todo, looked, runs)
         values = {v.name: metric_by_seed(jobs, v, seeds, metric) for v in [base, *open_]}
         for v in open_:
-            d = looked[v.name] = decide([values[v.name][s] - values[base.name][s] for s in seeds], look, looks,
-                                        comparisons=len(others), margin=margin)
-            if d.outcome != "continue":
-                decisions[v.name] = d
-        if len(decisions) == len(others):
+            looked[v.name] = decide([values[v.name][s] - values[base.name][s] for s in seeds], look, looks,
+                                    comparisons=len(others), margin=margin)
+        if all(d.outcome != "continue" for d in looked.values()):
             break
         seeds.append(seeds[-1] + 1)
-    return Standing(look, looks, list(seeds), jobs, [], decisions, runs, looked)
+    return Standing(look, looks, list(seeds), jobs, [], looked, runs)
 
 
 def until_decided(variants: Sequence[Variant], sets: list[str], max_seeds: int, margin: Optional[float],
@@ -129,8 +127,8 @@ def check_study(variants: Sequence[Variant], max_seeds: int, margin: Optional[fl
 
 def finish(variants: Sequence[Variant], now: Standing, metric: str) -> int:
     """Print each comparison's decision and write the study's table and figure with them."""
-    undecided = sum(d.outcome == "undecided" for d in now.decisions.values())
-    print(f"study: {len(now.decisions) - undecided} of {len(now.decisions)} comparison(s) decided"
+    undecided = sum(d.outcome == "undecided" for d in now.looked.values())
+    print(f"study: {len(now.looked) - undecided} of {len(now.looked)} comparison(s) decided"
           + (f", {undecided} undecided at {now.seeds[-1] + 1} seeds" if undecided else ""))
     return 0 if write_table(variants, now, metric) else EXIT_RUN_FAILED
 
@@ -142,7 +140,8 @@ def write_table(variants: Sequence[Variant], now: Standing, metric: str) -> bool
     for line in lines:
         print(line)
     out = study_out(now.jobs, variants)
-    finished = [job.run_dir for job in now.runs.values() if job not in [now.jobs[i] for i in now.todo]]
+    pending = {now.jobs[i].label for i in now.todo}
+    finished = [job.run_dir for name, job in now.runs.items() if name not in pending]
     if not write_comparison(finished, out, decisions=lines):
         return False
     print(f"comparison: {out} and {out.with_suffix('.md')}")
@@ -151,15 +150,13 @@ def write_table(variants: Sequence[Variant], now: Standing, metric: str) -> bool
 
 def metric_by_seed(jobs: Sequence[Job], variant: Variant, seeds: Sequence[int], metric: str) -> dict[int, float]:
     """``metric`` (``mAP`` or ``rank1``, in %) of ``variant``'s run of each seed, from its last evaluation."""
-    from ..analysis import load_run, summarize
-    from ..analysis.summary import as_percent
+    from ..analysis import Group, load_run
+    from ..analysis.over_seeds import seed_values
 
     by_name = {job.label: job for job in jobs}
-    out = {}
-    for seed in seeds:
-        job = by_name[run_name(variant, seed)]
-        value = summarize(load_run(job.run_dir))[metric]
-        if value is None:
+    runs = {seed: by_name[run_name(variant, seed)] for seed in seeds}
+    values = seed_values(Group(variant.name, {seed: load_run(job.run_dir) for seed, job in runs.items()}), metric)
+    for seed, job in runs.items():
+        if seed not in values:
             raise LaunchError(f"run {job.label} ({job.run_dir}) has no {metric}: it finished without an evaluation")
-        out[seed] = as_percent(value)
-    return out
+    return values

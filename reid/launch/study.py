@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..cli import parse_int_list
+from ..cli import ErrorLine, parse_int_list
 from ..errors import ReidError
 from .cli import EXIT_RUN_FAILED, Parser, add_run_arguments, check_configs, check_sets, run_launch, write_comparison
 from .jobs import report, run_jobs
@@ -243,14 +243,14 @@ def unfinished_note(job: Job) -> str:
 
 
 def last_start_error(log: Path) -> str:
-    """The last ``error:`` line of the log's last start (after its last ``== `` header), or ""."""
+    """The first ``error:`` line of the log's last start (after its last ``== `` header), or ""."""
     try:
         text = log.read_text(errors="replace")
     except OSError:
         return ""
-    last_start = text[text.rfind("\n== ") + 1:] if "\n== " in text else text
-    errors = [line for line in last_start.splitlines() if line.startswith("error:")]
-    return errors[-1] if errors else ""
+    reader = ErrorLine()
+    reader.feed(text[text.rfind("\n== ") + 1:])
+    return reader.first_error
 
 
 def compare_only(jobs: list[Job], configs: list[Variant]) -> int:

@@ -20,7 +20,7 @@ torchrun group share, and its tests exercise the N-process arithmetic.
 
 Example::
 
-    share = BatchShare(logits, targets, features, batch_targets, sizes=(4, 3), rank=1)
+    share = BatchShare.of(Share(7, rank=1, world_size=2), logits, features, batch_targets)   # rows 4..6 of 7
     part = criterion.batch_part(share)        # CombinedCriterion: the weighted sum of the parts
     (share.world_size * part).backward()      # inside DDP: the global batch's gradient
 """
@@ -28,14 +28,13 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-if TYPE_CHECKING:
-    from ..data import Share
+from ..data.samplers import Share
 
 
 class _GatherRows(torch.autograd.Function):
@@ -47,8 +46,9 @@ class _GatherRows(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, sizes: tuple[int, ...], rank: int) -> torch.Tensor:  # type: ignore[override]
-        ctx.sizes, ctx.rank = sizes, rank
+    def forward(ctx, x: torch.Tensor, share: Share) -> torch.Tensor:  # type: ignore[override]
+        ctx.share = share
+        sizes = share.sizes
         padded = x.new_zeros((max(sizes), *x.shape[1:]))
         padded[:len(x)] = x
         parts = [torch.empty_like(padded) for _ in sizes]
@@ -56,12 +56,11 @@ class _GatherRows(torch.autograd.Function):
         return torch.cat([p[:n] for p, n in zip(parts, sizes)])
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         # every process's part sends gradient to every row: sum them, then keep this process's rows
         total = grad.contiguous().clone()
         dist.all_reduce(total, op=dist.ReduceOp.SUM)
-        lo = sum(ctx.sizes[:ctx.rank])
-        return total[lo:lo + ctx.sizes[ctx.rank]], None, None
+        return ctx.share.rows(total), None
 
 
 @dataclass
@@ -71,50 +70,57 @@ class BatchShare:
     Attributes:
         logits, targets, features: this process's rows (features may be None).
         batch_targets: the targets of the whole global batch (N,), in batch order.
-        sizes: each process's number of rows, in rank order (they sum to N).
-        rank: this process's rank; its rows are ``lo..hi-1`` of the global batch.
+        share: where those rows lie in it (:class:`reid.data.Share`: ``lo..hi-1`` of ``batch_size``,
+            every process's ``sizes``, this ``rank`` of ``world_size``).
     """
 
     logits: torch.Tensor
     targets: torch.Tensor
     features: Optional[torch.Tensor]
     batch_targets: torch.Tensor
-    sizes: tuple[int, ...]
-    rank: int
+    share: Share
 
     @classmethod
     def whole(cls, logits: torch.Tensor, targets: torch.Tensor, features: Optional[torch.Tensor]) -> "BatchShare":
         """A batch held by one process: the share of all its rows."""
-        return cls(logits, targets, features, targets, (len(targets),), 0)
+        return cls.of(Share(len(targets)), logits, features, targets)
 
     @classmethod
-    def of(cls, share: "Share", logits: torch.Tensor, features: Optional[torch.Tensor],
+    def of(cls, share: Share, logits: torch.Tensor, features: Optional[torch.Tensor],
            batch_targets: torch.Tensor) -> "BatchShare":
         """The criterion's view of a step's :class:`reid.data.Share`: this process's ``logits`` and ``features``,
         the targets of the whole global batch."""
-        return cls(logits, share.rows(batch_targets), features, batch_targets, share.sizes, share.rank)
+        return cls(logits, share.rows(batch_targets), features, batch_targets, share)
 
     @property
     def world_size(self) -> int:
-        return len(self.sizes)
+        return self.share.world_size
+
+    @property
+    def rank(self) -> int:
+        return self.share.rank
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return self.share.sizes
 
     @property
     def lo(self) -> int:
-        return sum(self.sizes[:self.rank])
+        return self.share.lo
 
     @property
     def hi(self) -> int:
-        return self.lo + self.sizes[self.rank]
+        return self.share.hi
 
     @property
     def batch_size(self) -> int:
-        return len(self.batch_targets)
+        return self.share.batch_size
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """Every process's rows of ``x`` (this process's are ``x``), in batch order, with autograd."""
         if self.world_size == 1:
             return x
-        return _GatherRows.apply(x, tuple(self.sizes), self.rank)
+        return _GatherRows.apply(x, self.share)
 
 
 class PartCriterion(nn.Module):
