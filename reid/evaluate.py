@@ -52,6 +52,7 @@ from .errors import ReidError
 from .evaluation import (eval_settings, evaluate_datasets, evaluate_features, evaluate_model, format_results,
                          read_features_mat, settings_tag)
 from .io import atomic_write_text
+from .machine import machine_record
 from .rundir import load_run_model, resolve_recorded_paths, run_config_file
 
 
@@ -95,6 +96,8 @@ def evaluate_run(run_dir: str | Path, checkpoint: str | Path | None = None, over
         datasets.update(evaluate_datasets(model, data.eval_sets, cfg, dev, amp_dtype, channels_last, progress))
     if datasets:
         results["datasets"] = datasets
+    results["machine"] = state.get("machine")  # where the model was trained (None: before runs recorded it)
+    results["evaluated_on"] = machine_record(dev)
     atomic_write_text(results_path, json.dumps(results, indent=2) + "\n")
     if not tag:  # the .mat's eval_* are the run's own settings' results only
         update_history(run_dir / "mini_batch_data.mat", state, results)

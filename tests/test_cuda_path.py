@@ -39,10 +39,11 @@ def test_auto_precision_is_bf16_only_where_the_gpu_computes_it_natively(capabili
     assert autocast_dtype("bf16", CUDA) is torch.bfloat16 and autocast_dtype("fp32", CUDA) is None
 
 
-def test_fp16_runs_are_evaluated_in_fp32_on_the_cpu():
+def test_runs_are_evaluated_in_fp32_on_the_cpu_whatever_they_trained_in(monkeypatch):
     cpu = torch.device("cpu")
-    assert eval_autocast_dtype("fp16", cpu) is None and eval_autocast_dtype("bf16", cpu) is torch.bfloat16
-    assert eval_autocast_dtype("fp16", CUDA) is torch.float16
+    assert [eval_autocast_dtype(p, cpu) for p in ("fp16", "bf16", "fp32", "auto")] == [None] * 4
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (9, 0))
+    assert eval_autocast_dtype("fp16", CUDA) is torch.float16 and eval_autocast_dtype("bf16", CUDA) is torch.bfloat16
 
 
 def test_resume_across_precisions_loads_the_scaler_state_and_says_so(tiny_overrides, monkeypatch, capsys):

@@ -60,7 +60,7 @@ from ..errors import ReidError
 from ..io import atomic_write_text
 from .curves import parse_range
 from .plot import BANDS, DEFAULT_METRICS, plot_runs, plot_study
-from .run_data import Run, load_run, metric_group, unique_names
+from .run_data import Run, load_run, machine_note, metric_group, unique_names
 from .over_seeds import Group, study_groups, study_table
 from .summary import summary_table
 
@@ -125,16 +125,21 @@ def compare(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = 
     if not out_path.suffix:
         out_path = out_path.with_suffix(".png")
     groups = study_groups(runs)
+    note = machine_note(runs)  # on the terminal and at the top of the .md's table
     if groups:
         plot_study(groups, out_path, metrics=metric_list, smooth=smooth, x=x, fraction=fraction, band=band)
-        table = study_table(groups, decisions)
+        table = with_note(note, study_table(groups, decisions))
         md = _study_report(groups, out_path, table, metric_list, smooth, x, fraction, band)
     else:
         plot_runs(runs, out_path, metrics=metric_list, smooth=smooth, x=x, fraction=fraction)
-        table = summary_table(runs)
+        table = with_note(note, summary_table(runs))
         md = _markdown_report(runs, out_path, table, metric_list, smooth, x, fraction)
     atomic_write_text(out_path.with_suffix(".md"), md)
     return out_path, table
+
+
+def with_note(note: str | None, table: str) -> str:
+    return f"{note}\n\n{table}" if note else table
 
 
 def _markdown_report(runs: Sequence[Run], out_path: Path, table: str, metrics: Sequence[str],

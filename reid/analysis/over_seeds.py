@@ -35,7 +35,7 @@ import numpy as np
 import yaml
 
 from ..errors import ReidError
-from .run_data import Run
+from .run_data import Run, run_machine
 from .summary import as_percent, eval_label, summarize
 
 SEED_SUFFIX = re.compile(r"^(?P<name>.+)_s(?P<seed>\d+)$")
@@ -201,8 +201,17 @@ DECISION_METRIC = ("mAP", "mAP")  # (summarize key, name): what a study decides 
 def baseline_differences(groups: Sequence[Group]) -> list[tuple[Group, PairedDifference]]:
     """Each group after the first with its paired :data:`DECISION_METRIC` differences from the first."""
     key, _ = DECISION_METRIC
-    base = seed_values(groups[0], key)
-    return [(g, paired_difference(base, seed_values(g, key))) for g in groups[1:]]
+    return [(g, paired_groups(groups[0], g, key)) for g in groups[1:]]
+
+
+def paired_groups(a: Group, b: Group, key: str) -> PairedDifference:
+    """:func:`paired_difference` of ``key`` between the groups' runs, seed by seed, leaving out a seed whose
+    two runs were trained on different kinds of machine (their difference would include the machines')."""
+    apart = {s for s in set(a.runs) & set(b.runs)
+             if None not in (run_machine(a.runs[s]), run_machine(b.runs[s]))
+             and run_machine(a.runs[s]) != run_machine(b.runs[s])}
+    va, vb = seed_values(a, key), seed_values(b, key)
+    return paired_difference({s: v for s, v in va.items() if s not in apart}, vb)
 
 
 def decision_lines(groups: Sequence[Group], against_base: Sequence[tuple[Group, PairedDifference]],
@@ -249,7 +258,7 @@ def present_metrics(groups: Sequence[Group]) -> list[tuple[str, str]]:
 
 
 def _difference_row(a: Group, b: Group, key: str, title: str) -> str:
-    d = paired_difference(seed_values(a, key), seed_values(b, key))
+    d = paired_groups(a, b, key)
     per_seed = ", ".join(f"s{s} {v:+.2f}" for s, v in zip(d.seeds, d.diffs)) or "-"
     ci = "-" if d.ci is None else f"[{d.ci[0]:+.2f}, {d.ci[1]:+.2f}]"
     ties = len(d.diffs) - d.wins - d.losses

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ReidError
+from ..machine import machine_kind
 
 
 MAT_NAME = "mini_batch_data.mat"
@@ -151,6 +152,28 @@ def unique_names(runs: Sequence[Run]) -> list[str]:
         seen[lab] = seen.get(lab, 0) + 1
         out.append(lab if seen[lab] == 1 else f"{lab} #{seen[lab]}")
     return out
+
+
+def run_machine(run: Run) -> str | None:
+    """The kind of machine that trained ``run`` (:func:`reid.machine.machine_kind` of its results.json's
+    record), None where it is not recorded (no evaluation yet, or a run from before runs recorded it)."""
+    record = (run.results or {}).get("machine")
+    return machine_kind(record) if isinstance(record, dict) else None
+
+
+def machine_note(runs: Sequence[Run]) -> str | None:
+    """One line naming each kind of machine and its runs where ``runs`` come from more than one, else None:
+    the same seed and config give other numbers on another CPU model, GPU or library version."""
+    kinds: dict[str, list[str]] = {}
+    for name, run in zip(unique_names(runs), runs):
+        kind = run_machine(run)
+        if kind is not None:
+            kinds.setdefault(kind, []).append(name)
+    if len(kinds) < 2:
+        return None
+    listing = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in kinds.items())
+    return (f"note: these runs were trained on {len(kinds)} kinds of machine, whose numbers differ even at one "
+            f"seed; pairs are compared only within one kind ({listing})")
 
 
 def metric_group(metric: str) -> str:

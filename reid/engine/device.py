@@ -60,9 +60,11 @@ def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype
 
 
 def eval_autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype for evaluating a run trained with ``precision``: as in training,
-    except that a run trained in fp16 is evaluated in float32 on the CPU (fp16 autocast needs CUDA)."""
-    if precision == "fp16" and device.type != "cuda":
+    """The autocast dtype for evaluating (and embedding with) a run trained with ``precision``: as in
+    training on CUDA; float32 on the CPU whatever the run trained in. CPU bf16 buys little for inference,
+    and some CPUs' bf16 kernels return wrong features that are still finite (reid.engine.cpu_bf16), so a
+    run trained in bf16 on a GPU ranks the same on any CPU as in float32."""
+    if device.type != "cuda":
         return None
     return autocast_dtype(precision, device)
 

@@ -23,10 +23,12 @@ from ..config import (Config, experiment_differences, import_plugins, run_dir as
                       untuned_defaults)
 from ..errors import CheckpointError, ConfigError, Interrupted
 from ..io import atomic_write_text
+from ..machine import machine_line
 from . import distributed
 from .board import check_tensorboard_installed
 from .builder import build_criterion_from_config, build_data, build_model_from_config, build_split, check_names
 from .checkpoint import CheckpointStore, RunLock, is_finished, load_checkpoint
+from .cpu_bf16 import require_cpu_bf16
 from .device import autocast_dtype, configure_backends, resolve_device
 from .stopping import Position
 from .trainer import Trainer
@@ -44,6 +46,23 @@ def check_device_options(cfg: Config, device: torch.device, world_size: int = 1)
         raise ConfigError(f"train.batch_size = {cfg.train.batch_size} is the global batch, split over {world_size} "
                           f"processes, and each needs at least 2 images; set train.batch_size >= {2 * world_size} "
                           "or start fewer processes")
+
+
+def check_cpu_bf16(cfg: Config, device: torch.device, dist: distributed.DistInfo, model: torch.nn.Module,
+                   num_classes: int) -> None:
+    """bf16 on the CPU trains only where this CPU's bf16 kernels pass the self-test on the run's model (rank 0
+    runs it; every rank raises its verdict)."""
+    if device.type != "cpu" or autocast_dtype(cfg.train.precision, device) != torch.bfloat16:
+        return
+    problem = None
+    if dist.is_main:
+        try:
+            require_cpu_bf16(cfg, model, num_classes)
+        except ConfigError as e:
+            problem = str(e)
+    problem = distributed.broadcast_object(problem)
+    if problem:
+        raise ConfigError(problem)
 
 
 def find_resume_state(store: CheckpointStore, resume: Optional[str]) -> tuple[Optional[dict], Optional[Path]]:
@@ -135,6 +154,7 @@ def _train_locked(cfg: Config, out: Path, dev: torch.device, dist: distributed.D
     dataset, split = build_split(cfg)
     torch.manual_seed(cfg.seed)  # model initialisation
     model = build_model_from_config(cfg, split.num_classes)
+    check_cpu_bf16(cfg, dev, dist, model, split.num_classes)  # before the run directory holds anything
     criterion = build_criterion_from_config(cfg, split, model.feature_dim)
     if not dist.is_main:
         distributed.barrier()  # rank 0 decodes and caches the images first; the others read its cache
@@ -155,6 +175,7 @@ def _train_locked(cfg: Config, out: Path, dev: torch.device, dist: distributed.D
         trainer.log(f"training {out.name}{source}: {split.num_classes} identities, {len(split.train)} train / "
                     f"{len(split.val)} val images of {synthetic}{cfg.data.name} at {dataset.root}, criterion "
                     f"{' + '.join(criterion.names)}, device {dev}")
+        trainer.log(f"machine: {machine_line(trainer.machine)}")
         for warning in untuned_defaults(cfg):
             trainer.log(f"warning: {warning}")
     note = distributed.per_process_batchnorm_note(model, cfg.train.sync_bn, dev, dist.world_size)

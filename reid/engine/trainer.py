@@ -37,7 +37,8 @@ from . import distributed
 from .board import FOLDER as BOARD_FOLDER, BoardMirror
 from .builder import RunData
 from .checkpoint import CheckpointStore
-from .device import CompiledWithFallback, autocast_dtype, precision_name
+from ..machine import machine_kind, machine_record
+from .device import CompiledWithFallback, autocast_dtype, eval_autocast_dtype, precision_name
 from .history import History
 from .optim import EpochSchedule, build_optimizer
 from .records import PhaseBar, StepRecords
@@ -67,6 +68,8 @@ class Trainer:
         self.criterion = criterion.to(device)
         self.val_criterion = classification_terms(criterion)
         self.amp_dtype = autocast_dtype(cfg.train.precision, device)
+        self.eval_amp_dtype = eval_autocast_dtype(cfg.train.precision, device)  # float32 on the CPU
+        self.machine = machine_record(device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.optimizer = build_optimizer(cfg.optim, model.param_groups())
         self.extra_optimizer = criterion.extra_optimizer()
@@ -119,7 +122,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "extra_optimizer": self.extra_optimizer.state_dict() if self.extra_optimizer else None,
             "scheduler": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
-            "precision": precision_name(self.amp_dtype),
+            "precision": precision_name(self.amp_dtype), "machine": self.machine,
             "history": self.history.state_dict(), "log": list(self.log_lines),
             "config": to_dict(self.cfg), "config_yaml": to_yaml(self.cfg),
         }
@@ -135,6 +138,10 @@ class Trainer:
         self.history.config_text = to_yaml(self.cfg)
         self.log_lines = list(state.get("log", []))
         self.load_scaler_state(state)
+        saved = state.get("machine")
+        if saved and machine_kind(saved) != machine_kind(self.machine):
+            self.log(f"warning: the checkpoint was trained on {machine_kind(saved)} and continues on "
+                     f"{machine_kind(self.machine)}: the run's numbers depend on both")
         return self.position.resumed(Position(state["epoch"], state["step"], state["epoch_done"]))
 
     def load_scaler_state(self, state: dict) -> None:
@@ -356,14 +363,15 @@ class Trainer:
             if self.stops.received:
                 raise PhaseStopped
 
-        results = evaluate_model(self.model, self.data, self.cfg, self.device, self.amp_dtype, self.channels_last,
+        results = evaluate_model(self.model, self.data, self.cfg, self.device, self.eval_amp_dtype, self.channels_last,
                                  features_path=self.run_dir / "features.mat" if write_files else None,
                                  between_phases=check_stop)
         results["epoch"] = epoch
         if write_files and self.data.eval_sets:  # cross-domain: the final model only
             results["datasets"] = evaluate_datasets(self.model, self.data.eval_sets, self.cfg, self.device,
-                                                    self.amp_dtype, self.channels_last, self.progress, check_stop)
+                                                    self.eval_amp_dtype, self.channels_last, self.progress, check_stop)
         check_stop()
+        results["machine"] = self.machine
         if write_files:
             atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
             tqdm.write(format_results(results))
