@@ -39,6 +39,12 @@ def stand_in(*passes: Pass):
     return run_pass
 
 
+def model_stand_in(*passes: Pass):
+    """:func:`stand_in` in the place of :func:`reid.engine.cpu_bf16.model_pass`."""
+    run_pass = stand_in(*passes)
+    return lambda model, images, labels, dtype: run_pass(dtype)
+
+
 def p(loss: float, *grad: float) -> Pass:
     return Pass(torch.tensor(loss), torch.tensor(grad))
 
@@ -60,24 +66,26 @@ def test_wrong_or_unrepeatable_passes_are_named(passes, said):
     assert said in bf16_problem(stand_in(*passes))
 
 
-def test_the_refusal_is_one_line_naming_the_cpu_torch_and_the_remedy(synthetic_root, tmp_path):
+def test_the_refusal_is_one_line_naming_the_cpu_torch_and_the_remedy(synthetic_root, monkeypatch):
     from reid.config import load_config
 
     cfg = load_config(REPO / "configs" / "demo_standard.yaml", [f"data.root={synthetic_root}", "data.synthetic=null"])
+    monkeypatch.setattr(cpu_bf16, "model_pass", model_stand_in(p(2.30, 1.0), p(2.40, 1.0), p(2.31, 1.0)))
     with pytest.raises(ConfigError) as e:
-        require_cpu_bf16(cfg, None, 4, run_pass=stand_in(p(2.30, 1.0), p(2.40, 1.0), p(2.31, 1.0)))
+        require_cpu_bf16(cfg, None, 4)
     line = str(e.value)
     cpu, _ = cpu_model_and_flags()
     assert "\n" not in line
-    for needle in ("train.precision = bf16", "resnet18 at 64x32", cpu, f"torch {torch.__version__}",
+    for needle in ("train.precision = bf16", "resnet18 at 64x32 with a batch of 2", cpu, f"torch {torch.__version__}",
                    "--set train.precision=fp32"):
         assert needle in line, needle
-    require_cpu_bf16(cfg, None, 4, run_pass=stand_in(p(2.30, 1.0), p(2.31, 1.0)))  # consistent: no error
+    monkeypatch.setattr(cpu_bf16, "model_pass", model_stand_in(p(2.30, 1.0), p(2.31, 1.0)))
+    require_cpu_bf16(cfg, None, 4)  # consistent: no error
 
 
 def test_the_self_test_runs_the_model_twice_under_bf16_and_once_in_float32(monkeypatch, synthetic_root):
-    """The real pass function is what the check calls: with the model's pass recorded, 2 bf16 calls + 1 float32
-    on the run's image size and a batch of 2 (the dtypes are recorded, the numbers are the stand-in's)."""
+    """With the model's pass recorded: 2 bf16 calls + 1 float32 at the run's image size, with a batch of 2 and
+    with the training batch per process (the dtypes and shapes are recorded, the numbers are the stand-in's)."""
     from reid.config import load_config
 
     cfg = load_config(REPO / "configs" / "demo_standard.yaml", [f"data.root={synthetic_root}", "data.synthetic=null"])
@@ -88,7 +96,11 @@ def test_the_self_test_runs_the_model_twice_under_bf16_and_once_in_float32(monke
         return p(1.0, 1.0)
     monkeypatch.setattr(cpu_bf16, "model_pass", recording)
     require_cpu_bf16(cfg, None, 10)
-    assert calls == [((2, 3, 64, 32), (2,), torch.bfloat16)] * 2 + [((2, 3, 64, 32), (2,), None)]
+    assert cfg.train.batch_size == 32
+    assert calls == [((b, 3, 64, 32), (b,), dtype) for b in (2, 32) for dtype in (torch.bfloat16, torch.bfloat16, None)]
+    calls.clear()
+    require_cpu_bf16(cfg, None, 10, world_size=3)  # under torchrun: the largest share, 11 of 32
+    assert [shape[0] for shape, _, _ in calls] == [2, 2, 2, 11, 11, 11]
 
 
 def test_model_pass_in_float32_is_repeatable_and_leaves_the_model_as_it_was():
@@ -110,8 +122,7 @@ def test_model_pass_in_float32_is_repeatable_and_leaves_the_model_as_it_was():
 
 def test_bf16_on_a_cpu_that_fails_the_self_test_stops_before_the_run_directory(synthetic_root, tmp_path, monkeypatch):
     """train.py ... --set train.precision=bf16 where the self-test fails: one line, exit 2, no run directory."""
-    results = iter([p(2.30, 1.0), p(2.45, 1.0)])
-    monkeypatch.setattr(cpu_bf16, "model_pass", lambda model, images, labels, dtype: next(results))
+    monkeypatch.setattr(cpu_bf16, "model_pass", model_stand_in(p(2.30, 1.0), p(2.45, 1.0), p(2.31, 1.0)))
     r = run_train(sets(synthetic_root, tmp_path / "cache", tmp_path / "out", "bf16", extra=("train.precision=bf16",)))
     user_error(r, "train.precision = bf16", "two identical bf16 passes gave different results",
                f"torch {torch.__version__}", "--set train.precision=fp32")

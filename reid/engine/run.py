@@ -57,7 +57,7 @@ def check_cpu_bf16(cfg: Config, device: torch.device, dist: distributed.DistInfo
     problem = None
     if dist.is_main:
         try:
-            require_cpu_bf16(cfg, model, num_classes)
+            require_cpu_bf16(cfg, model, num_classes, dist.world_size)
         except ConfigError as e:
             problem = str(e)
     problem = distributed.broadcast_object(problem)
