@@ -52,3 +52,8 @@ def test_bad_features_files_and_arguments_are_one_line_errors(tmp_path, capsys):
     assert "query_f has shape (2, 4) but query_label and query_cam have 3 and 2 entries" in capsys.readouterr().err
     assert main(["--features", str(tmp_path / "rows.mat"), "--set", "data.root=x"]) == 2
     assert "only eval.* keys apply to a features file" in capsys.readouterr().err
+    savemat(tmp_path / "nan.mat", {"query_f": np.full((1, 4), np.nan), "query_label": [[1]], "query_cam": [[1]],
+                                   "gallery_f": np.ones((1, 4)), "gallery_label": [[1]], "gallery_cam": [[2]]})
+    assert main(["--features", str(tmp_path / "nan.mat")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the features contain NaN or inf") and "Traceback" not in err and err.count("\n") == 1

@@ -174,7 +174,8 @@ def evaluate_features(
     qf = torch.as_tensor(qf)
     gf = torch.as_tensor(gf).to(qf.device)
     if not torch.isfinite(qf).all() or not torch.isfinite(gf).all():
-        raise ValueError("features contain NaN or inf; the model diverged or the checkpoint is broken")
+        raise ReidError("the features contain NaN or inf, so nothing can be ranked; the model diverged or its "
+                        "checkpoint is broken: evaluate an earlier checkpoint (--checkpoint) or retrain")
     g_pids_np = np.asarray(torch.as_tensor(g_pids).cpu()).reshape(-1)
     g_cams_np = np.asarray(torch.as_tensor(g_cams).cpu()).reshape(-1)
     if rerank:
