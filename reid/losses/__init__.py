@@ -201,10 +201,17 @@ def build_criterion(
 
 
 def check_criterion_spec(spec: Any) -> None:
-    """What :func:`build_criterion` checks before building: unknown names, bad weights, unknown or missing
-    parameters raise ConfigError (a launcher checks a study's variants with it before anything trains)."""
-    for item in _as_spec_list(spec):
-        _checked_term(item)
+    """What :func:`build_criterion` refuses, before any data is read: unknown names, bad weights, unknown or
+    missing parameters and parameter values out of range raise ConfigError (the criterion is built for a
+    stand-in of 2 identities with 2-d features, so each criterion's own checks of its values run; a launcher
+    checks a study's configs with it before anything trains).
+
+    Example::
+
+        check_criterion_spec({"name": "soft_cross_entropy", "uniform_weight": "abc"})
+        # ConfigError: criterion 'soft_cross_entropy': uniform_weight must be a number >= 0, got 'abc'
+    """
+    build_criterion(spec, num_classes=2, feat_dim=2, class_counts=[1, 1])
 
 
 def _checked_term(item: dict) -> tuple[str, Any, float, dict]:
