@@ -8,9 +8,12 @@ Run ``<stem>_s<seed>`` of each config and seed trains into ``output.root/<stem>_
 one seed before the next seed, so that complete pairs come first. Runs of the same seed see
 the same images in the same order with the same augmentation; only the config differs.
 
-Every run uses ``--resume auto``: the same command again after a crash leaves finished runs
-as they are and continues the interrupted ones. A run that fails (or whose config does not
-load) is reported at the end with its error line (:class:`reid.cli.ErrorLine`); the others
+Before anything trains, every config, ``--set`` and ``--grid`` value is checked
+(:mod:`reid.launch.checks`): each problem is one line, exit status 2. So is a rerun that would
+continue runs trained with other settings, or extend finished runs without ``--extend``.
+Every run uses ``--resume auto``: the same command again after a crash or Ctrl-C leaves finished
+runs as they are and continues the interrupted ones. A run that fails is reported at the end with
+its error line (:class:`reid.cli.ErrorLine`; runs that failed alike share one line); the others
 go on. When every run finished, ``output.root/study_<stem>_vs_<stem>....png`` and ``.md``
 hold the mean curves with bands and the table over seeds (``scripts/compare.py`` on the run
 directories).
@@ -25,7 +28,7 @@ command per unfinished run, for any other scheduler. Both decide "finished" from
 ``checkpoints/last.pt``, so the same command again schedules only what is left.
 
 Exit status: 0 every run and the comparison succeeded (``--slurm``: submitted); 1 a run or the
-comparison failed; 2 usage error; 130 interrupted.
+comparison failed; 2 usage error or a problem found before training; 130 interrupted.
 """
 
 from __future__ import annotations
