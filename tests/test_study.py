@@ -123,6 +123,18 @@ def test_study_failing_run_does_not_stop_the_others_and_is_named_with_why(stub_e
     assert "| standard | 0, 1 |" in md and "| soft − standard | final val acc |" in md
 
 
+def test_runs_that_fail_alike_are_one_summary_line_naming_them(stub_env):
+    """A problem that only shows while the runs train (here every soft run's) is said once at the end."""
+    tmp_path, env, a, b = stub_env
+    r = launch([a, b, "--seeds", "0,1"], dict(env, STUB_FAIL="soft", STUB_FAIL_LINE="out of memory on the GPU"))
+    assert r.returncode == 1
+    out = tmp_path / "outputs"
+    assert [line for line in r.stderr.splitlines() if line.startswith("error:")] == [
+        "error: 2 runs failed with the same error line: error: out of memory on the GPU; runs soft_s0 (exit code 3), "
+        f"soft_s1 (exit code 3); their output is in {out}/<run>.log; fix it and rerun this command to resume"]
+    assert "study: 2 of 4 runs finished" in r.stdout
+
+
 def test_study_usage_errors_train_nothing(stub_env):
     tmp_path, env, a, b = stub_env
     same_stem = tmp_path / "other" / "soft.yaml"
@@ -321,8 +333,13 @@ def only_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def test_every_config_and_value_is_checked_before_anything_trains_each_problem_in_one_line(stub_env, tmp_path,
-                                                                                            monkeypatch):
+CHECKED_BEFORE_TRAINING = ["imagenet_not_cached", "weights_file_missing", "set_typo", "set_typo_print_commands",
+                           "set_typo_until_decided", "two_configs_two_problems", "grid_criterion_value_abc",
+                           "grid_criterion_value_negative", "grid_two_bad_values", "grid_key_typo"]
+
+
+@pytest.mark.parametrize("case", CHECKED_BEFORE_TRAINING)
+def test_every_config_and_value_is_checked_before_anything_trains_each_problem_in_one_line(stub_env, tmp_path, case):
     """Found in a first study: one mistake, a dozen copies of its error. Each problem is now one line naming
     the configs it concerns, exit 2, nothing trained, in every mode (here, --print-commands, --until-decided)."""
     _, env, standard, soft = stub_env
@@ -332,46 +349,62 @@ def test_every_config_and_value_is_checked_before_anything_trains_each_problem_i
     smoothing.write_text("criterion: {name: label_smoothing, epsilon: 0.1}\nmodel: {pretrained: none}\n"
                          f"output: {{root: {tmp_path / 'outputs'}}}\n")
     cached = hub / "hub" / "checkpoints" / "resnet50-0676ba61.pth"  # torchvision's ResNet-50 IMAGENET1K_V1 file
-    for args, lines in [
-        ([standard, soft, "--seeds", "0,1,2", "--set", "model.pretrained=imagenet"],
-         [f"{standard}, {soft}: model.pretrained=imagenet: the ImageNet weights for resnet50 are not cached "
-          f"({cached} is missing), and the runs are not started to download them; download "
-          f"https://download.pytorch.org/models/resnet50-0676ba61.pth into {cached.parent}/, or set "
-          "model.pretrained to the file's path, or to none"]),
-        ([standard, soft, "--seeds", "0", "--set", f"model.pretrained={tmp_path / 'trunk.pth'}"],
-         [f"{standard}, {soft}: model.pretrained: weights file {tmp_path / 'trunk.pth'} does not exist; give the "
-          "path of a .pth state dict, 'imagenet' or 'none'"]),
-        ([standard, soft, "--seeds", "0,1", "--set", "train.epoch=3"],
-         [f"{standard}, {soft}: --set train.epoch=3: unknown key 'train.epoch'; did you mean 'train.epochs'?"]),
-        ([standard, soft, "--seeds", "0,1", "--set", "epochs=2", "--print-commands"],
-         [f"{standard}, {soft}: --set epochs=2: unknown key 'epochs'; did you mean 'train.epochs'?"]),
-        ([standard, soft, "--until-decided", "--set", "train.epoch=3"],
-         [f"{standard}, {soft}: --set train.epoch=3: unknown key 'train.epoch'; did you mean 'train.epochs'?"]),
-        ([*DEMO, "--seeds", "0", "--set", "criterion.eps=0.2"],  # two configs, two different problems
-         [f"{DEMO[0]}: --set criterion.eps=0.2: 'criterion' is not a section, so 'criterion.eps' cannot be set",
-          f"{DEMO[1]}: criterion 'soft_cross_entropy' has no parameter 'eps'; valid parameters: weight, "
-          "uniform_weight"]),
-        ([DEMO[0], DEMO[1], "--seeds", "0", "--grid", "criterion.uniform_weight=0.25,abc"],
-         [f"--grid criterion.uniform_weight=abc ({DEMO[1]}): criterion 'soft_cross_entropy': uniform_weight must "
-          "be a number >= 0, got 'abc'"]),
-        ([DEMO[0], DEMO[1], "--seeds", "0", "--grid", "criterion.uniform_weight=-1,0.5"],
-         [f"--grid criterion.uniform_weight=-1 ({DEMO[1]}): criterion 'soft_cross_entropy': uniform_weight must "
-          "be a number >= 0, got -1"]),
-        ([standard, smoothing, "--seeds", "0", "--grid", "criterion.epsilon=0.1,1.5,abc"],
-         [f"--grid criterion.epsilon=1.5 ({smoothing}): criterion 'label_smoothing': epsilon must be a number in "
-          "[0, 1), got 1.5",
-          f"--grid criterion.epsilon=abc ({smoothing}): criterion 'label_smoothing': epsilon must be a number in "
-          "[0, 1), got 'abc'"]),
-        ([standard, soft, "--seeds", "0", "--grid", "optim.lrr=0.1,0.2"],  # every value fails alike: one line
-         [f"--grid optim.lrr=0.1,0.2 ({soft}): unknown key 'optim.lrr'; did you mean 'optim.lr'?"]),
-    ]:
-        r = launch(args, env)
-        assert (r.returncode, only_lines(r.stderr)) == (2, [f"error: {line}" for line in lines]), (args, r.stderr)
-        assert r.stdout == "" and stub_calls(tmp_path) == [] and not (tmp_path / "outputs").exists()
+    typo = f"{standard}, {soft}: --set train.epoch=3: unknown key 'train.epoch'; did you mean 'train.epochs'?"
+    args, lines = {
+        "imagenet_not_cached": (
+            [standard, soft, "--seeds", "0,1,2", "--set", "model.pretrained=imagenet"],
+            [f"{standard}, {soft}: model.pretrained=imagenet: the ImageNet weights for resnet50 are not cached "
+             f"({cached} is missing), and the runs are not started to download them; download "
+             f"https://download.pytorch.org/models/resnet50-0676ba61.pth into {cached.parent}/, or set "
+             "model.pretrained to the file's path, or to none"]),
+        "weights_file_missing": (
+            [standard, soft, "--seeds", "0", "--set", f"model.pretrained={tmp_path / 'trunk.pth'}"],
+            [f"{standard}, {soft}: model.pretrained: weights file {tmp_path / 'trunk.pth'} does not exist; give "
+             "the path of a .pth state dict, 'imagenet' or 'none'"]),
+        "set_typo": ([standard, soft, "--seeds", "0,1", "--set", "train.epoch=3"], [typo]),
+        "set_typo_print_commands": (
+            [standard, soft, "--seeds", "0,1", "--set", "epochs=2", "--print-commands"],
+            [f"{standard}, {soft}: --set epochs=2: unknown key 'epochs'; did you mean 'train.epochs'?"]),
+        "set_typo_until_decided": ([standard, soft, "--until-decided", "--set", "train.epoch=3"], [typo]),
+        "two_configs_two_problems": (
+            [*DEMO, "--seeds", "0", "--set", "criterion.eps=0.2", "--set", f"output.root={tmp_path / 'outputs'}"],
+            [f"{DEMO[0]}: --set criterion.eps=0.2: 'criterion' is not a section, so 'criterion.eps' cannot be set",
+             f"{DEMO[1]}: criterion 'soft_cross_entropy' has no parameter 'eps'; valid parameters: weight, "
+             "uniform_weight"]),
+        "grid_criterion_value_abc": (
+            [*DEMO, "--seeds", "0", "--grid", "criterion.uniform_weight=0.25,abc", "--set",
+             f"output.root={tmp_path / 'outputs'}"],
+            [f"--grid criterion.uniform_weight=abc ({DEMO[1]}): criterion 'soft_cross_entropy': uniform_weight "
+             "must be a number >= 0, got 'abc'"]),
+        "grid_criterion_value_negative": (
+            [*DEMO, "--seeds", "0", "--grid", "criterion.uniform_weight=-1,0.5", "--set",
+             f"output.root={tmp_path / 'outputs'}"],
+            [f"--grid criterion.uniform_weight=-1 ({DEMO[1]}): criterion 'soft_cross_entropy': uniform_weight "
+             "must be a number >= 0, got -1"]),
+        "grid_two_bad_values": (
+            [standard, smoothing, "--seeds", "0", "--grid", "criterion.epsilon=0.1,1.5,abc"],
+            [f"--grid criterion.epsilon=1.5 ({smoothing}): criterion 'label_smoothing': epsilon must be a number "
+             "in [0, 1), got 1.5",
+             f"--grid criterion.epsilon=abc ({smoothing}): criterion 'label_smoothing': epsilon must be a number "
+             "in [0, 1), got 'abc'"]),
+        "grid_key_typo": (  # every value fails alike: one line
+            [standard, soft, "--seeds", "0", "--grid", "optim.lrr=0.1,0.2"],
+            [f"--grid optim.lrr=0.1,0.2 ({soft}): unknown key 'optim.lrr'; did you mean 'optim.lr'?"]),
+    }[case]
+    r = launch(args, env)
+    assert (r.returncode, only_lines(r.stderr)) == (2, [f"error: {line}" for line in lines]), r.stderr
+    assert r.stdout == "" and stub_calls(tmp_path) == [] and not (tmp_path / "outputs").exists()
 
+
+def test_cached_imagenet_weights_pass_the_check(stub_env, tmp_path):
+    """The check looks at the torch hub cache: with the file there, the runs train (the stub trainer loads
+    nothing)."""
+    _, env, standard, soft = stub_env
+    cached = tmp_path / "torch_home" / "hub" / "checkpoints" / "resnet50-0676ba61.pth"
     cached.parent.mkdir(parents=True)
-    cached.write_bytes(b"")  # cached: the check passes and the runs train (the stub trainer loads nothing)
-    r = launch([standard, soft, "--seeds", "0", "--set", "model.pretrained=imagenet"], env)
+    cached.write_bytes(b"")
+    r = launch([standard, soft, "--seeds", "0", "--set", "model.pretrained=imagenet"],
+               dict(env, TORCH_HOME=str(tmp_path / "torch_home")))
     assert r.returncode == 0, r.stderr
     assert sorted(c["name"] for c in stub_calls(tmp_path)) == ["soft_s0", "standard_s0"]
 
