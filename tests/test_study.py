@@ -534,8 +534,11 @@ def test_a_rerun_that_would_change_finished_runs_trains_nothing_and_says_how_to_
     assert r.stderr == (f"error: {runs} in {out}/ were trained with other settings (differs in optim.lr), so this "
                         f"study cannot continue them; for a new study set output.root to another folder (e.g. "
                         f"--set output.root={out}_2), or give the settings they were trained with\n")
-    r = launch([*args, "--set", "train.epochs=3", "--print-commands"], env)
-    assert r.returncode == 2 and "add --extend" in r.stderr and r.stdout == ""
+    for other in (["--print-commands"], ["--until-decided"]):  # seeds 0..2 at look 1: seeds 0 and 1 finished
+        r = launch([standard, soft, "--set", "train.epochs=3", *other, *([] if other[0] == "--until-decided" else
+                                                                        ["--seeds", "0,1"])], env)
+        assert r.returncode == 2 and f"error: {runs} in {out}/ finished 2 epochs" in r.stderr, r.stderr
+        assert "study: look" not in r.stdout and "train.py" not in r.stdout
     assert len(stub_calls(tmp_path)) == trained  # nothing trained
 
     r = launch([*args, "--set", "train.epochs=3", "--extend"], env)

@@ -19,10 +19,13 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from ..errors import ReidError
 from .runs import Job, LaunchError
+
+if TYPE_CHECKING:
+    from .study import Variant
 
 
 class Problems(LaunchError):
@@ -55,7 +58,7 @@ def grouped(problems: dict[str, list[str]]) -> list[str]:
     return [f"{', '.join(where)}: {problem}" for problem, where in problems.items()]
 
 
-def config_problems(configs: Sequence[Path], grid: Sequence[tuple[str, list[str]]], variants: Sequence,
+def config_problems(configs: Sequence[Path], grid: Sequence[tuple[str, list[str]]], variants: Sequence["Variant"],
                     sets: Sequence[str]) -> list[str]:
     """The problems of a study's configs (each with ``sets``), then of each ``--grid`` axis ``(key, values)``
     of the last config, then of each variant the grid makes: one line per problem, naming where it is.
