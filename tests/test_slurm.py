@@ -301,7 +301,8 @@ def test_a_submission_sbatch_refuses_shows_what_sbatch_said(slurm_cluster, demo_
     assert status == 2 and "submitted" not in stdout
     (line,) = err.splitlines()
     # sbatch names itself as it was called (getopt's argv[0]: /usr/bin/sbatch here)
-    assert re.match(r"error: sbatch --array=0 --tme=20 \S+ failed: \S*sbatch: unrecognized option '--tme=20'", line), err
+    said = r"\S*sbatch: unrecognized option '--tme=20'"
+    assert re.match(rf"error: sbatch --array=0 --tme=20 \S+ failed: {said}", line), err
 
 
 CAPPED_PYTHON = """#!/bin/sh

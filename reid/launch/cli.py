@@ -17,7 +17,7 @@ from typing import Callable, NoReturn, Sequence
 
 from ..cli import EXIT_INTERRUPTED, run_main
 from ..errors import ReidError
-from .jobs import Interrupted, OutputClosed
+from .jobs import LaunchInterrupted, OutputClosed
 from .runs import LaunchError
 
 EXIT_RUN_FAILED = 1
@@ -83,7 +83,7 @@ def run_launch(body: Callable[[], int]) -> int:
         try:
             return body()
         except KeyboardInterrupt as e:
-            print(interrupted_message(e.stopped if isinstance(e, Interrupted) else []), file=sys.stderr)
+            print(interrupted_message(e.stopped if isinstance(e, LaunchInterrupted) else []), file=sys.stderr)
             return EXIT_INTERRUPTED
         except OutputClosed as e:
             _silence_stdout()

@@ -48,7 +48,7 @@ STOP_SIGNAL = "stop signal"
 OUTPUT_CHECK_SECONDS = 0.2
 
 
-class Interrupted(KeyboardInterrupt):
+class LaunchInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM reached the launcher: ``stopped`` lists the runs it stopped (each has exited)."""
 
     def __init__(self, stopped: Sequence["Job"]) -> None:
@@ -84,7 +84,7 @@ def run_jobs(jobs: Sequence[Job], slots: Sequence[str | None], trainer: TrainerC
 
     Ctrl-C or SIGTERM stops every running trainer at its next step boundary, with a checkpoint (each
     resumes later with ``--resume auto``; a second Ctrl-C stops them at once), and raises
-    :class:`Interrupted`, naming them, once they have exited. When ``out`` closes (the reader of a
+    :class:`LaunchInterrupted`, naming them, once they have exited. When ``out`` closes (the reader of a
     pipe exits, as ``| head`` does, seen at a write or within :data:`OUTPUT_CHECK_SECONDS`),
     the running trainers are stopped the same way and :class:`OutputClosed` is raised, naming
     them; no further run starts. Each trainer's log is written to its end either way.
@@ -109,7 +109,7 @@ def run_jobs(jobs: Sequence[Job], slots: Sequence[str | None], trainer: TrainerC
                 except queue.Empty:
                     ended = None
                 if ended == STOP_SIGNAL:
-                    raise Interrupted([jobs[i] for i in running])
+                    raise LaunchInterrupted([jobs[i] for i in running])
                 if printer.closed or pipe_closed(out):  # a run may be silent for minutes: look, do not wait
                     _stop(running.values())
                     raise OutputClosed([jobs[i] for i in running])
@@ -120,7 +120,7 @@ def run_jobs(jobs: Sequence[Job], slots: Sequence[str | None], trainer: TrainerC
                     free.append(outcome.slot)
     except KeyboardInterrupt as e:
         _stop(running.values())
-        raise e if isinstance(e, Interrupted) else Interrupted([jobs[i] for i in running]) from e
+        raise e if isinstance(e, LaunchInterrupted) else LaunchInterrupted([jobs[i] for i in running]) from e
     return [outcomes[i] for i in range(len(jobs))]
 
 

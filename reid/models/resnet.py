@@ -291,7 +291,9 @@ def pretrained_problem(arch: str, pretrained: str | os.PathLike | None) -> str |
 
 
 def missing_weights_file(path: Path) -> str:
-    return f"model.pretrained: weights file {path} does not exist; give the path of a .pth state dict, 'imagenet' or 'none'"
+    """The error line of a ``model.pretrained`` path with no file."""
+    return (f"model.pretrained: weights file {path} does not exist; give the path of a .pth state dict, 'imagenet' "
+            "or 'none'")
 
 
 def load_imagenet_state(arch: str, weights: Any) -> dict[str, torch.Tensor]:
