@@ -119,12 +119,14 @@ def rerun_problems(jobs: Sequence[Job], extend: bool) -> list[str]:
             shorter.setdefault((state["epoch"], job.epochs), []).append(job)
     lines = []
     for differing, hit in other.items():
-        lines.append(f"{run_list(hit)} were trained with other settings (differs in {', '.join(differing)}), so "
-                     "this study cannot continue them; for a new study set output.root to another folder (e.g. "
-                     f"--set output.root={hit[0].run_dir.parent}_2), or give the settings they were trained with")
+        they, them, were = ("they", "them", "were") if len(hit) > 1 else ("it", "it", "was")
+        lines.append(f"{run_list(hit)} {were} trained with other settings (differs in {', '.join(differing)}), so "
+                     f"this study cannot continue {them}; for a new study set output.root to another folder (e.g. "
+                     f"--set output.root={hit[0].run_dir.parent}_2), or give the settings {they} {were} trained with")
     for (done, epochs), hit in shorter.items():
-        lines.append(f"{run_list(hit)} finished {done} epochs, and train.epochs={epochs} would extend them in place "
-                     "(the study's table written before would no longer match them); add --extend to train them "
+        them = "them" if len(hit) > 1 else "it"
+        lines.append(f"{run_list(hit)} finished {done} epochs, and train.epochs={epochs} would extend {them} in place "
+                     f"(the study's table written before would no longer match {them}); add --extend to train {them} "
                      "on, or set output.root to another folder for a new study")
     return lines
 
