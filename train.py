@@ -13,9 +13,11 @@ SIGTERM or SIGUSR1 (preemption, a cluster's warning before its time limit) stops
 the next step boundary: the checkpoint and the .mat are written, ``stopped at epoch E, step S:
 checkpoint written; continue with --resume auto`` is printed, and the exit status is 75.
 
-Exit status: 0 finished; 2 a user mistake (one ``error:`` line); 75 stopped by SIGTERM/SIGUSR1,
-checkpoint written (continue with --resume auto); 130 interrupted by Ctrl-C (the message says
-where the last checkpoint is and how many steps --resume auto redoes).
+The first Ctrl-C (SIGINT) stops the same way; a second one interrupts at once.
+
+Exit status: 0 finished; 2 a user mistake (one ``error:`` line); 75 stopped by SIGTERM/SIGUSR1 or
+a first Ctrl-C, checkpoint written (continue with --resume auto); 130 interrupted by a second Ctrl-C
+(the message says where the last checkpoint is and how many steps --resume auto redoes).
 """
 
 import argparse

@@ -130,7 +130,7 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike,
 
     Example::
 
-        >>> export_onnx("outputs/soft", "soft.onnx", checkpoint="outputs/soft/checkpoints/previous.pt")
+        >>> export_onnx("outputs/soft", "soft.onnx", checkpoint="outputs/soft/checkpoints/last.pt")
     """
     require_onnx()
     embedder = load_model(run_dir, checkpoint, device="cpu")

@@ -28,12 +28,17 @@ Handler = TypeVar("Handler", bound=Callable)
 
 
 class StopFlag:
-    """A signal handler that only records the signal: :attr:`requested` is True once one arrived."""
+    """A signal handler that only records the signal: :attr:`requested` is True once one arrived.
+
+    SIGINT (Ctrl-C), where it is handed here, is a stop request like SIGTERM the first time; once a stop is
+    requested, Ctrl-C raises KeyboardInterrupt: a second Ctrl-C stops at once."""
 
     def __init__(self) -> None:
         self.signum: Optional[int] = None
 
     def __call__(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGINT and self.requested:
+            raise KeyboardInterrupt
         self.signum = signum
 
     @property

@@ -9,7 +9,10 @@
 #                     output.root/<stem>_s<seed>
 #   --until-decided   seeds 0,1,2, then one more per round, until each comparison with the first config is decided
 #                     (--max-seeds N, default 10; --margin M points for "equivalent"; --metric mAP|rank1)
-#   --grid KEY=V1,V2  variants of the last config, one per value (repeatable), named e.g. soft_uw0.5
+#   --grid KEY=V1,V2  variants of the last config, one per value (repeatable), named e.g. soft_uw0.5; the values
+#                     are YAML: "data.size=[64,32],[128,64]" has two
+#   --extend          a rerun with a raised train.epochs trains finished runs on (without it, it trains nothing
+#                     and says what would change)
 #   --set key=value   forwarded to every run (repeatable; seed and output.name are the study's)
 #   --gpus G1,G2,...  spread the runs over these GPUs, each run pinned to one (CUDA_VISIBLE_DEVICES)
 #   --per-gpu N       with --gpus: N runs at once on each GPU (default 1)
@@ -27,8 +30,9 @@
 # Environment: PYTHON (default: python) runs the launcher and train.py (the one of this checkout,
 #   passed to the launcher as --trainer).
 #
-# Every run uses --resume auto: the same command again after a crash leaves finished runs
-# untouched and continues the interrupted ones. A failed run does not stop the others; the
+# Every config, --set and --grid value is checked before anything trains (one error: line per
+# problem, exit 2). Every run uses --resume auto: the same command again after a crash or Ctrl-C
+# leaves finished runs untouched and continues the interrupted ones. A failed run does not stop the others; the
 # end names it with its error line (its first error: line, else its last line; all of its
 # output is in <run dir>.log). When every run finished: output.root/study_<stem>_vs_<stem>.png
 # and .md, the mean curves with bands and the table over seeds (see README, "Studies over seeds").

@@ -133,7 +133,8 @@ def stub_env(tmp_path):
     cfg = tmp_path / "configs"
     cfg.mkdir()
     for name in ("standard", "soft"):
-        (cfg / f"{name}.yaml").write_text(f"# {name}\noutput:\n  root: {tmp_path / 'outputs'}\n")
+        # no ImageNet weights: a study checks that a config's weights are there before it starts its runs
+        (cfg / f"{name}.yaml").write_text(f"# {name}\nmodel:\n  pretrained: none\noutput:\n  root: {tmp_path / 'outputs'}\n")
     env = dict(os.environ, PYTHON=str(stub), STUB_ROOT=str(tmp_path / "outputs"),
                STUB_LOG=str(tmp_path / "calls.jsonl"))
     env.pop("CUDA_VISIBLE_DEVICES", None)

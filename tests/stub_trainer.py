@@ -9,7 +9,7 @@ end times, how many stub runs shared its GPU at its start), and writes a contrac
 ``mini_batch_data.mat`` whose numbers depend on the seed. Environment knobs:
 
 * ``STUB_FAIL``: comma-separated config stems or run names that fail (exit 3, last line
-  ``error: stub failure of NAME``);
+  ``error: stub failure of NAME``, or ``error: $STUB_FAIL_LINE`` when that is set);
 * ``STUB_RENDEZVOUS`` (a folder) and ``STUB_WAVE`` (N): the first N runs to start each wait
   until N have started (20 s at most, else exit 4): they must run at the same time;
 * ``STUB_SECONDS``: how long each run "trains" (default 0);
@@ -69,7 +69,7 @@ with open(os.environ["STUB_LOG"], "a") as f:
                         "cuda": cuda, "start": started, "end": time.time(), "sharing": sharing}) + "\n")
 if stem in os.environ.get("STUB_FAIL", "").split(",") or name in os.environ.get("STUB_FAIL", "").split(","):
     print(f"stub: training {name}")
-    print(f"error: stub failure of {name}", file=sys.stderr)
+    print(f"error: {os.environ.get('STUB_FAIL_LINE') or f'stub failure of {name}'}", file=sys.stderr)
     sys.exit(3)
 
 import numpy as np  # noqa: E402

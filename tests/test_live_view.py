@@ -91,3 +91,27 @@ def test_tensorboard_events_equal_the_mat_step_for_step_before_and_after_a_resum
     final = mat_as_board(run)
     assert [len(final[t]) for t in ("train_loss", "val_loss", "eval_mAP")] == [2 * 7, 2 * 2, 2]  # 40/8 images, batch 6
     assert board(run) == final  # each value once: what the stopped life wrote is purged, not shown twice
+
+
+def test_without_a_terminal_a_run_prints_a_step_line_after_its_first_step_then_every_interval(monkeypatch, capsys):
+    """Output to a pipe or a file (a study's runs): no bar, but a step line after the first training step and
+    then once STEP_LINE_SECONDS have passed, with the running loss and accuracy of the steps so far."""
+    import torch
+
+    from reid.engine import records
+
+    interval = records.STEP_LINE_SECONDS
+    clock = iter([0.0, 5.0, 10.0, 5.0 + interval + 0.5, 5.0 + interval + 1.0])  # the bar's start, then each step
+    monkeypatch.setattr(records.time, "perf_counter", lambda: next(clock))
+    steps = records.StepRecords([4, 4, 2, 4], torch.device("cpu"))
+    lines = records.StepLines(True)
+    with records.PhaseBar("epoch 1/2 train", 14, torch.device("cpu"), enabled=True, steps=4, lines=lines) as bar:
+        assert bar.bar.disable  # captured output is no terminal
+        for step, (loss, correct) in enumerate([(2.0, 1), (1.0, 3), (4.0, 0), (3.0, 4)]):
+            steps.record(step, torch.tensor(loss), torch.tensor(correct))
+            bar.advance(steps.batch_sizes[step], steps, step + 1)
+    # by hand: step 1: loss 2.0, 1/4 correct, 4 images in 5 s; step 3: (2*4 + 1*4 + 4*2) / 10 = 2.0, 4/10
+    # correct, 10 images since the start; steps 2 and 4 come before the interval has passed since the last line
+    assert capsys.readouterr().out.splitlines() == [
+        "epoch 1/2 train: step 1/4, 0.8 img/s, loss 2.0000 acc 0.250",
+        f"epoch 1/2 train: step 3/4, {10 / (5.0 + interval + 0.5):.1f} img/s, loss 2.0000 acc 0.400"]

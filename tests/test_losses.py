@@ -362,3 +362,28 @@ def test_cross_entropy_parts_of_a_split_batch_sum_to_the_weighted_mean_with_igno
              for rank, (lo, hi) in enumerate([(0, 3), (3, 5)])]
     expected = F.cross_entropy(logits, targets, weight=torch.tensor(weight), ignore_index=-100)
     assert torch.allclose(sum(parts), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"name": "soft_cross_entropy", "uniform_weight": "abc"}, "uniform_weight must be a number >= 0, got 'abc'"),
+    ({"name": "soft_cross_entropy", "uniform_weight": -1}, "uniform_weight must be a number >= 0, got -1"),
+    ({"name": "label_smoothing", "epsilon": 1.5}, "epsilon must be a number in [0, 1), got 1.5"),
+    ([{"name": "cross_entropy"}, {"name": "center", "lr": 0}], "criterion 'center': lr must be a number > 0"),
+])
+def test_criterion_values_are_checked_before_any_data_is_read(spec, message):
+    """What a study checks before anything trains: each criterion's own checks of its values."""
+    from reid.errors import ConfigError
+    from reid.losses import check_criterion_spec
+
+    with pytest.raises(ConfigError) as info:
+        check_criterion_spec(spec)
+    assert message in str(info.value)
+
+
+def test_criterion_check_accepts_what_only_the_dataset_can_judge():
+    """A per-class list is checked against the real number of identities when the run builds it."""
+    from reid.losses import check_criterion_spec
+
+    check_criterion_spec({"name": "cross_entropy", "class_weight": [1.0] * 8})
+    check_criterion_spec({"name": "cross_entropy", "class_weight": "balanced"})
+    check_criterion_spec([{"name": "center", "lr": 0.5}, {"name": "triplet", "margin": 0.3}])

@@ -145,3 +145,41 @@ def test_sigkill_at_seeded_random_moments_then_resume_gives_the_uninterrupted_ru
     log = (run_dir(overrides, "killed") / "log.txt").read_text()
     assert "resumed from" in log
     assert_same_run(study_root / "demo_standard_s0", run_dir(overrides, "killed"))
+
+
+def test_a_finished_run_keeps_last_pt_alone_and_evaluate_embed_export_and_resume_still_read_it(
+        demo_study, synthetic_root, tmp_path, capsys):
+    """previous.pt is there for a resume whose last.pt a crash damaged: a finished run drops it (half its disk),
+    and every tool that reads a finished run reads last.pt: the evaluation gives the run's own results, the
+    query features of reid.embed are those of its features.mat, the ONNX export is written, and --resume auto
+    has nothing to do."""
+    import json
+    import runpy
+    import shutil
+
+    import numpy as np
+    from scipy.io import loadmat
+
+    from reid.embed import main as embed
+    from reid.evaluate import main as evaluate
+    from reid.export import main as export
+
+    root, overrides = demo_study
+    assert sorted(p.name for p in (root / "demo_standard_s0" / "checkpoints").iterdir()) == ["last.pt"]
+    run = tmp_path / "demo_standard_s0"
+    shutil.copytree(root / "demo_standard_s0", run)  # the session's run stays as it is for the other tests
+    trained = json.loads((run / "results.json").read_text())
+
+    assert evaluate([str(run), "--device", "cpu"]) == 0
+    again = json.loads((run / "results.json").read_text())
+    assert again["mAP"] == trained["mAP"] and again["cmc"][:10] == trained["cmc"][:10]
+    assert embed([str(run), str(synthetic_root / "query"), "--out", str(tmp_path / "q.npy"), "--device", "cpu"]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "q.npy"), loadmat(run / "features.mat")["query_f"], atol=2e-6,
+                               rtol=0)
+    assert export([str(run), "--onnx", str(tmp_path / "m.onnx")]) == 0 and (tmp_path / "m.onnx").stat().st_size > 0
+    capsys.readouterr()
+    train = runpy.run_path(str(REPO / "train.py"))["main"]
+    sets = [a for o in [*overrides, "seed=0", f"output.root={tmp_path}", "output.name=demo_standard_s0"]
+            for a in ("--set", o)]
+    assert train(["--config", str(CONFIG), "--device", "cpu", "--resume", "auto", "--no-progress", *sets]) == 0
+    assert f"{run}: already finished (2 epochs); nothing to do" in capsys.readouterr().out

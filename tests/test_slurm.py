@@ -239,9 +239,11 @@ def test_print_commands_run_by_a_shell_loop_make_the_study_runs(demo_study, stub
     tmp_path, environ, _, _ = stub_env
     out = tmp_path / "outputs"
     shutil.copytree(local, out, copy_function=os.link)  # seed 0's runs finished (linked, never written)
+    # spaces and braces; a setting a finished run may change (eval.*), so seed 0's runs stay this study's
+    spaced = "eval.datasets=[{name: market1501, root: data/other market}]"
 
     def study_of(seeds: str, *extra: str) -> tuple[int, str, str]:
-        args = [*DEMO, "--seeds", seeds, "--device", "cpu", *sets([*overrides, SYNTHETIC, f"output.root={out}"])]
+        args = [*DEMO, "--seeds", seeds, "--device", "cpu", *sets([*overrides, spaced, f"output.root={out}"])]
         return study_here([*args, *extra], environ, monkeypatch, capsys)
 
     def calls() -> list[tuple]:
@@ -257,7 +259,7 @@ def test_print_commands_run_by_a_shell_loop_make_the_study_runs(demo_study, stub
     assert loop.returncode == 0, loop.stdout + loop.stderr
     printed = calls()
     assert [name for _, name, *_ in printed] == ["demo_standard_s1", "demo_soft_s1"]
-    assert all(SYNTHETIC in sets_given for _, _, sets_given, *_ in printed)
+    assert all(spaced in sets_given for _, _, sets_given, *_ in printed)
     (tmp_path / "calls.jsonl").unlink()
     study_of("1")  # the local study of those runs
     assert calls() == printed
@@ -287,6 +289,20 @@ def test_sbatch_options_reach_sbatch_in_every_form_a_user_types(slurm_cluster, d
     finally:
         slurm_cluster.run("scancel", array, compare)
         slurm_cluster.wait_idle(timeout=30)  # gone from the queue: the next study of this name may submit
+
+
+def test_a_submission_sbatch_refuses_shows_what_sbatch_said(slurm_cluster, demo_study, tmp_path, monkeypatch,
+                                                            capsys):
+    """A mistyped option: the line that says what is wrong is sbatch's own, not its "Try sbatch --help" hint."""
+    _, overrides = demo_study
+    args = [DEMO[0], "--seeds", "0", "--device", "cpu", "--slurm", "--sbatch", "--tme=20",
+            *sets([*overrides, f"output.root={tmp_path}"])]
+    status, stdout, err = study_here(args, env(SLURM_CONF=slurm_cluster.env["SLURM_CONF"]), monkeypatch, capsys)
+    assert status == 2 and "submitted" not in stdout
+    (line,) = err.splitlines()
+    # sbatch names itself as it was called (getopt's argv[0]: /usr/bin/sbatch here)
+    said = r"\S*sbatch: unrecognized option '--tme=20'"
+    assert re.match(rf"error: sbatch --array=0 --tme=20 \S+ failed: {said}", line), err
 
 
 CAPPED_PYTHON = """#!/bin/sh

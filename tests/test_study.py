@@ -123,6 +123,18 @@ def test_study_failing_run_does_not_stop_the_others_and_is_named_with_why(stub_e
     assert "| standard | 0, 1 |" in md and "| soft − standard | final val acc |" in md
 
 
+def test_runs_that_fail_alike_are_one_summary_line_naming_them(stub_env):
+    """A problem that only shows while the runs train (here every soft run's) is said once at the end."""
+    tmp_path, env, a, b = stub_env
+    r = launch([a, b, "--seeds", "0,1"], dict(env, STUB_FAIL="soft", STUB_FAIL_LINE="out of memory on the GPU"))
+    assert r.returncode == 1
+    out = tmp_path / "outputs"
+    assert [line for line in r.stderr.splitlines() if line.startswith("error:")] == [
+        "error: 2 runs failed with the same error line: error: out of memory on the GPU; runs soft_s0 (exit code 3), "
+        f"soft_s1 (exit code 3); their output is in {out}/<run>.log; fix it and rerun this command to resume"]
+    assert "study: 2 of 4 runs finished" in r.stdout
+
+
 def test_study_usage_errors_train_nothing(stub_env):
     tmp_path, env, a, b = stub_env
     same_stem = tmp_path / "other" / "soft.yaml"
@@ -306,19 +318,118 @@ def test_study_real_trainer_killed_mid_run_then_resumed(tmp_path, tiny_overrides
     assert "study: 1 of 1 runs finished" in r.stdout and (out / "study_demo_standard.md").is_file()
 
 
-def test_study_bad_override_for_one_config_is_named_and_the_other_still_trains(stub_env):
-    """demo_soft's criterion is a {name, uniform_weight} section, demo_standard's a plain name: the launcher's
-    own config loading names the error of demo_standard's run before anything trains; demo_soft trains."""
+def test_study_bad_override_for_one_config_is_named_and_nothing_trains(stub_env):
+    """demo_soft's criterion is a {name, uniform_weight} section, demo_standard's a plain name: the override
+    is a mistake for demo_standard only; the study names it in one line and trains neither."""
     tmp_path, env, _, _ = stub_env
     r = launch([*DEMO, "--seeds", "2", "--set", f"output.root={tmp_path / 'outputs'}",
                 "--set", "criterion.uniform_weight=0.5"], env)
-    assert r.returncode == 1
-    assert (f"error: run demo_standard_s2 ({DEMO[0]}) could not start: cannot resolve the run directory of "
-            f"{DEMO[0]}: --set criterion.uniform_weight=0.5: 'criterion' "
-            "is not a section") in r.stderr
-    assert [c["name"] for c in stub_calls(tmp_path)] == ["demo_soft_s2"]
-    assert f"run demo_soft_s2 ({DEMO[1]}): finished: {tmp_path / 'outputs' / 'demo_soft_s2'}" in r.stdout
-    assert "study: 1 of 2 runs finished" in r.stdout and "no comparison written" in r.stderr
+    assert r.returncode == 2 and stub_calls(tmp_path) == [] and r.stdout == ""
+    assert r.stderr == (f"error: {DEMO[0]}: --set criterion.uniform_weight=0.5: 'criterion' is not a section, so "
+                        "'criterion.uniform_weight' cannot be set\n")
+
+
+def only_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+CHECKED_BEFORE_TRAINING = ["imagenet_not_cached", "weights_file_missing", "set_typo", "set_typo_print_commands",
+                           "set_typo_until_decided", "two_configs_two_problems", "grid_criterion_value_abc",
+                           "grid_criterion_value_negative", "grid_two_bad_values", "grid_key_typo"]
+
+
+@pytest.mark.parametrize("case", CHECKED_BEFORE_TRAINING)
+def test_every_config_and_value_is_checked_before_anything_trains_each_problem_in_one_line(stub_env, tmp_path, case):
+    """Found in a first study: one mistake, a dozen copies of its error. Each problem is now one line naming
+    the configs it concerns, exit 2, nothing trained, in every mode (here, --print-commands, --until-decided)."""
+    _, env, standard, soft = stub_env
+    hub = tmp_path / "torch_home"  # an empty torch hub: no ImageNet weights cached
+    env = dict(env, TORCH_HOME=str(hub))
+    smoothing = tmp_path / "configs" / "smoothing.yaml"
+    smoothing.write_text("criterion: {name: label_smoothing, epsilon: 0.1}\nmodel: {pretrained: none}\n"
+                         f"output: {{root: {tmp_path / 'outputs'}}}\n")
+    cached = hub / "hub" / "checkpoints" / "resnet50-0676ba61.pth"  # torchvision's ResNet-50 IMAGENET1K_V1 file
+    typo = f"{standard}, {soft}: --set train.epoch=3: unknown key 'train.epoch'; did you mean 'train.epochs'?"
+    args, lines = {
+        "imagenet_not_cached": (
+            [standard, soft, "--seeds", "0,1,2", "--set", "model.pretrained=imagenet"],
+            [f"{standard}, {soft}: model.pretrained=imagenet: the ImageNet weights for resnet50 are not cached "
+             f"({cached} is missing), and the runs are not started to download them; download "
+             f"https://download.pytorch.org/models/resnet50-0676ba61.pth into {cached.parent}/, or set "
+             "model.pretrained to the file's path, or to none"]),
+        "weights_file_missing": (
+            [standard, soft, "--seeds", "0", "--set", f"model.pretrained={tmp_path / 'trunk.pth'}"],
+            [f"{standard}, {soft}: model.pretrained: weights file {tmp_path / 'trunk.pth'} does not exist; give "
+             "the path of a .pth state dict, 'imagenet' or 'none'"]),
+        "set_typo": ([standard, soft, "--seeds", "0,1", "--set", "train.epoch=3"], [typo]),
+        "set_typo_print_commands": (
+            [standard, soft, "--seeds", "0,1", "--set", "epochs=2", "--print-commands"],
+            [f"{standard}, {soft}: --set epochs=2: unknown key 'epochs'; did you mean 'train.epochs'?"]),
+        "set_typo_until_decided": ([standard, soft, "--until-decided", "--set", "train.epoch=3"], [typo]),
+        "two_configs_two_problems": (
+            [*DEMO, "--seeds", "0", "--set", "criterion.eps=0.2", "--set", f"output.root={tmp_path / 'outputs'}"],
+            [f"{DEMO[0]}: --set criterion.eps=0.2: 'criterion' is not a section, so 'criterion.eps' cannot be set",
+             f"{DEMO[1]}: criterion 'soft_cross_entropy' has no parameter 'eps'; valid parameters: weight, "
+             "uniform_weight"]),
+        "grid_criterion_value_abc": (
+            [*DEMO, "--seeds", "0", "--grid", "criterion.uniform_weight=0.25,abc", "--set",
+             f"output.root={tmp_path / 'outputs'}"],
+            [f"--grid criterion.uniform_weight=abc ({DEMO[1]}): criterion 'soft_cross_entropy': uniform_weight "
+             "must be a number >= 0, got 'abc'"]),
+        "grid_criterion_value_negative": (
+            [*DEMO, "--seeds", "0", "--grid", "criterion.uniform_weight=-1,0.5", "--set",
+             f"output.root={tmp_path / 'outputs'}"],
+            [f"--grid criterion.uniform_weight=-1 ({DEMO[1]}): criterion 'soft_cross_entropy': uniform_weight "
+             "must be a number >= 0, got -1"]),
+        "grid_two_bad_values": (
+            [standard, smoothing, "--seeds", "0", "--grid", "criterion.epsilon=0.1,1.5,abc"],
+            [f"--grid criterion.epsilon=1.5 ({smoothing}): criterion 'label_smoothing': epsilon must be a number "
+             "in [0, 1), got 1.5",
+             f"--grid criterion.epsilon=abc ({smoothing}): criterion 'label_smoothing': epsilon must be a number "
+             "in [0, 1), got 'abc'"]),
+        "grid_key_typo": (  # every value fails alike: one line
+            [standard, soft, "--seeds", "0", "--grid", "optim.lrr=0.1,0.2"],
+            [f"--grid optim.lrr=0.1,0.2 ({soft}): unknown key 'optim.lrr'; did you mean 'optim.lr'?"]),
+    }[case]
+    r = launch(args, env)
+    assert (r.returncode, only_lines(r.stderr)) == (2, [f"error: {line}" for line in lines]), r.stderr
+    assert r.stdout == "" and stub_calls(tmp_path) == [] and not (tmp_path / "outputs").exists()
+
+
+def test_cached_imagenet_weights_pass_the_check(stub_env, tmp_path):
+    """The check looks at the torch hub cache: with the file there, the runs train (the stub trainer loads
+    nothing)."""
+    _, env, standard, soft = stub_env
+    cached = tmp_path / "torch_home" / "hub" / "checkpoints" / "resnet50-0676ba61.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")
+    r = launch([standard, soft, "--seeds", "0", "--set", "model.pretrained=imagenet"],
+               dict(env, TORCH_HOME=str(tmp_path / "torch_home")))
+    assert r.returncode == 0, r.stderr
+    assert sorted(c["name"] for c in stub_calls(tmp_path)) == ["soft_s0", "standard_s0"]
+
+
+def test_grid_values_are_yaml_a_bracketed_list_is_one_value_and_a_value_listed_twice_is_refused(stub_env):
+    tmp_path, env, standard, soft = stub_env
+
+    def commands(*grid: str) -> list[str]:
+        r = launch([standard, soft, "--seeds", "0", "--print-commands", *(a for g in grid for a in ("--grid", g))],
+                   env)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.splitlines()
+
+    (one,) = [c for c in commands("data.size=[64,32]") if "soft" in c]
+    assert "--set 'data.size=[64,32]' --set seed=0 --set output.name=soft_size64-32_s0 " in one, one
+    two = [c for c in commands("data.size=[64,32], [128,64]", "optim.lr=0.1") if "soft" in c]
+    assert [re.search(r"output.name=(\S+)", c).group(1) for c in two] == ["soft_size64-32_lr0.1_s0",
+                                                                          "soft_size128-64_lr0.1_s0"]
+    assert "--set 'data.size=[128,64]' --set optim.lr=0.1 " in two[1]
+    for grid, twice in [("optim.lr=0.5,0.5", "0.5 and 0.5"), ("optim.lr=0.5,0.50", "0.5 and 0.50"),
+                        ("data.size=[64,32],[64, 32]", "[64,32] and [64, 32]")]:
+        r = launch([standard, soft, "--seeds", "0", "--grid", grid], env)
+        assert (r.returncode, r.stderr) == (2, f"error: --grid {grid}: the value {twice.split(' and ')[1]} is "
+                                               f"listed twice ({twice}); list each value once\n")
+    assert stub_calls(tmp_path) == []
 
 
 def test_a_stop_signal_while_a_trainer_starts_does_not_leave_it_running(stub_env, monkeypatch):
@@ -365,6 +476,21 @@ def test_until_decided_adds_seeds_only_where_undecided_and_writes_the_decisions(
     assert names == sorted([f"{v}_s{s}" for v in ("standard", "soft_lr0.02") for s in range(4)] +
                            [f"soft_lr0.01_s{s}" for s in range(3)])
     assert all("optim.lr=0.01" in c["set"] for c in stub_calls(tmp_path) if c["name"].startswith("soft_lr0.01"))
+    # after look 1, where each comparison stands, then the next round with its baseline named first
+    lines = r.stdout.splitlines()
+    first = lines.index("study: look 1 of 2: seeds 0..2 of standard (the baseline), soft_lr0.01, soft_lr0.02, "
+                        "9 run(s) to train")
+    second = lines.index("study: look 2 of 2: seeds 0..3 of standard (the baseline), soft_lr0.02, 2 run(s) to train")
+    standing = [line for line in lines[first:second] if " vs standard: " in line]
+    assert len(standing) == 2 and standing[0].startswith("soft_lr0.01 vs standard: better, mAP +"), standing
+    from scipy import stats
+
+    out = tmp_path / "outputs"
+    d = np.array([loadmat(out / f"soft_lr0.02_s{s}" / "mini_batch_data.mat")["eval_mAP"][0][-1]
+                  - loadmat(out / f"standard_s{s}" / "mini_batch_data.mat")["eval_mAP"][0][-1] for s in range(3)]) * 100
+    lo, hi = stats.ttest_1samp(d, 0.0).confidence_interval(1 - 0.05 / (2 * 2))  # 2 looks x 2 comparisons
+    assert standing[1] == f"soft_lr0.02 vs standard: not decided yet, mAP {d.mean():+.2f} [{lo:+.2f}, {hi:+.2f}], " \
+                          "3 seeds", (standing, d)
     better = re.search(r"^soft_lr0.01 vs standard: better, mAP \+(\S+) \[.*\], 3 seeds \(decided at look 1\)$",
                        r.stdout, re.M)
     assert better and float(better.group(1)) == pytest.approx(2.0, abs=0.3), r.stdout
@@ -377,9 +503,85 @@ def test_until_decided_adds_seeds_only_where_undecided_and_writes_the_decisions(
         [line for line in r.stdout.splitlines() if " vs standard: " in line][-2:]
 
 
-def test_grid_values_and_keys_are_checked_before_anything_trains(stub_env):
+
+
+def test_a_rerun_that_would_change_finished_runs_trains_nothing_and_says_how_to_ask_for_it(stub_env):
+    """Found: a rerun with --set optim.lr=0.01 failed in each run with a message naming output.name (a study
+    sets it itself), and one with more train.epochs extended the finished runs in place, silently."""
+    from reid.config import load_config, to_dict
+
     tmp_path, env, standard, soft = stub_env
-    r = launch([standard, soft, "--seeds", "0", "--grid", "optim.lrr=0.1,0.2", "--device", "cpu"], env)
-    assert r.returncode == 2 and stub_calls(tmp_path) == []
-    assert r.stderr.startswith("error: --grid optim.lrr=0.1 (") and "unknown key 'optim.lrr'" in r.stderr, r.stderr
-    assert len(r.stderr.splitlines()) == 1
+    out = tmp_path / "outputs"
+    args = [standard, soft, "--seeds", "0,1", "--set", "train.epochs=2"]
+    assert launch(args, env).returncode == 0
+    for config in (standard, soft):  # each run's checkpoint as train.py writes it when it finishes
+        for seed in (0, 1):
+            name = f"{config.stem}_s{seed}"
+            settings = to_dict(load_config(config, ["train.epochs=2", f"seed={seed}", f"output.name={name}"]))
+            (out / name / "checkpoints").mkdir()
+            torch.save({"format": 1, "finished": True, "epoch": 2, "config": settings},
+                       out / name / "checkpoints" / "last.pt")
+    trained = len(stub_calls(tmp_path))
+    runs = "runs standard_s0, soft_s0, standard_s1, soft_s1"
+
+    r = launch([*args, "--set", "train.epochs=3"], env)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == (f"error: {runs} in {out}/ finished 2 epochs, and train.epochs=3 would extend them in place "
+                        "(the study's table written before would no longer match them); add --extend to train them "
+                        "on, or set output.root to another folder for a new study\n")
+    r = launch([*args, "--set", "optim.lr=0.01"], env)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == (f"error: {runs} in {out}/ were trained with other settings (differs in optim.lr), so this "
+                        f"study cannot continue them; for a new study set output.root to another folder (e.g. "
+                        f"--set output.root={out}_2), or give the settings they were trained with\n")
+    for other in (["--print-commands"], ["--until-decided"]):  # seeds 0..2 at look 1: seeds 0 and 1 finished
+        r = launch([standard, soft, "--set", "train.epochs=3", *other, *([] if other[0] == "--until-decided" else
+                                                                        ["--seeds", "0,1"])], env)
+        assert r.returncode == 2 and f"error: {runs} in {out}/ finished 2 epochs" in r.stderr, r.stderr
+        assert "study: look" not in r.stdout and "train.py" not in r.stdout
+    assert len(stub_calls(tmp_path)) == trained  # nothing trained
+
+    r = launch([*args, "--set", "train.epochs=3", "--extend"], env)
+    assert r.returncode == 0, r.stderr
+    assert len(stub_calls(tmp_path)) == trained + 4 and "study: 4 of 4 runs finished" in r.stdout
+    assert launch(args, env).returncode == 0  # the runs as they were trained: nothing to say
+
+
+def test_ctrl_c_in_a_study_stops_its_run_with_a_checkpoint_and_the_same_command_resumes_it_exactly(demo_study,
+                                                                                                   tmp_path):
+    """Ctrl-C (SIGINT to the study's process group, as a terminal sends it) while demo_standard_s0 trains its
+    first epoch, before any checkpoint: the run stops at the next step boundary with a checkpoint, as SIGTERM
+    stops it, and the launcher says the same command resumes it; that command ends the run exactly as the
+    uninterrupted one (conftest's demo_study)."""
+    from helpers import assert_same_run
+
+    reference_root, overrides = demo_study
+    out = tmp_path / "outputs"
+    args = [DEMO[0], "--seeds", "0", "--device", "cpu", *set_args([*overrides, f"output.root={out}"])]
+    run, log = out / "demo_standard_s0", out / "demo_standard_s0.log"
+    proc = subprocess.Popen(["bash", str(STUDY), *map(str, args)], env=real_env(), cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 600
+        # the step line printed after the first training step (no terminal: no bar): the run is in epoch 1
+        while not (log.exists() and "epoch 1/2 train: step 1/7" in log.read_text()):
+            assert proc.poll() is None and time.time() < deadline, "the study ended before it could be stopped"
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "interrupted: demo_standard_s0 stopped with a checkpoint, and the same command resumes it" in err, err
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 1 and 1 <= state["step"] < 7 and not state["epoch_done"] and not state["finished"]
+    assert f"stopped at epoch 1, step {state['step']}: checkpoint written" in log.read_text()
+
+    r = launch(args, real_env())  # the same command
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    assert f"resumed from {run / 'checkpoints' / 'last.pt'} at epoch 1, step {state['step']}" in \
+        (run / "log.txt").read_text()
+    assert_same_run(reference_root / "demo_standard_s0", run)
+    assert not (run / "checkpoints" / "previous.pt").exists()  # a finished run keeps last.pt alone

@@ -113,14 +113,21 @@ def run_finished(run_dir: str | Path, epochs: int) -> bool:
 
         run_finished("outputs/soft_s0", epochs=60)   # -> True once train.py finished it
     """
+    state = peek_last(run_dir)
+    return state is not None and is_finished(state, epochs)
+
+
+def peek_last(run_dir: str | Path) -> Optional[dict]:
+    """The run's ``checkpoints/last.pt`` memory-mapped (its weights are not read), or None when it is missing
+    or unreadable (damaged: ``--resume auto`` then falls back to ``previous.pt`` or says why)."""
     path = CheckpointStore(run_dir).last
     if not path.is_file():
-        return False
+        return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # damaged: not finished; the trainer falls back to previous.pt or says why
-        return False
-    return isinstance(state, dict) and is_finished(state, epochs)
+    except Exception:
+        return None
+    return state if isinstance(state, dict) else None
 
 
 class RunLock:

@@ -150,6 +150,7 @@ def _train_locked(cfg: Config, out: Path, dev: torch.device, dist: distributed.D
         if is_finished(state, cfg.train.epochs):
             if dist.is_main:
                 print(f"{out}: already finished ({state['epoch']} epochs); nothing to do")
+                drop_previous(store)
             return out
     dataset, split = build_split(cfg)
     torch.manual_seed(cfg.seed)  # model initialisation
@@ -186,4 +187,17 @@ def _train_locked(cfg: Config, out: Path, dev: torch.device, dist: distributed.D
             trainer.fit(start)
     except KeyboardInterrupt as e:
         raise Interrupted(trainer.position.interrupted_message()) from e
+    if dist.is_main:  # fit returns only once the run has finished, its last checkpoint written
+        drop_previous(store)
     return out
+
+
+def drop_previous(store: CheckpointStore) -> None:
+    """A finished run keeps ``checkpoints/last.pt`` alone. ``previous.pt`` is kept while a run trains so that a
+    crash during a checkpoint write leaves a checkpoint to resume from; a finished run is not written again
+    (one extended to more epochs keeps a ``previous.pt`` again while it trains), so the copy only doubles its
+    disk."""
+    try:
+        store.previous.unlink(missing_ok=True)
+    except OSError:
+        pass  # a read-only run directory: the run is finished all the same

@@ -2,7 +2,8 @@
 of an epoch, agreed by the processes of a torchrun group, and what Ctrl-C tells the user.
 
 A cluster stops a job with SIGTERM (preemption, ``scontrol requeue``) and warns it with SIGUSR1
-before its time limit. While :meth:`StopSignals.listening`, either sets a flag; the trainer asks
+before its time limit; a user presses Ctrl-C (SIGINT). While :meth:`StopSignals.listening`, each sets
+a flag (a second Ctrl-C stops at once); the trainer asks
 :meth:`StopSignals.agreed` after each training step and each val batch, and between evaluation
 phases, and then stops with a checkpoint (:meth:`StopSignals.stop`). :class:`Progress` keeps where
 training is and where the newest checkpoint is, for the Ctrl-C message.
@@ -20,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import signal
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ from typing import NoReturn, Optional
 import torch
 
 from ..errors import Stopped
-from ..signals import StopFlag, on_stop_signals
+from ..signals import STOP_SIGNALS, StopFlag, on_stop_signals
 from . import distributed
 
 # Under torchrun on CUDA the processes agree whether to stop every this many steps: reading the agreement
@@ -59,8 +61,9 @@ class StopSignals:
         self.flag, self.dist, self.device = StopFlag(), dist, device
 
     def listening(self) -> AbstractContextManager:
-        """The block in which SIGTERM and SIGUSR1 set the flag instead of ending the process."""
-        return on_stop_signals(self.flag)
+        """The block in which SIGTERM, SIGUSR1 and a first Ctrl-C (SIGINT) set the flag instead of ending the
+        process; a Ctrl-C after that raises KeyboardInterrupt (:class:`reid.signals.StopFlag`)."""
+        return on_stop_signals(self.flag, (*STOP_SIGNALS, signal.SIGINT))
 
     @property
     def received(self) -> bool:

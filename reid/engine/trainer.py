@@ -41,7 +41,7 @@ from ..machine import machine_kind, machine_record
 from .device import CompiledWithFallback, autocast_dtype, eval_autocast_dtype, precision_name
 from .history import History
 from .optim import EpochSchedule, build_optimizer
-from .records import PhaseBar, StepRecords
+from .records import PhaseBar, StepLines, StepRecords
 from .stopping import PhaseStopped, Position, Progress, StopSignals
 
 
@@ -96,6 +96,7 @@ class Trainer:
         self.board = BoardMirror(run_dir / BOARD_FOLDER) if cfg.train.tensorboard and dist.is_main else None
         self.stops = StopSignals(dist, device)  # SIGTERM/SIGUSR1 while fit() runs in stops.listening()
         self.position = Progress(self.store.last)
+        self.step_lines = StepLines(self.progress)  # where no bar is shown: see reid/engine/records.py
 
     def _wrap_for_training(self, model: nn.Module) -> nn.Module:
         net = model
@@ -214,7 +215,7 @@ class Trainer:
         lr = self.optimizer.param_groups[-1]["lr"]  # the head's rate (optim.lr x schedule)
         every = self.cfg.checkpoint.every_steps
         self.net.train()
-        with self.progress_bar(epoch, "train", batches[first_step:]) as bar:
+        with self.progress_bar(epoch, "train", batches[first_step:], len(batches)) as bar:
             for step in range(first_step, len(batches)):
                 images, labels = self.train_batch(batches[step], epoch, step)
                 torch.manual_seed(step_seed(self.cfg.seed, epoch, step))  # dropout
@@ -331,7 +332,7 @@ class Trainer:
                                          min_batch=self.dist.world_size).batches(0)  # no process left empty
         records = StepRecords([len(b) for b in batches], self.device)
         self.model.eval()
-        with self.progress_bar(epoch, "val", batches) as bar:
+        with self.progress_bar(epoch, "val", batches, len(batches)) as bar:
             for step, global_idx in enumerate(batches):
                 if self.stops.agreed(step + 1):
                     raise PhaseStopped
@@ -391,9 +392,10 @@ class Trainer:
                 line += f" {name}_rank1 {c[f'eval_rank1_{name}'][-1]:.4f} {name}_mAP {c[f'eval_mAP_{name}'][-1]:.4f}"
         return line
 
-    def progress_bar(self, epoch: int, phase: str, batches: list[np.ndarray]) -> "PhaseBar":
+    def progress_bar(self, epoch: int, phase: str, batches: list[np.ndarray], steps: int) -> "PhaseBar":
+        """The bar over ``batches`` (the phase's ``steps`` steps, or its steps left after a resume)."""
         return PhaseBar(f"epoch {epoch}/{self.cfg.train.epochs} {phase}", sum(len(b) for b in batches),
-                        self.device, enabled=self.progress)
+                        self.device, enabled=self.progress, steps=steps, lines=self.step_lines)
 
 
 # ----------------------------------------------------------------------------- pieces

@@ -17,7 +17,7 @@ from typing import Callable, NoReturn, Sequence
 
 from ..cli import EXIT_INTERRUPTED, run_main
 from ..errors import ReidError
-from .jobs import OutputClosed
+from .jobs import LaunchInterrupted, OutputClosed
 from .runs import LaunchError
 
 EXIT_RUN_FAILED = 1
@@ -82,9 +82,8 @@ def run_launch(body: Callable[[], int]) -> int:
     def guarded() -> int:
         try:
             return body()
-        except KeyboardInterrupt:
-            print("interrupted: the runs stopped where they were; rerun the same command to resume them",
-                  file=sys.stderr)
+        except KeyboardInterrupt as e:
+            print(interrupted_message(e.stopped if isinstance(e, LaunchInterrupted) else []), file=sys.stderr)
             return EXIT_INTERRUPTED
         except OutputClosed as e:
             _silence_stdout()
@@ -105,6 +104,24 @@ def run_launch(body: Callable[[], int]) -> int:
             return EXIT_OUTPUT_CLOSED
 
     return run_main(guarded)
+
+
+def interrupted_message(stopped: Sequence) -> str:
+    """What Ctrl-C left: the stopped runs with a checkpoint resume, the others start again."""
+    from ..engine.checkpoint import CheckpointStore
+
+    saved = [job.label for job in stopped if CheckpointStore(job.run_dir).last.is_file()]
+    unsaved = [job.label for job in stopped if job.label not in saved]
+    parts = []
+    if saved:
+        parts.append(f"{', '.join(saved)} stopped with a checkpoint, and the same command resumes "
+                     f"{'them' if len(saved) > 1 else 'it'}")
+    if unsaved:
+        parts.append(f"{', '.join(unsaved)} stopped before {'their' if len(unsaved) > 1 else 'its'} first "
+                     "checkpoint, and the same command starts " + ("them" if len(unsaved) > 1 else "it") + " again")
+    if not parts:
+        parts.append("no run was training; the same command trains what is left")
+    return f"interrupted: {'; '.join(parts)} (finished runs are not redone)"
 
 
 def _silence_stdout() -> None:

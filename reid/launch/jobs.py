@@ -48,6 +48,14 @@ STOP_SIGNAL = "stop signal"
 OUTPUT_CHECK_SECONDS = 0.2
 
 
+class LaunchInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM reached the launcher: ``stopped`` lists the runs it stopped (each has exited)."""
+
+    def __init__(self, stopped: Sequence["Job"]) -> None:
+        super().__init__("interrupted")
+        self.stopped = list(stopped)
+
+
 class OutputClosed(Exception):
     """The launcher's standard output closed (``| head``): ``stopped`` lists the runs it stopped."""
 
@@ -74,9 +82,9 @@ def run_jobs(jobs: Sequence[Job], slots: Sequence[str | None], trainer: TrainerC
              out: IO[str] | None = None) -> list[Outcome]:
     """Train ``jobs`` in order, each on the next free slot; return their outcomes in job order.
 
-    A job whose ``error`` is set is not started (its outcome carries the error, exit code 2).
-    Ctrl-C or SIGTERM stops every running trainer (each resumes later with ``--resume auto``)
-    and raises KeyboardInterrupt once they have exited. When ``out`` closes (the reader of a
+    Ctrl-C or SIGTERM stops every running trainer at its next step boundary, with a checkpoint (each
+    resumes later with ``--resume auto``; a second Ctrl-C stops them at once), and raises
+    :class:`LaunchInterrupted`, naming them, once they have exited. When ``out`` closes (the reader of a
     pipe exits, as ``| head`` does, seen at a write or within :data:`OUTPUT_CHECK_SECONDS`),
     the running trainers are stopped the same way and :class:`OutputClosed` is raised, naming
     them; no further run starts. Each trainer's log is written to its end either way.
@@ -84,8 +92,8 @@ def run_jobs(jobs: Sequence[Job], slots: Sequence[str | None], trainer: TrainerC
     out = out or sys.stdout
     done: queue.SimpleQueue = queue.SimpleQueue()  # a job's end, or a stop signal; put() is safe in a handler
     printer = _Printer(out, prefix=len(slots) > 1)
-    outcomes: dict[int, Outcome] = {i: Outcome(job, 2, job.error) for i, job in enumerate(jobs) if job.error}
-    pending = deque(i for i, job in enumerate(jobs) if not job.error)
+    outcomes: dict[int, Outcome] = {}
+    pending = deque(range(len(jobs)))
     free: deque[str | None] = deque(slots)
     running: dict[int, subprocess.Popen] = {}
     try:
@@ -101,7 +109,7 @@ def run_jobs(jobs: Sequence[Job], slots: Sequence[str | None], trainer: TrainerC
                 except queue.Empty:
                     ended = None
                 if ended == STOP_SIGNAL:
-                    raise KeyboardInterrupt
+                    raise LaunchInterrupted([jobs[i] for i in running])
                 if printer.closed or pipe_closed(out):  # a run may be silent for minutes: look, do not wait
                     _stop(running.values())
                     raise OutputClosed([jobs[i] for i in running])
@@ -110,29 +118,35 @@ def run_jobs(jobs: Sequence[Job], slots: Sequence[str | None], trainer: TrainerC
                     running.pop(i)
                     outcomes[i] = outcome
                     free.append(outcome.slot)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         _stop(running.values())
-        raise
+        raise e if isinstance(e, LaunchInterrupted) else LaunchInterrupted([jobs[i] for i in running]) from e
     return [outcomes[i] for i in range(len(jobs))]
 
 
 def report(outcomes: Sequence[Outcome], err: IO[str] | None = None, out: IO[str] | None = None) -> bool:
-    """Print one line per job (finished, or failed with why); True when every job finished."""
+    """Print one line per finished job, and one per reason the others failed (naming the jobs it hit, with
+    their exit codes and logs); True when every job finished."""
     out, err = out or sys.stdout, err or sys.stderr
+    failed: dict[str, list[Outcome]] = {}
     for o in outcomes:
-        job = o.job
         if o.ok:
-            print(f"run {job.label} ({job.config}): finished: {job.run_dir}", file=out)
-        elif job.error:
-            print(f"error: run {job.label} ({job.config}) could not start: {job.error}; fix it and rerun this "
-                  "command", file=err)
+            print(f"run {o.job.label} ({o.job.config}): finished: {o.job.run_dir}", file=out)
         else:
-            print(f"error: run {job.label} ({job.config}) failed with exit code {o.returncode}; its error line: "
-                  f"{o.error_line or '(no output)'}; its run directory is {job.run_dir} (output in "
-                  f"{job.log_path}); fix it and rerun this command to resume", file=err)
+            failed.setdefault(o.error_line or "(no output)", []).append(o)
+    for why, hit in failed.items():
+        if len(hit) == 1:
+            (o,) = hit
+            print(f"error: run {o.job.label} ({o.job.config}) failed with exit code {o.returncode}; its error line: "
+                  f"{why}; its run directory is {o.job.run_dir} (output in {o.job.log_path}); fix it and rerun "
+                  "this command to resume", file=err)
+        else:
+            runs = ", ".join(f"{o.job.label} (exit code {o.returncode})" for o in hit)
+            print(f"error: {len(hit)} runs failed with the same error line: {why}; runs {runs}; their output is in "
+                  f"{hit[0].job.log_path.parent}/<run>.log; fix it and rerun this command to resume", file=err)
     out.flush()
     err.flush()
-    return all(o.ok for o in outcomes)
+    return not failed
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -218,16 +232,22 @@ def _open_log(job: Job, printer: _Printer) -> IO[str] | None:
 
 
 def _stop(procs) -> None:
-    """SIGTERM each trainer (it stops at its next step boundary with a checkpoint) and wait for all."""
+    """SIGTERM each trainer (it stops at its next step boundary with a checkpoint) and wait for all; a Ctrl-C
+    meanwhile passes SIGINT on, which stops them at once (a trainer told to stop takes Ctrl-C as "now")."""
     procs = list(procs)
-    for proc in procs:
-        _terminate(proc)
-    for proc in procs:
-        proc.wait()
+    _send(procs, signal.SIGTERM)
+    while True:
+        try:
+            for proc in procs:
+                proc.wait()
+            return
+        except KeyboardInterrupt:
+            _send(procs, signal.SIGINT)
 
 
-def _terminate(proc: subprocess.Popen) -> None:
-    try:
-        proc.send_signal(signal.SIGTERM)
-    except ProcessLookupError:
-        pass
+def _send(procs: Sequence[subprocess.Popen], signum: int) -> None:
+    for proc in procs:
+        try:
+            proc.send_signal(signum)
+        except ProcessLookupError:
+            pass

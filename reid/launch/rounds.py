@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 from ..analysis.decide import FIRST_SEEDS, Decision, decide
 from .cli import EXIT_RUN_FAILED, write_comparison
 from .runs import Job, LaunchError, TrainerCommand
-from .study import (Variant, check_loadable, plan, resolve, run_name, study_out, submit_to_slurm, train_all,
+from .study import (Variant, check_reruns, plan, resolve, run_name, study_out, submit_to_slurm, train_all,
                     unfinished, unfinished_note)
 
 
@@ -64,7 +64,6 @@ def standing(variants: Sequence[Variant], sets: list[str], max_seeds: int, margi
         open_ = [v for v in others if v.name not in looked or looked[v.name].outcome == "continue"]
         jobs = plan([base, *open_], seeds, sets)
         resolve(jobs)
-        check_loadable(jobs)
         runs.update((job.label, job) for job in jobs)
         todo = unfinished(jobs)
         if todo:
@@ -80,23 +79,43 @@ def standing(variants: Sequence[Variant], sets: list[str], max_seeds: int, margi
 
 
 def until_decided(variants: Sequence[Variant], sets: list[str], max_seeds: int, margin: Optional[float],
-                  metric: str, slots: list[Optional[str]], trainer: TrainerCommand) -> int:
-    """Train round by round here until every comparison with ``variants[0]`` is decided; the exit status."""
+                  metric: str, slots: list[Optional[str]], trainer: TrainerCommand, extend: bool = False) -> int:
+    """Train round by round here until every comparison with ``variants[0]`` is decided; the exit status.
+    Before each round, where each comparison stands after the looks so far, one line each."""
     check_study(variants, max_seeds, margin)
     while True:
         now = standing(variants, sets, max_seeds, margin, metric)
         if now.done:
             return finish(variants, now, metric)
+        check_reruns(now.jobs, extend)
+        print_standing(variants, now, metric)
         todo = [now.jobs[i] for i in now.todo]
-        print(f"study: look {now.look} of {now.looks}: seeds {now.seeds[0]}..{now.seeds[-1]} of "
-              f"{', '.join(sorted({j.label.rsplit('_s', 1)[0] for j in now.jobs}))}, {len(todo)} run(s) to train")
+        print(f"{round_line(variants, now)}, {len(todo)} run(s) to train")
         if not train_all(todo, slots, trainer):
             return EXIT_RUN_FAILED
 
 
+def print_standing(variants: Sequence[Variant], now: Standing, metric: str) -> None:
+    """One line per comparison looked at so far, as the final decisions:
+    ``soft vs standard: not decided yet, mAP +0.41 [-2.70, +3.52], 3 seeds``."""
+    for v in variants[1:]:
+        if v.name in now.looked:
+            print(now.looked[v.name].line(v.name, variants[0].name, metric))
+
+
+def round_line(variants: Sequence[Variant], now: Standing) -> str:
+    """``study: look 2 of 8: seeds 0..3 of standard (the baseline), soft_uw0.5``: the configs this round
+    trains, the baseline first."""
+    training = {j.label.rsplit("_s", 1)[0] for j in now.jobs}
+    others = [v.name for v in variants[1:] if v.name in training]
+    return (f"study: look {now.look} of {now.looks}: seeds {now.seeds[0]}..{now.seeds[-1]} of {variants[0].name} "
+            f"(the baseline), {', '.join(others)}")
+
+
 def until_decided_on_slurm(variants: Sequence[Variant], sets: list[str], max_seeds: int, margin: Optional[float],
                            metric: str, trainer: TrainerCommand, follow_up: list[str], sbatch_options: str,
-                           after_look: Optional[int], max_requeues: int, nproc_per_node: int) -> int:
+                           after_look: Optional[int], max_requeues: int, nproc_per_node: int,
+                           extend: bool = False) -> int:
     """Submit the study's next round and, after it, ``follow_up`` (this command with ``--after-look``), which
     decides and goes on; or write the table when every comparison is decided."""
     check_study(variants, max_seeds, margin)
@@ -108,9 +127,12 @@ def until_decided_on_slurm(variants: Sequence[Variant], sets: list[str], max_see
               f"{', '.join(unfinished_note(now.jobs[i]) for i in now.todo)}; run the same study command again to "
               "resubmit them", file=sys.stderr)
         return EXIT_RUN_FAILED
+    check_reruns(now.jobs, extend)
     if after_look is not None:  # a round ended: its table so far, with the decisions so far
         write_table(variants, now, metric)
-    print(f"study: look {now.look} of {now.looks}: seeds {now.seeds[0]}..{now.seeds[-1]}")
+    else:
+        print_standing(variants, now, metric)
+    print(round_line(variants, now))
     return submit_to_slurm(now.jobs, list(variants), trainer, [*follow_up, "--after-look", str(now.look)],
                            sbatch_options, max_requeues, nproc_per_node)
 

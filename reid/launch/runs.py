@@ -33,8 +33,7 @@ class LaunchError(ReidError):
 class Job:
     """One training run: ``label`` names it in the output, ``overrides`` are its ``--set`` values.
 
-    ``run_dir`` and ``epochs`` are filled by :meth:`resolve`; ``error`` says why the job
-    cannot start (its config does not load), in which case it is reported as failed.
+    ``run_dir`` and ``epochs`` are filled by :meth:`resolve`.
     """
 
     label: str
@@ -42,7 +41,6 @@ class Job:
     overrides: list[str]
     run_dir: Path | None = None
     epochs: int | None = None
-    error: str | None = None
 
     def resolve(self) -> None:
         """Read the run directory and the number of epochs that ``train.py --config config --set

@@ -163,8 +163,9 @@ def sbatch(args: Sequence[str]) -> str:
                           "--print-commands for another scheduler")
     r = subprocess.run([exe, "--parsable", *args], capture_output=True, text=True)
     if r.returncode != 0:
-        why = (r.stderr or r.stdout).strip().splitlines()
-        raise LaunchError(f"sbatch {' '.join(args)} failed: {why[-1] if why else f'exit code {r.returncode}'}; "
+        # all of what sbatch said: its own error line ("sbatch: unrecognized option ...") comes before its hint
+        why = [line.strip() for line in (r.stderr or r.stdout).splitlines() if line.strip()]
+        raise LaunchError(f"sbatch {' '.join(args)} failed: {' / '.join(why) or f'exit code {r.returncode}'}; "
                           "check the --sbatch options (partition, account, time)")
     return r.stdout.strip().split(";")[0]
 

@@ -8,9 +8,12 @@ Run ``<stem>_s<seed>`` of each config and seed trains into ``output.root/<stem>_
 one seed before the next seed, so that complete pairs come first. Runs of the same seed see
 the same images in the same order with the same augmentation; only the config differs.
 
-Every run uses ``--resume auto``: the same command again after a crash leaves finished runs
-as they are and continues the interrupted ones. A run that fails (or whose config does not
-load) is reported at the end with its error line (:class:`reid.cli.ErrorLine`); the others
+Before anything trains, every config, ``--set`` and ``--grid`` value is checked
+(:mod:`reid.launch.checks`): each problem is one line, exit status 2. So is a rerun that would
+continue runs trained with other settings, or extend finished runs without ``--extend``.
+Every run uses ``--resume auto``: the same command again after a crash or Ctrl-C leaves finished
+runs as they are and continues the interrupted ones. A run that fails is reported at the end with
+its error line (:class:`reid.cli.ErrorLine`; runs that failed alike share one line); the others
 go on. When every run finished, ``output.root/study_<stem>_vs_<stem>....png`` and ``.md``
 hold the mean curves with bands and the table over seeds (``scripts/compare.py`` on the run
 directories).
@@ -25,7 +28,7 @@ command per unfinished run, for any other scheduler. Both decide "finished" from
 ``checkpoints/last.pt``, so the same command again schedules only what is left.
 
 Exit status: 0 every run and the comparison succeeded (``--slurm``: submitted); 1 a run or the
-comparison failed; 2 usage error; 130 interrupted.
+comparison failed; 2 usage error or a problem found before training; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -40,9 +43,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..cli import ErrorLine, parse_int_list
-from ..errors import ReidError
 from .cli import EXIT_RUN_FAILED, Parser, add_run_arguments, check_configs, check_sets, run_launch, write_comparison
 from .jobs import report, run_jobs
+from .checks import Problems, config_problems, rerun_problems
 from .runs import Job, LaunchError, TrainerCommand, check_distinct_run_dirs, device_slots, parse_gpus
 from . import slurm
 
@@ -76,7 +79,11 @@ def build_parser() -> Parser:
                    f"{slurm.MAX_REQUEUES})")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                    help="variants of the last config, one per value (repeatable: their product), each named after its "
-                   "values: --grid criterion.uniform_weight=0.25,0.5,1 -> soft_uw0.25, soft_uw0.5, soft_uw1")
+                   "values: --grid criterion.uniform_weight=0.25,0.5,1 -> soft_uw0.25, soft_uw0.5, soft_uw1; values "
+                   "are YAML: data.size=[64,32],[128,64] has two")
+    p.add_argument("--extend", action="store_true",
+                   help="train finished runs on to a raised train.epochs (without it such a rerun trains nothing "
+                   "and says what would change)")
     p.add_argument("--until-decided", action="store_true",
                    help="train seeds 0, 1, 2, then one more per round, until each comparison with the first config is "
                    "decided (better, worse, equivalent) or --max-seeds; 5%% error over all looks (README)")
@@ -108,42 +115,78 @@ class Variant:
         return cls(config.stem, config)
 
 
-def grid_variants(config: Path, grid: Sequence[str]) -> list[Variant]:
-    """The variants of ``config`` over the product of ``--grid key=v1,v2,...`` items, each named after its
-    values: ``criterion.uniform_weight=0.25,0.5`` -> ``soft_uw0.25``, ``soft_uw0.5``.
+def grid_axes(grid: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """Each ``--grid key=v1,v2,...`` as ``(key, [v1, v2, ...])``. The values are YAML, split at the commas
+    outside brackets and quotes, so ``key=[0.25,0.5],[1,2]`` has the two values ``[0.25,0.5]`` and ``[1,2]``;
+    a value listed twice (as YAML: ``0.5`` and ``0.50``) is refused.
 
     Example::
 
-        [v.name for v in grid_variants(Path("configs/soft.yaml"), ["criterion.uniform_weight=0.5,1"])]
-        # -> ["soft_uw0.5", "soft_uw1"]
+        grid_axes(["criterion.uniform_weight=0.25,0.5", "data.size=[64,32],[128,64]"])
+        # -> [("criterion.uniform_weight", ["0.25", "0.5"]), ("data.size", ["[64,32]", "[128,64]"])]
     """
+    from ..config import parse_override
+
     axes = []
     for item in grid:
-        key, sep, values = item.partition("=")
+        key, sep, text = item.partition("=")
         key = key.strip()
-        if not sep or not key or not values.strip():
+        if not sep or not key or not text.strip():
             raise LaunchError(f"--grid {item}: give key=v1,v2,..., e.g. --grid criterion.uniform_weight=0.25,0.5,1")
         if key in RESERVED:
             raise LaunchError(f"--grid {item}: {RESERVED[key]}")
+        values = top_level_items(text)
+        if any(not v for v in values):
+            raise LaunchError(f"--grid {item}: a value is empty; separate the values with single commas")
+        seen: dict[str, str] = {}
+        for v in values:
+            same = seen.setdefault(repr(parse_override(f"{key}={v}")[1]), v)
+            if same is not v:
+                raise LaunchError(f"--grid {item}: the value {v} is listed twice ({same} and {v}); list each value "
+                                  "once")
+        axes.append((key, values))
+    return axes
+
+
+def top_level_items(text: str) -> list[str]:
+    """``text`` split at the commas outside brackets, braces and quotes, each item stripped.
+
+    Example::
+
+        top_level_items("[0.25,0.5], 1, '2,3'")   # -> ["[0.25,0.5]", "1", "'2,3'"]
+    """
+    items, depth, quote, start = [], 0, "", 0
+    for i, c in enumerate(text):
+        if quote:
+            quote = "" if c == quote else quote
+        elif c in "'\"":
+            quote = c
+        elif c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth -= 1
+        elif c == "," and depth == 0:
+            items.append(text[start:i].strip())
+            start = i + 1
+    return items + [text[start:].strip()]
+
+
+def grid_variants(config: Path, axes: Sequence[tuple[str, list[str]]]) -> list[Variant]:
+    """The variants of ``config`` over the product of the ``--grid`` axes (:func:`grid_axes`), each named after
+    its values: ``criterion.uniform_weight=0.25,0.5`` -> ``soft_uw0.25``, ``soft_uw0.5``.
+
+    Example::
+
+        [v.name for v in grid_variants(Path("configs/soft.yaml"), grid_axes(["criterion.uniform_weight=0.5,1"]))]
+        # -> ["soft_uw0.5", "soft_uw1"]
+    """
+    named = []
+    for key, values in axes:
         last = key.split(".")[-1]
         short = "".join(word[0] for word in last.split("_") if word) if "_" in last else last
-        axes.append([(f"{key}={v.strip()}", short + re.sub(r"[^A-Za-z0-9.+-]+", "-", v.strip()))
-                     for v in values.split(",")])
+        named.append([(f"{key}={v}", short + re.sub(r"[^A-Za-z0-9.+-]+", "-", v).strip("-")) for v in values])
     return [Variant("_".join([config.stem, *(tag for _, tag in combo)]), config, tuple(o for o, _ in combo))
-            for combo in itertools.product(*axes)]
-
-
-def check_variants(variants: Sequence[Variant], sets: Sequence[str]) -> None:
-    """Every ``--grid`` value loads like a ``--set`` value before anything trains: one error naming it."""
-    from ..config import load_config
-    from ..engine.builder import check_names
-
-    for v in variants:
-        if v.overrides:
-            try:
-                check_names(load_config(v.config, [*sets, *v.overrides]))
-            except ReidError as e:
-                raise LaunchError(f"--grid {' '.join(v.overrides)} ({v.config}): {e}") from e
+            for combo in itertools.product(*named)]
 
 
 def run_name(variant: Variant, seed: int) -> str:
@@ -158,18 +201,26 @@ def plan(variants: Sequence[Variant], seeds: list[int], sets: list[str]) -> list
 
 
 def resolve(jobs: list[Job]) -> None:
-    """Fill each job's run directory; a config that does not load marks its jobs with the error."""
-    errors: dict[Path, str] = {}
+    """Fill each job's run directory (their configs were checked before: :func:`check_configs_before_training`)."""
     for job in jobs:
-        if job.config in errors:
-            job.error = errors[job.config]
-            continue
-        try:
-            job.resolve()
-        except LaunchError as e:
-            job.error = errors[job.config] = str(e)
-            print(f"error: {e}; its runs are skipped, the others go on", file=sys.stderr)
+        job.resolve()
     check_distinct_run_dirs(jobs)
+
+
+def check_configs_before_training(configs: Sequence[Path], axes: Sequence[tuple[str, list[str]]],
+                                  variants: Sequence[Variant], sets: Sequence[str]) -> None:
+    """:class:`Problems` with one line per problem of the study's configs, ``--set`` and ``--grid`` values."""
+    problems = config_problems(configs, axes, variants, sets)
+    if problems:
+        raise Problems(problems)
+
+
+def check_reruns(jobs: Sequence[Job], extend: bool) -> None:
+    """:class:`Problems` when the study would continue runs trained with other settings, or extend finished
+    runs without ``--extend`` (:func:`reid.launch.checks.rerun_problems`)."""
+    problems = rerun_problems(jobs, extend)
+    if problems:
+        raise Problems(problems)
 
 
 def study_out(jobs: list[Job], variants: Sequence[Variant]) -> Path:
@@ -187,16 +238,8 @@ def unfinished(jobs: list[Job]) -> list[int]:
     return [i for i, job in enumerate(jobs) if not run_finished(job.run_dir, job.epochs)]
 
 
-def check_loadable(jobs: list[Job]) -> None:
-    """Scheduling elsewhere starts nothing whose config does not load: name the first such run."""
-    for job in jobs:
-        if job.error:
-            raise LaunchError(f"run {job.label} ({job.config}) cannot start: {job.error}; nothing was scheduled")
-
-
 def print_commands(jobs: list[Job], trainer: TrainerCommand) -> int:
     """One shell command line per unfinished run on stdout (what a local study would run)."""
-    check_loadable(jobs)
     todo = unfinished(jobs)
     for i in todo:
         print(shlex.join(trainer.argv(jobs[i])))
@@ -208,7 +251,6 @@ def print_commands(jobs: list[Job], trainer: TrainerCommand) -> int:
 def submit_to_slurm(jobs: list[Job], configs: list[Variant], trainer: TrainerCommand, compare_argv: list[str],
                     sbatch_options: str, max_requeues: int = slurm.MAX_REQUEUES, nproc_per_node: int = 1) -> int:
     """Write the study's sbatch script and submit the unfinished runs, then the comparison job."""
-    check_loadable(jobs)
     out = study_out(jobs, configs)
     name = out.stem
     queued = slurm.queued_jobs(name)
@@ -255,7 +297,6 @@ def last_start_error(log: Path) -> str:
 
 def compare_only(jobs: list[Job], configs: list[Variant]) -> int:
     """Write the comparison if every run has finished; else name the runs that have not."""
-    check_loadable(jobs)
     left = unfinished(jobs)
     if left:
         print(f"error: no comparison written: {len(left)} run(s) have not finished: "
@@ -308,9 +349,10 @@ def study(args: argparse.Namespace, where: str = "here") -> int:
     if len({c.stem for c in config_paths}) != len(config_paths):
         raise LaunchError(f"two configs have the same file name ({', '.join(args.configs)}); the runs are named "
                           "after it, so rename one")
+    axes = grid_axes(args.grid)
     variants = [Variant.of(c) for c in config_paths[:-1]]
-    variants += grid_variants(config_paths[-1], args.grid) if args.grid else [Variant.of(config_paths[-1])]
-    check_variants(variants, args.sets)
+    variants += grid_variants(config_paths[-1], axes) if axes else [Variant.of(config_paths[-1])]
+    check_configs_before_training(config_paths, axes, variants, args.sets)
 
     if args.until_decided:
         from . import rounds
@@ -318,17 +360,20 @@ def study(args: argparse.Namespace, where: str = "here") -> int:
         if where == "slurm":
             follow_up = [trainer.python, "-m", "reid.launch.study", *map(str, args.configs), "--until-decided",
                          "--max-seeds", str(args.max_seeds), "--metric", args.metric,
+                         *(["--extend"] if args.extend else []),
                          *(["--margin", str(args.margin)] if args.margin is not None else []),
                          *(a for g in args.grid for a in ("--grid", g)), *(a for s in args.sets for a in ("--set", s)),
                          "--trainer", str(trainer.script), "--slurm", f"--sbatch={args.sbatch}",
                          "--max-requeues", str(args.max_requeues), "--nproc-per-node", str(args.nproc_per_node)]
             return rounds.until_decided_on_slurm(variants, list(args.sets), args.max_seeds, args.margin, args.metric,
                                                  trainer, follow_up, args.sbatch, args.after_look, args.max_requeues,
-                                                 args.nproc_per_node)
+                                                 args.nproc_per_node, args.extend)
         return rounds.until_decided(variants, list(args.sets), args.max_seeds, args.margin, args.metric, slots,
-                                    trainer)
+                                    trainer, args.extend)
     jobs = plan(variants, seed_list, list(args.sets))
     resolve(jobs)
+    if where != "compare":
+        check_reruns(jobs, args.extend)
     if where == "print":
         return print_commands(jobs, trainer)
     if where == "compare":

@@ -201,10 +201,22 @@ def build_criterion(
 
 
 def check_criterion_spec(spec: Any) -> None:
-    """What :func:`build_criterion` checks before building: unknown names, bad weights, unknown or missing
-    parameters raise ConfigError (a launcher checks a study's variants with it before anything trains)."""
+    """What :func:`build_criterion` refuses, before any data is read: unknown names, bad weights, unknown or
+    missing parameters and parameter values out of range raise ConfigError. Each term is built for a stand-in
+    dataset, so that each criterion's own checks of its values run: as many identities as a per-class list
+    of the term has values (``class_weight``), else 2, one image each, 2-d features; what depends on the real
+    dataset (a per-class list's length) is checked when the run builds it. A launcher checks a study's configs
+    with it before anything trains.
+
+    Example::
+
+        check_criterion_spec({"name": "soft_cross_entropy", "uniform_weight": "abc"})
+        # ConfigError: criterion 'soft_cross_entropy': uniform_weight must be a number >= 0, got 'abc'
+    """
     for item in _as_spec_list(spec):
-        _checked_term(item)
+        per_class = [len(v) for v in item.values() if isinstance(v, (list, tuple)) and v]
+        n = per_class[0] if per_class else 2
+        build_criterion(item, num_classes=n, feat_dim=2, class_counts=[1] * n)
 
 
 def _checked_term(item: dict) -> tuple[str, Any, float, dict]:

@@ -28,7 +28,7 @@ from typing import Callable
 from torch import nn
 
 from ..registry import Registry
-from .resnet import ARCHS, NECKS, ReIDResNet, load_imagenet_state, set_last_stride
+from .resnet import ARCHS, NECKS, ReIDResNet, load_imagenet_state, pretrained_problem, set_last_stride
 
 MODELS = Registry("model")
 
@@ -71,6 +71,7 @@ def build_model(
 
 
 __all__ = [
-    "MODELS", "NECKS", "ReIDResNet", "build_model", "load_imagenet_state", "register_model",
+    "MODELS", "NECKS", "ReIDResNet", "build_model", "load_imagenet_state", "pretrained_problem",
+    "register_model",
     "set_last_stride",
 ]

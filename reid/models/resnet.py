@@ -193,10 +193,7 @@ class ReIDResNet(nn.Module):
         """Load a trunk state dict saved with ``torch.save`` (plain, or under "state_dict"/"model")."""
         path = Path(path).expanduser()
         if not path.is_file():
-            raise ConfigError(
-                f"model.pretrained: weights file {path} does not exist; give the path of a .pth "
-                "state dict, 'imagenet' or 'none'"
-            )
+            raise ConfigError(missing_weights_file(path))
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # unpickling errors, truncated files, not a torch file
@@ -264,6 +261,41 @@ class ReIDResNet(nn.Module):
                 f"last_stride={self.last_stride}, feature_dim={self.feature_dim}")
 
 
+def imagenet_cache_file(weights: Any) -> str:
+    """Where torch hub keeps ``weights`` (``<torch hub>/checkpoints/<file>``), downloaded or not."""
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+
+
+def pretrained_problem(arch: str, pretrained: str | os.PathLike | None) -> str | None:
+    """Why ``ReIDResNet(arch, pretrained=...)`` could not load its weights without a download, or None.
+
+    ``imagenet`` needs the file in the torch hub cache (:func:`imagenet_cache_file`), a path needs
+    the file; ``none`` needs nothing. Nothing is read or downloaded: a launcher asks before its runs start.
+
+    Example::
+
+        pretrained_problem("resnet50", "imagenet")   # -> None once torchvision's file is cached
+    """
+    if arch not in ARCHS or pretrained in (None, "", "none"):
+        return None
+    if pretrained == "imagenet":
+        weights = ARCHS[arch][1]
+        cached = imagenet_cache_file(weights)
+        if os.path.isfile(cached):
+            return None
+        return (f"model.pretrained=imagenet: the ImageNet weights for {arch} are not cached ({cached} is missing), "
+                f"and the runs are not started to download them; download {weights.url} into "
+                f"{os.path.dirname(cached)}/, or set model.pretrained to the file's path, or to none")
+    path = Path(pretrained).expanduser()
+    return None if path.is_file() else missing_weights_file(path)
+
+
+def missing_weights_file(path: Path) -> str:
+    """The error line of a ``model.pretrained`` path with no file."""
+    return (f"model.pretrained: weights file {path} does not exist; give the path of a .pth state dict, 'imagenet' "
+            "or 'none'")
+
+
 def load_imagenet_state(arch: str, weights: Any) -> dict[str, torch.Tensor]:
     """torchvision's ImageNet state dict for ``arch``: from the torch hub cache, else downloaded.
 
@@ -271,8 +303,8 @@ def load_imagenet_state(arch: str, weights: Any) -> dict[str, torch.Tensor]:
     ReidError giving the URL, the cache folder it can be copied into, and the
     alternative of setting ``model.pretrained`` to the file's path.
     """
-    cache_dir = os.path.join(torch.hub.get_dir(), "checkpoints")
-    cached = os.path.join(cache_dir, os.path.basename(weights.url))
+    cached = imagenet_cache_file(weights)
+    cache_dir = os.path.dirname(cached)
     if os.path.isfile(cached):
         try:
             return torch.load(cached, map_location="cpu", weights_only=True)
