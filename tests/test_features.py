@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import reid.evaluation.features as features
+from reid.errors import ReidError
 from reid.evaluation import (
     compute_distance,
     evaluate_features,
@@ -124,7 +125,7 @@ def test_evaluate_features_json_ready_and_drops_junk():
     assert t["mAP"] == t["mAP_trapezoid"] == pytest.approx(full["mAP_trapezoid"])
     rr = evaluate_features(qf, gf, q_p, q_c, g_p, g_c, rerank=True)
     assert 0 <= rr["mAP"] <= 1 and rr["rerank"] is True
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ReidError, match="NaN or inf"):
         evaluate_features(qf * float("nan"), gf, q_p, q_c, g_p, g_c)
     text = format_results(r)
     assert "rank-1" in text and "mINP" in text and f"{r['num_valid_queries']}/3" in text

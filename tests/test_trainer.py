@@ -92,7 +92,7 @@ def test_mat_file_has_one_entry_per_mini_batch(standard_run):
     assert results["rank1"] == pytest.approx(m["eval_rank1"][0, -1]) and results["mAP"] == pytest.approx(m["eval_mAP"][0, -1])
     f = loadmat(out / "features.mat")
     assert f["query_f"].dtype == np.float32 and np.allclose(np.linalg.norm(f["query_f"], axis=1), 1, atol=1e-5)
-    assert len((out / "log.txt").read_text().splitlines()) == 3  # start line + one per epoch
+    assert len((out / "log.txt").read_text().splitlines()) == 4  # start line, machine line, one per epoch
 
 
 def test_train_loss_is_the_criterion_on_the_batch(standard_run):
