@@ -340,3 +340,16 @@ def test_a_history_from_before_the_plain_cross_entropy_gets_nan_rows_of_its_leng
     nll = resumed.to_mat()["train_nll"][0]
     assert nll.shape == (3,) and np.isnan(nll[:2]).all() and nll[2] == 1.0
     assert resumed.to_mat()["val_nll"].size == 0  # no val mini-batch yet: nothing to pad
+
+
+def test_val_feature_ratio_of_a_run_that_has_not_learnt_is_about_one(tmp_path_factory, synthetic_root):
+    """Two val images of each of the 8 identities, a learning rate of 1e-9 (the weights stay at their
+    initialisation; BatchNorm's running statistics follow the data as in any run): the retrieval features are
+    about as far from an image of the same identity as from one of another, a ratio of about 1 (a run that has
+    learnt goes well below: tests/test_evaluate_run.py)."""
+    overrides = module_overrides(tmp_path_factory.mktemp("untrained"), synthetic_root)
+    cfg = config(overrides, "data.val_per_id=2", "train.epochs=1", "eval.every_epochs=0", "optim.lr=0.000000001",
+                 "optim.backbone_lr=0.000000001", name="standard.yaml")
+    m = loadmat(train(cfg, device="cpu", progress=False) / "mini_batch_data.mat")
+    assert m["val_batch_size"][0].sum() == 16 and m["val_summary_epoch"][0].tolist() == [1]
+    assert m["val_feature_ratio"][0, 0] == pytest.approx(1.0, abs=0.1)

@@ -317,8 +317,9 @@ class Trainer:
 
     @torch.no_grad()
     def val_epoch(self, epoch: int) -> Optional[tuple[dict[str, list[float]], list[int], dict[str, float]]]:
-        """The val phase's per-batch records by name, the batches' sizes and the whole split's
-        :class:`ValSummary`; None without val images; :class:`PhaseStopped` when a stop signal arrives."""
+        """The val phase's per-batch records by name, the batches' sizes and the whole split's ECE, confidence
+        and feature ratio (:class:`ValSummary`); None without val images; :class:`PhaseStopped` when a stop
+        signal arrives."""
         if len(self.val_labels) == 0:
             return None
         batches = SequentialBatchSampler(len(self.val_labels), self.cfg.train.batch_size,
