@@ -26,8 +26,9 @@ from reid.models import MODELS, register_model
 REPO = Path(__file__).resolve().parents[1]
 
 PK = ["sampler.name=pk", "sampler.num_instances=3", "train.batch_size=9", "train.epochs=2"]  # 9 = 5 + 4 images
-# batches of 11 over the 40 train images: 11, 11, 11, 7, so the processes' shares differ in size (6/5, then 4/3);
-# the 8 val images make one val batch whatever the number of processes
+# 2 val images per identity (so that the val feature ratio has same-identity pairs) leave 32 train images: batches
+# of 9 are 9, 9, 9, 5, so the processes' shares differ in size (5/4, then 3/2); the 16 val images make batches of
+# 9 and 7 (shares 5/4 and 4/3), whose retrieval features each process gathers for the feature ratio
 RUNS = {
     "cross_entropy": ["criterion={name: cross_entropy, class_weight: [0.5, 1, 1.5, 2, 3, 1, 0.25, 2]}"],
     "soft_cross_entropy": ["criterion={name: soft_cross_entropy, uniform_weight: 0.5}"],
@@ -80,7 +81,8 @@ if "batch_free_net" not in MODELS.names():  # imported by the test and run by to
 
 def config(name: str, out_root: Path, overrides: list[str]) -> Config:
     return load_config(REPO / "configs" / "demo_standard.yaml",
-                       [*overrides, "model.name=batch_free_net", "train.epochs=1", "train.batch_size=11",
+                       [*overrides, "model.name=batch_free_net", "train.epochs=1", "train.batch_size=9",
+                        "data.val_per_id=2",
                         "eval.every_epochs=0", *RUNS[name], f"output.root={out_root}", f"output.name={name}"])
 
 

@@ -472,3 +472,120 @@ def test_settings_tag_names_what_differs_from_the_runs_own():
     assert settings_tag({**own, "rerank": True}, own) == "rerank"
     assert settings_tag({**own, "distance": "euclidean", "flip": False}, own) == "euclidean_noflip"
     assert settings_tag({**own, "ap": "trapezoid"}, {**own, "rerank": True}) == "norerank_trapezoid"
+
+
+# --------------------------------------------------------------------------- runs of different criteria
+
+
+def with_criterion_free(arrays: dict, offset: float, seed: int = 0) -> dict:
+    """``arrays`` with the criterion-free keys of a run whose loss is its plain cross entropy + ``offset``
+    (0: cross entropy; about 9 for soft cross entropy), and random per-epoch ECE/confidence/feature ratio."""
+    rng = np.random.default_rng(seed + 100)
+    epochs = np.unique(arrays["val_epoch"][0])
+    out = dict(arrays)
+    out["train_nll"] = arrays["train_loss"] - offset
+    out["val_nll"] = arrays["val_loss"] - offset
+    out["val_summary_epoch"] = epochs.reshape(1, -1)
+    for key in ("val_ece", "val_confidence", "val_feature_ratio"):
+        out[key] = rng.uniform(0.05, 0.95, epochs.size).reshape(1, -1)
+    return out
+
+
+def drawn_panels(monkeypatch) -> list[list[str]]:
+    """The titles of the panels of every figure the analysis writes (one list per figure), and its suptitle."""
+    from reid.analysis import plot
+
+    figures, save = [], plot._save
+
+    def spy(fig, out_path, fmt):
+        figures.append([ax.get_title() for ax in fig.axes if ax.get_visible()] + [fig._suptitle.get_text()])
+        return save(fig, out_path, fmt)
+
+    monkeypatch.setattr(plot, "_save", spy)
+    return figures
+
+
+def table_rows(table: str) -> dict[str, dict[str, str]]:
+    """A Markdown table's rows by their first cell, each as {column title: cell}."""
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return {cells[0]: dict(zip(header, cells)) for cells in
+            ([c.strip() for c in line.strip("|").split("|")] for line in lines[1:])}
+
+
+def test_runs_of_different_criteria_are_drawn_and_tabulated_with_the_plain_cross_entropy(tmp_path, monkeypatch):
+    figures = drawn_panels(monkeypatch)
+    root = tmp_path / "outputs"
+    a = write_run(root / "standard", with_criterion_free(make_arrays(epochs=4, seed=1, evals=1), 0.0))
+    b = write_run(root / "soft", with_criterion_free(make_arrays(epochs=4, seed=2, evals=1,
+                                                                 criterion="soft_cross_entropy"), 9.0, seed=2))
+    png, table = compare([a, b])
+    *panels, title = figures[-1]
+    assert panels == ["train_nll", "train_acc", "val_nll", "val_acc"] and png_size(png) == (1200, 800)
+    assert "each loss has its own scale" in title
+    assert "each criterion's loss has its own scale" in table and "train_nll/val_nll" in table
+    rows = table_rows(table)
+    assert "final val loss" not in rows["standard"] and "best val loss" not in rows["standard"]  # never ranked by it
+    for name, run in (("standard", a), ("soft", b)):
+        m = loadmat(run / "mini_batch_data.mat")
+        nll = oracle_val_per_epoch(run / "mini_batch_data.mat", "val_nll")
+        best = min(nll, key=nll.get)
+        assert rows[name]["final val NLL"] == f"{nll[4]:.4f}"
+        assert rows[name]["best val NLL"] == f"{nll[best]:.4f} (ep {best})"
+        assert rows[name]["val ECE"] == f"{100 * m['val_ece'][0, -1]:.2f}%"
+        assert rows[name]["val confidence"] == f"{100 * m['val_confidence'][0, -1]:.2f}%"
+        assert rows[name]["feature ratio"] == f"{m['val_feature_ratio'][0, -1]:.4f}"
+    # asked for, the losses are drawn
+    compare_main = runpy_main()
+    assert compare_main([str(a), str(b), "--metrics", "train_loss,val_loss", "--out", str(tmp_path / "l.png")]) == 0
+    assert figures[-1][:-1] == ["train_loss", "val_loss"]
+
+
+def test_runs_of_one_criterion_keep_the_loss_panels_and_columns(tmp_path, monkeypatch):
+    figures = drawn_panels(monkeypatch)
+    a = write_run(tmp_path / "a", with_criterion_free(make_arrays(seed=1), 0.0))
+    b = write_run(tmp_path / "b", with_criterion_free(make_arrays(seed=2), 0.0, seed=2))
+    _, table = compare([a, b], out=tmp_path / "same.png")
+    *panels, title = figures[-1]
+    assert panels == ["train_loss", "train_acc", "val_loss", "val_acc"] and "scale" not in title
+    rows = table_rows(table)
+    assert {"final val loss", "best val loss", "final val NLL", "val ECE"} <= set(rows["a"])
+    assert "scale" not in table and "note:" not in table
+
+
+def test_a_mat_from_before_the_criterion_free_keys_still_compares_with_a_note(tmp_path, monkeypatch, capsys):
+    figures = drawn_panels(monkeypatch)
+    old = write_run(tmp_path / "old", make_arrays(seed=1))  # no train_nll, val_nll, val_ece ...
+    new = write_run(tmp_path / "new", with_criterion_free(make_arrays(seed=2, criterion="soft_cross_entropy"), 9.0))
+    assert runpy_main()([str(old), str(new), "--out", str(tmp_path / "mixed.png")]) == 0
+    out = capsys.readouterr().out
+    assert figures[-1][:-1] == ["train_loss", "train_acc", "val_loss", "val_acc"]  # old has no NLL to draw
+    notes = [line for line in out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and notes[0].startswith("note: old: no train_nll/val_nll/val_ece") and "own loss" in notes[0]
+    rows = table_rows(out)
+    assert rows["old"]["final val NLL"] == rows["old"]["val ECE"] == "-" and rows["new"]["val ECE"] != "-"
+
+
+def test_the_study_table_gives_mean_and_sd_over_seeds_of_the_final_val_nll_and_ece(tmp_path):
+    dirs = []
+    for s in (0, 1, 2):
+        for name, offset, criterion in (("std", 0.0, "cross_entropy"), ("soft", 9.0, "soft_cross_entropy")):
+            arrays = with_criterion_free(make_arrays(seed=s, evals=1, criterion=criterion), offset, seed=s + 10 * (offset > 0))
+            arrays["config"] = f"seed: {s}\n"
+            dirs.append(write_run(tmp_path / f"{name}_s{s}", arrays))
+    _, table = compare(dirs, out=tmp_path / "study.png")
+    rows = table_rows(table)
+    for name in ("std", "soft"):
+        mats = [tmp_path / f"{name}_s{s}" / "mini_batch_data.mat" for s in (0, 1, 2)]
+        nll = np.array([oracle_val_per_epoch(m, "val_nll")[3] for m in mats])
+        ece = np.array([100 * loadmat(m)["val_ece"][0, -1] for m in mats])
+        assert rows[name]["final val NLL"] == f"{nll.mean():.4f} ± {nll.std(ddof=1):.4f}"
+        assert rows[name]["final val ECE"] == f"{ece.mean():.2f} ± {ece.std(ddof=1):.2f}%"
+    assert "Decisions (mAP, vs std" in table  # decisions stay on retrieval
+    assert not [line for line in table.splitlines() if "| soft − std | final val NLL" in line]
+
+
+def runpy_main():
+    import runpy
+
+    return runpy.run_path(str(REPO / "scripts" / "compare.py"))["main"]

@@ -219,8 +219,9 @@ def test_the_process_group_outlasts_rank_zero_evaluating_alone(monkeypatch):
 
 def test_two_processes_train_as_one_with_every_criterion(launch, tmp_path):
     """2 processes (gloo) against 1, for each criterion of tests/ddp_equivalence.py on a model without
-    BatchNorm: the same per-step train loss and accuracy in the .mat, the same val loss and the same
-    final weights (model and criterion), to 1e-5. The module's torchrun launch trains every run in the same
+    BatchNorm: the same per-step train loss, accuracy and plain cross entropy in the .mat, the same val loss and
+    cross entropy, the same whole-split ECE, confidence and feature ratio of the val phase, and the same final
+    weights (model and criterion), to 1e-5. The module's torchrun launch trains every run in the same
     processes."""
     import ddp_equivalence as runs
 
@@ -234,9 +235,11 @@ def test_two_processes_train_as_one_with_every_criterion(launch, tmp_path):
         a, b = loadmat(one / "mini_batch_data.mat"), loadmat(two / name / "mini_batch_data.mat")
         sizes = a["train_batch_size"][0].tolist()
         assert b["train_batch_size"][0].tolist() == sizes
-        assert sizes in ([11, 11, 11, 7], [9] * 4), sizes  # shares of 6/5 and 4/3, or 5/4 (P x K)
-        assert b["val_batch_size"][0].tolist() == a["val_batch_size"][0].tolist()
-        for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        assert sizes in ([9, 9, 9, 5], [9] * 4), sizes  # shares of 5/4 and 3/2, or 5/4 (P x K)
+        assert b["val_batch_size"][0].tolist() == a["val_batch_size"][0].tolist() == [9, 7] * len(a["val_summary_epoch"][0])
+        for key in ("train_loss", "train_acc", "train_nll", "val_loss", "val_acc", "val_nll", "val_ece",
+                    "val_confidence", "val_feature_ratio"):
+            assert a[key].size and np.isfinite(a[key]).all(), f"{name}: {key}"
             np.testing.assert_allclose(b[key][0], a[key][0], rtol=0, atol=1e-5, err_msg=f"{name}: {key}")
         state_a = torch.load(one / "checkpoints" / "last.pt", weights_only=True)
         state_b = torch.load(two / name / "checkpoints" / "last.pt", weights_only=True)

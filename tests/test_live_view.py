@@ -19,8 +19,15 @@ from reid.engine.run import train
 from reid.errors import Stopped
 
 REPO = Path(__file__).resolve().parents[1]
-SCALARS = ["train_loss", "train_acc", "train_lr", "val_loss", "val_acc", "eval_rank1", "eval_rank5", "eval_rank10",
-           "eval_mAP"]
+SCALARS = ["train_loss", "train_acc", "train_nll", "train_lr", "val_loss", "val_acc", "val_nll", "val_ece",
+           "val_confidence", "val_feature_ratio", "eval_rank1", "eval_rank5", "eval_rank10", "eval_mAP"]
+STEPS = {"eval_": "eval_epoch", "val_ece": "val_summary_epoch", "val_confidence": "val_summary_epoch",
+         "val_feature_ratio": "val_summary_epoch"}  # the rows of one entry per epoch: their epochs are the steps
+
+
+def comparable(value: float) -> float | str:
+    """nan as a string, so that equal rows compare equal (val_feature_ratio is nan with one val image per id)."""
+    return "nan" if np.isnan(value) else value
 
 
 def board(run: Path) -> dict[str, list[tuple[int, float]]]:
@@ -29,19 +36,20 @@ def board(run: Path) -> dict[str, list[tuple[int, float]]]:
 
     events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})  # 0: keep every event
     events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    return {tag: [(e.step, comparable(e.value)) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def mat_as_board(run: Path) -> dict[str, list[tuple[int, float]]]:
-    """What the board must hold: each .mat row at step 1..N, each evaluation at its epoch (TensorBoard keeps
-    float32)."""
+    """What the board must hold: each per-mini-batch .mat row at step 1..N, each evaluation and each val phase's
+    whole-split measure at its epoch (TensorBoard keeps float32)."""
     m = loadmat(run / "mini_batch_data.mat")
     out = {}
     for tag in SCALARS:
         values = m[tag][0] if m[tag].size else np.zeros(0)
-        steps = m["eval_epoch"][0] if tag.startswith("eval_") and values.size else range(1, values.size + 1)
+        epochs = next((m[key][0] for prefix, key in STEPS.items() if tag.startswith(prefix)), None)
+        steps = epochs if epochs is not None and values.size else range(1, values.size + 1)
         if values.size:
-            out[tag] = [(int(s), float(np.float32(v))) for s, v in zip(steps, values)]
+            out[tag] = [(int(s), comparable(float(np.float32(v)))) for s, v in zip(steps, values)]
     return out
 
 
@@ -90,6 +98,7 @@ def test_tensorboard_events_equal_the_mat_step_for_step_before_and_after_a_resum
     train(cfg, device="cpu", resume="auto", progress=False)
     final = mat_as_board(run)
     assert [len(final[t]) for t in ("train_loss", "val_loss", "eval_mAP")] == [2 * 7, 2 * 2, 2]  # 40/8 images, batch 6
+    assert len(final["train_nll"]) == 2 * 7 and [s for s, _ in final["val_ece"]] == [1, 2]
     assert board(run) == final  # each value once: what the stopped life wrote is purged, not shown twice
 
 
@@ -108,7 +117,8 @@ def test_without_a_terminal_a_run_prints_a_step_line_after_its_first_step_then_e
     with records.PhaseBar("epoch 1/2 train", 14, torch.device("cpu"), enabled=True, steps=4, lines=lines) as bar:
         assert bar.bar.disable  # captured output is no terminal
         for step, (loss, correct) in enumerate([(2.0, 1), (1.0, 3), (4.0, 0), (3.0, 4)]):
-            steps.record(step, torch.tensor(loss), torch.tensor(correct))
+            size = steps.batch_sizes[step]
+            steps.record(step, {"loss": torch.tensor(loss * size), "acc": torch.tensor(correct), "nll": torch.tensor(0.0)})
             bar.advance(steps.batch_sizes[step], steps, step + 1)
     # by hand: step 1: loss 2.0, 1/4 correct, 4 images in 5 s; step 3: (2*4 + 1*4 + 4*2) / 10 = 2.0, 4/10
     # correct, 10 images since the start; steps 2 and 4 come before the interval has passed since the last line

@@ -46,9 +46,9 @@ class SpiedRun:
         real_step, real_batch = trainer_module.Trainer.train_step, trainer_module.Trainer.train_batch
 
         def step(trainer, images, labels):
-            loss, correct = real_step(trainer, images, labels)
-            self.steps.append((float(loss), int(correct), len(labels)))
-            return loss, correct
+            sums = real_step(trainer, images, labels)
+            self.steps.append((float(sums["loss"]) / len(labels), int(sums["acc"]), len(labels)))
+            return sums
 
         def batch(trainer, global_idx, epoch, step):
             images, labels = real_batch(trainer, global_idx, epoch, step)
@@ -253,20 +253,26 @@ def test_cuda_only_options_are_refused_on_the_cpu_before_any_file_is_written(tin
 
 def test_step_records_weight_each_part_by_the_batch_and_an_empty_share_adds_nothing():
     """Global batch of 5 over 2 processes, seen from one process holding 3 (their per-sample losses sum to
-    6.0, 1 correct): its part is 6.0 / 5. A process holding no image of a batch has the part of an empty
-    sum, 0 (not the nan of a mean over nothing), so the sums stay finite."""
-    from reid.engine.records import StepRecords
+    6.0, 1 correct): its part is 6.0 / 5, and its plain cross entropy sums -log p of its 3 targets. A process
+    holding no image of a batch has the sums of an empty batch, 0 (not the nan of a mean over nothing), so
+    the sums stay finite."""
+    from reid.engine.records import StepRecords, step_sums
     from reid.data import Share
     from reid.losses import BatchShare
     from reid.losses.shares import sample_mean_part
 
-    empty = BatchShare.of(Share(5, rank=5, world_size=6), torch.empty(0, 3), None, torch.zeros(5, dtype=torch.long))
+    targets = torch.tensor([0, 2, 1, 1, 0])
+    logits = torch.tensor([[3.0, 0.0, 0.0], [0.0, 0.0, 1.0], [2.0, 0.0, 0.0]])  # rows 0..2: right, right, wrong
+    held = BatchShare.of(Share(5, rank=0, world_size=2), logits, None, targets)
+    empty = BatchShare.of(Share(5, rank=5, world_size=6), torch.empty(0, 3), None, targets)
     assert (empty.lo, empty.hi, len(empty.targets)) == (5, 5, 0)  # 6 processes, 5 images: the last holds none
     records = StepRecords([5, 5], torch.device("cpu"))
-    records.record(0, torch.tensor(6.0 / 5), torch.tensor(1))
-    records.record(1, sample_mean_part(torch.empty(0), empty), torch.tensor(0))
-    loss, acc, sizes = records.take(2)
-    assert loss == pytest.approx([6.0 / 5, 0.0]) and acc == [1 / 5, 0.0] and sizes == [5, 5]
+    records.record(0, step_sums(held, torch.tensor(6.0 / 5)))
+    records.record(1, step_sums(empty, sample_mean_part(torch.empty(0), empty)))
+    means, sizes = records.take(2)
+    nll = -torch.log_softmax(logits.double(), 1)[torch.arange(3), targets[:3]].sum().item()  # the 3 rows' -log p
+    assert means["loss"] == pytest.approx([6.0 / 5, 0.0]) and means["acc"] == pytest.approx([2 / 5, 0.0])
+    assert means["nll"] == pytest.approx([nll / 5, 0.0], rel=1e-6) and sizes == [5, 5]
 
 
 def test_a_run_outside_the_imagenet_regime_is_warned_with_the_key_to_set_and_its_log_names_the_run(
@@ -294,3 +300,56 @@ def test_a_run_outside_the_imagenet_regime_is_warned_with_the_key_to_set_and_its
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert (saved["optim"]["backbone_lr"], saved["augment"]["pad"]) == (0.005, 10)
     assert untuned_defaults(config(tiny_overrides)) == []
+
+
+def test_the_plain_cross_entropy_is_the_standard_loss_and_below_the_soft_loss(tmp_path_factory, synthetic_root):
+    """The criteria of configs/standard.yaml (plain cross entropy, no class weights) and configs/soft.yaml, at a
+    tiny size: for standard, train_nll equals train_loss and val_nll equals val_loss to 1e-6 step by step (the
+    same measure); soft adds uniform_weight x mean_c -log p_c > 0 to the cross entropy, so its val_nll is below
+    its val_loss at every step, and the gap is that term (at least -log(1/K) for K classes, by Jensen)."""
+    overrides = module_overrides(tmp_path_factory.mktemp("nll"), synthetic_root)
+    mats = {}
+    for name in ("standard", "soft"):
+        cfg = config(overrides, "train.epochs=1", "optim.lr=0.01", "optim.backbone_lr=0.01", name=f"{name}.yaml")
+        mats[name] = loadmat(train(cfg, device="cpu", progress=False) / "mini_batch_data.mat")
+    standard, soft = mats["standard"], mats["soft"]
+    assert standard["criterion"][0] == "cross_entropy" and soft["criterion"][0] == "soft_cross_entropy"
+    for phase, steps in (("train", 7), ("val", 2)):
+        for m in (standard, soft):
+            assert m[f"{phase}_nll"].shape == (1, steps) and np.isfinite(m[f"{phase}_nll"]).all()
+        np.testing.assert_allclose(standard[f"{phase}_nll"][0], standard[f"{phase}_loss"][0], rtol=0, atol=1e-6)
+    assert (soft["val_nll"][0] < soft["val_loss"][0]).all()
+    # K = 8 training identities: mean_c -log p_c >= log 8 (uniform_weight 1)
+    assert (soft["val_loss"][0] - soft["val_nll"][0] >= np.log(8) - 1e-6).all()
+    for m in (standard, soft):  # one whole-split summary per epoch with a val phase
+        assert m["val_summary_epoch"][0].tolist() == [1]
+        assert 0 <= m["val_ece"][0, 0] <= 1 and 1 / 8 <= m["val_confidence"][0, 0] <= 1
+
+
+def test_a_history_from_before_the_plain_cross_entropy_gets_nan_rows_of_its_length():
+    """A checkpoint written before ``train_nll``/``val_nll`` existed resumes with nan for its mini-batches, so every
+    row of a phase keeps one entry per mini-batch (the .mat contract) and the new steps append after them."""
+    from reid.engine.history import History
+
+    old = History("cross_entropy")
+    old.extend("train", 1, loss=[2.0, 1.5], acc=[0.0, 0.5], nll=[2.0, 1.5], batch_size=[4, 4], lr=[0.1, 0.1])
+    state = old.state_dict()
+    del state["columns"]["train_nll"], state["columns"]["val_nll"]
+    resumed = History.from_state_dict(state)
+    resumed.extend("train", 2, loss=[1.0], acc=[1.0], nll=[1.0], batch_size=[4], lr=[0.1])
+    nll = resumed.to_mat()["train_nll"][0]
+    assert nll.shape == (3,) and np.isnan(nll[:2]).all() and nll[2] == 1.0
+    assert resumed.to_mat()["val_nll"].size == 0  # no val mini-batch yet: nothing to pad
+
+
+def test_val_feature_ratio_of_a_run_that_has_not_learnt_is_about_one(tmp_path_factory, synthetic_root):
+    """Two val images of each of the 8 identities, a learning rate of 1e-9 (the weights stay at their
+    initialisation; BatchNorm's running statistics follow the data as in any run): the retrieval features are
+    about as far from an image of the same identity as from one of another, a ratio of about 1 (a run that has
+    learnt goes well below: tests/test_evaluate_run.py)."""
+    overrides = module_overrides(tmp_path_factory.mktemp("untrained"), synthetic_root)
+    cfg = config(overrides, "data.val_per_id=2", "train.epochs=1", "eval.every_epochs=0", "optim.lr=0.000000001",
+                 "optim.backbone_lr=0.000000001", name="standard.yaml")
+    m = loadmat(train(cfg, device="cpu", progress=False) / "mini_batch_data.mat")
+    assert m["val_batch_size"][0].sum() == 16 and m["val_summary_epoch"][0].tolist() == [1]
+    assert m["val_feature_ratio"][0, 0] == pytest.approx(1.0, abs=0.1)

@@ -47,6 +47,14 @@ Conventions (chosen here, relied on by the tests):
   run in progress (fewer mini-batches so far than the earlier epochs), n is the earlier
   epochs' count so the partial epoch is drawn at its true position, not stretched.
 * **Accuracy** is plotted in % (stored as a fraction); losses as stored.
+* **Runs of different criteria**: each criterion's loss has its own scale (soft cross entropy adds
+  ``mean_c -log p_c``), so when the runs' ``criterion`` differ the default panels are
+  ``train_nll``, ``train_acc``, ``val_nll``, ``val_acc`` (the plain cross entropy of the logits,
+  recorded for every run), the figure's title and the table's notes say why, and the table leaves
+  out the val loss columns (it never ranks runs by a loss that differs between them). Runs of one
+  criterion keep the default panels; ``metrics`` given explicitly are drawn as asked. A ``.mat``
+  written before the criterion-free keys existed still compares: its runs are drawn with their
+  losses, "-" in the criterion-free columns, and a one-line note says so.
 """
 
 from __future__ import annotations
@@ -62,7 +70,10 @@ from .curves import parse_range
 from .plot import BANDS, DEFAULT_METRICS, plot_runs, plot_study
 from .run_data import Run, load_run, machine_note, metric_group, unique_names
 from .over_seeds import Group, study_groups, study_table
-from .summary import summary_table
+from .summary import criteria, has_criterion_free, summary_table
+
+# The default panels of runs of different criteria: the same yardstick for every run.
+CRITERION_FREE_METRICS: tuple[str, ...] = ("train_nll", "train_acc", "val_nll", "val_acc")
 
 
 def default_out(runs: Sequence[Run]) -> Path:
@@ -83,8 +94,45 @@ def default_out(runs: Sequence[Run]) -> Path:
 
 
 def default_metrics(runs: Sequence[Run]) -> list[str]:
-    """``DEFAULT_METRICS`` less the val ones no run has (a run with ``data.val_per_id: 0`` logs no val batch)."""
-    return [m for m in DEFAULT_METRICS if metric_group(m) == "train" or any(run.arrays[m].size for run in runs)]
+    """``CRITERION_FREE_METRICS`` when the runs train with different criteria and all record them, else
+    ``DEFAULT_METRICS``; less the val ones no run has (a run with ``data.val_per_id: 0`` logs no val batch)."""
+    differ = len(criteria(runs)) > 1 and all(has_criterion_free(run) for run in runs)
+    chosen = CRITERION_FREE_METRICS if differ else DEFAULT_METRICS
+    return [m for m in chosen if metric_group(m) == "train" or any(run.arrays[m].size for run in runs)]
+
+
+def comparison_notes(runs: Sequence[Run], metrics: Sequence[str]) -> list[str]:
+    """One line each: why runs of different criteria are drawn with the NLL, which runs' .mat predates the
+    criterion-free keys, and which runs come from which kind of machine where they come from more than one.
+
+    Example::
+
+        comparison_notes([standard, soft], ["train_nll", "train_acc", "val_nll", "val_acc"])
+        # ["The runs train with different criteria (cross_entropy, soft_cross_entropy) ..."]
+    """
+    notes, names = [], criteria(runs)
+    if len(names) > 1 and any(m.endswith("_nll") for m in metrics):
+        notes.append(f"The runs train with different criteria ({', '.join(names)}) and each criterion's loss has "
+                     "its own scale, so the curves show train_nll/val_nll, the plain cross entropy of the logits, "
+                     "measured the same way for every run.")
+    old = [name for name, run in zip(unique_names(runs), runs) if not has_criterion_free(run)]
+    if old:
+        drawn = " (the figure shows each run's own loss)" if len(names) > 1 and not any(
+            m.endswith("_nll") for m in metrics) else ""
+        notes.append(f"note: {', '.join(old)}: no train_nll/val_nll/val_ece in the .mat (written before they were "
+                     f"recorded){drawn}; '-' in the criterion-free columns.")
+    machines = machine_note(runs)
+    if machines:
+        notes.append(machines)
+    return notes
+
+
+def figure_note(runs: Sequence[Run], metrics: Sequence[str]) -> str:
+    """The figure's one line on why runs of different criteria show the NLL ("" otherwise)."""
+    names = criteria(runs)
+    if len(names) > 1 and any(m.endswith("_nll") for m in metrics):
+        return f"criteria differ ({', '.join(names)}): each loss has its own scale, so NLL = plain cross entropy"
+    return ""
 
 
 def _parse_metrics(metrics: str | Iterable[str] | None) -> list[str]:
@@ -125,21 +173,18 @@ def compare(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = 
     if not out_path.suffix:
         out_path = out_path.with_suffix(".png")
     groups = study_groups(runs)
-    note = machine_note(runs)  # on the terminal and at the top of the .md's table
+    note = figure_note(runs, metric_list)
+    notes = "".join(f"\n{line}\n" for line in comparison_notes(runs, metric_list))
     if groups:
-        plot_study(groups, out_path, metrics=metric_list, smooth=smooth, x=x, fraction=fraction, band=band)
-        table = with_note(note, study_table(groups, decisions))
+        plot_study(groups, out_path, metrics=metric_list, smooth=smooth, x=x, fraction=fraction, band=band, note=note)
+        table = study_table(groups, decisions) + notes
         md = _study_report(groups, out_path, table, metric_list, smooth, x, fraction, band)
     else:
-        plot_runs(runs, out_path, metrics=metric_list, smooth=smooth, x=x, fraction=fraction)
-        table = with_note(note, summary_table(runs))
+        plot_runs(runs, out_path, metrics=metric_list, smooth=smooth, x=x, fraction=fraction, note=note)
+        table = summary_table(runs) + notes
         md = _markdown_report(runs, out_path, table, metric_list, smooth, x, fraction)
     atomic_write_text(out_path.with_suffix(".md"), md)
     return out_path, table
-
-
-def with_note(note: str | None, table: str) -> str:
-    return f"{note}\n\n{table}" if note else table
 
 
 def _markdown_report(runs: Sequence[Run], out_path: Path, table: str, metrics: Sequence[str],
@@ -149,9 +194,13 @@ def _markdown_report(runs: Sequence[Run], out_path: Path, table: str, metrics: S
     buf.write(f"# Comparison: {' vs '.join(names)}\n\n")
     buf.write(f"![curves]({out_path.name})\n\n")
     buf.write(table)
-    buf.write("\nValidation accuracy/loss per epoch = mean over the epoch's val mini-batches weighted "
-              "by val_batch_size; final = last complete epoch, best = max accuracy / min loss "
-              "(ep N = its epoch). rank-1/mAP = last evaluation in the .mat (eval_*), else results.json.\n\n")
+    buf.write("\nValidation accuracy/loss/NLL per epoch = mean over the epoch's val mini-batches weighted "
+              "by val_batch_size; final = last complete epoch, best = max accuracy / min loss or NLL "
+              "(ep N = its epoch). rank-1/mAP = last evaluation in the .mat (eval_*), else results.json. "
+              "val NLL = plain cross entropy of the logits whatever the criterion; val ECE (15 equal-width bins "
+              "of the top probability), val confidence (mean top probability) and feature ratio (mean "
+              "same-identity / different-identity cosine distance of the retrieval features) are those of "
+              "the final epoch's whole val split.\n\n")
     buf.write(f"Plot: metrics {', '.join(metrics)}; x = {x}; smoothing = {smooth} "
               f"(trailing moving average); range = {fraction[0]:g}:{fraction[1]:g} of the longest run.\n\n")
     buf.write("Runs:\n\n")

@@ -16,8 +16,10 @@ Conventions (relied on by the tests):
   when some group holds runs of two or more seeds; two runs of one group with the same
   seed are then an error.
 * **Numbers** per run are :func:`reid.analysis.summarize`'s ``val_acc_final``, ``rank1``
-  and ``mAP``, in %. Per group: the mean and the sample standard deviation (n - 1) over
-  its seeds.
+  and ``mAP``, in %, and beside them the criterion-free ``val_nll_final`` (plain cross entropy
+  of the logits, whatever the criterion) and ``val_ece_final`` (in %), which compare configs of
+  different criteria. Per group: the mean and the sample standard deviation (n - 1) over its
+  seeds. Paired differences and decisions are on the first three (decisions on mAP, or rank-1).
 * **Paired differences**: for groups A before B, ``d_s = B_s - A_s`` over the seeds both
   have (same seed = same images in the same order), in percentage points; the mean, a
   95% confidence interval ``mean ± t(0.975, n-1) * sd(d) / sqrt(n)`` (Student t, n - 1
@@ -42,6 +44,10 @@ SEED_SUFFIX = re.compile(r"^(?P<name>.+)_s(?P<seed>\d+)$")
 # (summarize key, column title) of the numbers compared over seeds.
 STUDY_METRICS: tuple[tuple[str, str], ...] = (("val_acc_final", "final val acc"), ("rank1", "rank-1"),
                                               ("mAP", "mAP"))
+# (summarize key, column title, in %) of the criterion-free numbers shown as mean ± sd per config
+# (no paired differences: the decisions stay on retrieval).
+STUDY_MEASURES: tuple[tuple[str, str, bool], ...] = (("val_nll_final", "final val NLL", False),
+                                                    ("val_ece_final", "final val ECE", True))
 CONFIDENCE = 0.95
 
 
@@ -111,13 +117,13 @@ def study_groups(runs: Sequence[Run]) -> list[Group] | None:
     return groups
 
 
-def seed_values(group: Group, key: str) -> dict[int, float]:
-    """``summarize(run)[key]`` in % for each seed of ``group`` that has it."""
+def seed_values(group: Group, key: str, percent: bool = True) -> dict[int, float]:
+    """``summarize(run)[key]`` (in % unless ``percent`` is False) for each seed of ``group`` that has it."""
     out = {}
     for seed, run in group.runs.items():
         v = summarize(run)[key]
         if v is not None and math.isfinite(v):
-            out[seed] = as_percent(v)
+            out[seed] = as_percent(v) if percent else v
     return out
 
 
@@ -158,11 +164,11 @@ def _fmt(v: float | None, signed: bool = False) -> str:
     return "-" if v is None else (f"{v:+.2f}" if signed else f"{v:.2f}")
 
 
-def _mean_std_cell(values: dict[int, float], seeds: int) -> str:
+def _mean_std_cell(values: dict[int, float], seeds: int, unit: str = "%", digits: int = 2) -> str:
     mean, std = mean_std(list(values.values()))
     if mean is None:
         return "-"
-    cell = f"{_fmt(mean)} ± {_fmt(std)}%"
+    cell = f"{mean:.{digits}f} ± {'-' if std is None else f'{std:.{digits}f}'}{unit}"
     return cell if len(values) == seeds else f"{cell} (n={len(values)})"
 
 
@@ -176,10 +182,12 @@ def study_table(groups: Sequence[Group], decisions: Sequence[str] | None = None)
         print(study_table(study_groups(runs)))
     """
     metrics = present_metrics(groups)
-    header = ["config", "seeds"] + [title for _, title in metrics] + ["evaluated with"]
-    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * len(metrics) + "---|"]
+    header = ["config", "seeds"] + [title for _, title in metrics] + [t for _, t, _ in STUDY_MEASURES] + ["evaluated with"]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(metrics) + len(STUDY_MEASURES)) + "---|"]
     for g in groups:
         cells = [_mean_std_cell(seed_values(g, key), len(g.runs)) for key, _ in metrics]
+        cells += [_mean_std_cell(seed_values(g, key, percent), len(g.runs), "%" if percent else "", 2 if percent else 4)
+                  for key, _, percent in STUDY_MEASURES]
         evaluated = eval_label(list(g.runs.values())) if any(seed_values(g, k) for k in ("rank1", "mAP")) else "-"
         lines.append(f"| {g.name} | {', '.join(map(str, g.runs))} | " + " | ".join(cells) + f" | {evaluated} |")
     if len(groups) > 1 and metrics:

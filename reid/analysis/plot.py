@@ -34,6 +34,8 @@ _LABELS = {
     "train_acc": "train accuracy (%)",
     "val_loss": "validation loss",
     "val_acc": "validation accuracy (%)",
+    "train_nll": "train NLL (plain cross entropy)",
+    "val_nll": "validation NLL (plain cross entropy)",
     "train_lr": "learning rate",
     "train_batch_size": "train batch size (images)",
     "val_batch_size": "validation batch size (images)",
@@ -47,9 +49,9 @@ def figure_size_px(n_metrics: int) -> tuple[int, int]:
     return int(round(cols * PANEL_INCHES[0] * DPI)), int(round(rows * PANEL_INCHES[1] * DPI))
 
 
-def _title(names: Sequence[str], smooth: int, fraction: tuple[float, float], width_px: int) -> str:
+def _title(names: Sequence[str], smooth: int, fraction: tuple[float, float], width_px: int, note: str = "") -> str:
     title = " vs ".join(names)
-    notes = []
+    notes = [note] if note else []
     if fraction != (0.0, 1.0):
         notes.append(f"mini-batches {fraction[0]:.0%}-{fraction[1]:.0%} of the longest run")
     if smooth > 1:
@@ -63,8 +65,9 @@ def _title(names: Sequence[str], smooth: int, fraction: tuple[float, float], wid
 
 def plot_runs(runs: Sequence[Run], out_path: str | os.PathLike,
               metrics: Sequence[str] = DEFAULT_METRICS, smooth: int = 1, x: str = "batch",
-              fraction: tuple[float, float] = (0.0, 1.0)) -> Path:
-    """Draw one panel per metric, one line per run, and write the figure atomically.
+              fraction: tuple[float, float] = (0.0, 1.0), note: str = "") -> Path:
+    """Draw one panel per metric, one line per run, and write the figure atomically; ``note``: a line
+    under the title (why the panels are what they are).
 
     The image is ``figure_size_px(len(metrics))`` pixels (PANEL_INCHES per panel at DPI,
     at most MAX_COLUMNS panels per row). Uses matplotlib's Agg canvas directly, so no
@@ -93,7 +96,7 @@ def plot_runs(runs: Sequence[Run], out_path: str | os.PathLike,
             drawn += ys.size
         _label_panel(ax, metric, x, drawn)
         _mark_epochs(ax, runs, metric, x, window)
-    fig.suptitle(_title(names, int(smooth), fraction, figure_size_px(len(metrics))[0]), fontsize=11)
+    fig.suptitle(_title(names, int(smooth), fraction, figure_size_px(len(metrics))[0], note), fontsize=11)
     return _save(fig, out_path, fmt)
 
 
@@ -101,7 +104,7 @@ BANDS = {"minmax": "min-max", "std": "±1 std"}
 
 
 def study_figure(groups: Sequence[Group], metrics: Sequence[str] = DEFAULT_METRICS, smooth: int = 1,
-                 x: str = "batch", fraction: tuple[float, float] = (0.0, 1.0), band: str = "minmax"):
+                 x: str = "batch", fraction: tuple[float, float] = (0.0, 1.0), band: str = "minmax", note: str = ""):
     """The study figure: one panel per metric, per config the mean curve over its seeds and a band.
 
     Each run's curve is made as in :func:`plot_runs` (smoothing, window, x axis); at each
@@ -135,14 +138,14 @@ def study_figure(groups: Sequence[Group], metrics: Sequence[str] = DEFAULT_METRI
                 ax.fill_between(xs, lo, hi, color=f"C{i % 10}", alpha=0.25, linewidth=0)
         _label_panel(ax, metric, x, drawn)
         _mark_epochs(ax, runs, metric, x, window)
-    fig.suptitle(_title([g.name for g in groups], int(smooth), fraction, figure_size_px(len(metrics))[0]),
+    fig.suptitle(_title([g.name for g in groups], int(smooth), fraction, figure_size_px(len(metrics))[0], note),
                  fontsize=11)
     return fig
 
 
 def plot_study(groups: Sequence[Group], out_path: str | os.PathLike, metrics: Sequence[str] = DEFAULT_METRICS,
                smooth: int = 1, x: str = "batch", fraction: tuple[float, float] = (0.0, 1.0),
-               band: str = "minmax") -> Path:
+               band: str = "minmax", note: str = "") -> Path:
     """Write :func:`study_figure` atomically to ``out_path`` (PNG/PDF/SVG); same size as :func:`plot_runs`'.
 
     Example::
@@ -150,7 +153,7 @@ def plot_study(groups: Sequence[Group], out_path: str | os.PathLike, metrics: Se
         plot_study(study_groups(runs), "study.png", metrics=["train_acc", "val_acc"], band="std")
     """
     fmt = _format(out_path)
-    fig = study_figure(groups, metrics, smooth, x, fraction, band)
+    fig = study_figure(groups, metrics, smooth, x, fraction, band, note)
     return _save(fig, out_path, fmt)
 
 

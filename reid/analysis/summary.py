@@ -1,4 +1,5 @@
-"""The summary table: per-epoch validation numbers, final/best, rank-1 and mAP of each run.
+"""The summary table: per-epoch validation numbers, final/best, rank-1 and mAP of each run, and the
+criterion-free measures (val NLL, ECE, confidence, feature ratio) that compare runs of different criteria.
 
 Example::
 
@@ -56,7 +57,10 @@ def summarize(run: Run) -> dict:
     val_epochs, val_acc_per_epoch, val_loss_per_epoch, val_acc_final, val_acc_best,
     val_acc_best_epoch, val_loss_final, val_loss_best, val_loss_best_epoch,
     val_partial_epoch (epoch left out as incomplete, or None), rank1, mAP, eval_epoch,
-    eval_source ("mat", "results.json" or None).
+    eval_source ("mat", "results.json" or None); the criterion-free ones: val_nll_per_epoch,
+    val_nll_final, val_nll_best, val_nll_best_epoch (the plain cross entropy ``val_nll`` per epoch,
+    weighted as the loss), val_ece_final, val_confidence_final, val_feature_ratio_final (the
+    ``val_summary_epoch`` entry of the final epoch); None where the .mat predates these keys.
 
     Example::
 
@@ -76,6 +80,7 @@ def summarize(run: Run) -> dict:
         partial = eps[-1]
         eps, accs, losses = eps[:-1], accs[:-1], losses[:-1]
     out.update(val_epochs=eps, val_acc_per_epoch=accs, val_loss_per_epoch=losses, val_partial_epoch=partial)
+    out.update(criterion_free(run, eps))
     if eps:
         ia, il = int(np.argmax(accs)), int(np.argmin(losses))
         out.update(val_acc_final=accs[-1], val_acc_best=accs[ia], val_acc_best_epoch=eps[ia],
@@ -99,6 +104,43 @@ def summarize(run: Run) -> dict:
         source = "results.json" if rank1 is not None or mAP is not None else None
     out.update(rank1=rank1, mAP=mAP, eval_epoch=eval_epoch, eval_source=source)
     return out
+
+
+def has_criterion_free(run: Run) -> bool:
+    """Whether ``run``'s .mat records the criterion-free measures (a .mat written before them has none)."""
+    a = run.arrays
+    return all(k in a for k in CRITERION_FREE_KEYS) and a["val_nll"].size == a["val_loss"].size \
+        and a["train_nll"].size == a["train_loss"].size
+
+
+CRITERION_FREE_KEYS = ("train_nll", "val_nll", "val_summary_epoch", "val_ece", "val_confidence", "val_feature_ratio")
+
+
+def criterion_free(run: Run, epochs: Sequence[int]) -> dict:
+    """The val NLL per complete epoch ``epochs`` (final, best and its epoch) and the ECE, confidence and
+    feature ratio of the last of them; None for each where the .mat lacks it."""
+    out: dict = dict.fromkeys(("val_nll_per_epoch", "val_nll_final", "val_nll_best", "val_nll_best_epoch",
+                               "val_ece_final", "val_confidence_final", "val_feature_ratio_final"))
+    if not has_criterion_free(run) or not epochs:
+        return out
+    a = run.arrays
+    nll_epochs, nlls, _ = per_epoch_weighted(a["val_nll"], a["val_batch_size"], a["val_epoch"])
+    by_epoch = dict(zip(nll_epochs, nlls))
+    nlls = [by_epoch[e] for e in epochs]
+    best = int(np.nanargmin(nlls)) if np.isfinite(nlls).any() else len(nlls) - 1
+    out.update(val_nll_per_epoch=nlls, val_nll_final=nlls[-1], val_nll_best=nlls[best],
+               val_nll_best_epoch=epochs[best])
+    final = np.flatnonzero(a["val_summary_epoch"] == epochs[-1])
+    if final.size:
+        i = int(final[-1])
+        out.update(val_ece_final=float(a["val_ece"][i]), val_confidence_final=float(a["val_confidence"][i]),
+                   val_feature_ratio_final=float(a["val_feature_ratio"][i]))
+    return out
+
+
+def criteria(runs: Sequence[Run]) -> list[str]:
+    """The runs' criteria, each once, in order of first appearance."""
+    return list(dict.fromkeys(run.criterion for run in runs))
 
 
 def _last(v: np.ndarray | None) -> float | None:
@@ -134,12 +176,18 @@ def _cell(text: str) -> str:
 def summary_table(runs: Sequence[Run]) -> str:
     """Markdown table, one row per run (accuracies in %, "(ep N)" = epoch of the best value).
 
+    The criterion-free columns (final and best val NLL, ECE, confidence, feature ratio of the final
+    epoch) compare any runs; the val loss columns only appear when every run has the same criterion,
+    since each criterion's loss has its own scale and ranking runs by it says nothing.
+
     Example::
 
         print(summary_table([load_run("outputs/standard"), load_run("outputs/soft")]))
     """
-    header = ["run", "criterion", "epochs", "final val acc", "best val acc", "final val loss",
-              "best val loss", "rank-1", "mAP", "evaluated with"]
+    same_loss = len(criteria(runs)) == 1
+    header = ["run", "criterion", "epochs", "final val acc", "best val acc",
+              *(["final val loss", "best val loss"] if same_loss else []), "rank-1", "mAP",
+              "final val NLL", "best val NLL", "val ECE", "val confidence", "feature ratio", "evaluated with"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 3) + ["---"]) + "|"]
     for name, run in zip(unique_names(runs), runs):
         s = summarize(run)
@@ -152,7 +200,10 @@ def summary_table(runs: Sequence[Run]) -> str:
         if s["rank1"] is not None and s["eval_epoch"] is not None:
             rank1 += f" (ep {s['eval_epoch']})"
         evaluated = eval_label([run]) if s["rank1"] is not None or s["mAP"] is not None else "-"
+        best_nll = _num(s["val_nll_best"]) + (f" (ep {s['val_nll_best_epoch']})" if s["val_nll_best"] is not None else "")
         row = [name, s["criterion"], epochs, _pct(s["val_acc_final"]), best_acc,
-               _num(s["val_loss_final"]), best_loss, rank1, _pct(s["mAP"]), evaluated]
+               *([_num(s["val_loss_final"]), best_loss] if same_loss else []), rank1, _pct(s["mAP"]),
+               _num(s["val_nll_final"]), best_nll, _pct(s["val_ece_final"]), _pct(s["val_confidence_final"]),
+               _num(s["val_feature_ratio_final"]), evaluated]
         lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
     return "\n".join(lines) + "\n"

@@ -1,10 +1,11 @@
 """A TensorBoard view of a run (``train.tensorboard: true``): the ``.mat``'s rows as scalars under
 ``<run dir>/tensorboard``, written whenever the ``.mat`` is (each epoch, each checkpoint, at a stop).
 
-Each tag is a key of ``mini_batch_data.mat``: ``train_loss``, ``train_acc``, ``train_lr``,
-``val_loss``, ``val_acc`` at step = the mini-batch's number in its row (1..N), and ``eval_rank1``,
-``eval_rank5``, ``eval_rank10``, ``eval_mAP`` (and ``eval_*_<dataset>`` of cross-domain
-evaluations) at step = the evaluated epoch. Every start of a run writes the history of its
+Each tag is a key of ``mini_batch_data.mat``: ``train_loss``, ``train_acc``, ``train_nll``,
+``train_lr``, ``val_loss``, ``val_acc``, ``val_nll`` at step = the mini-batch's number in its row
+(1..N); ``val_ece``, ``val_confidence``, ``val_feature_ratio`` at step = the epoch of the val phase
+(``val_summary_epoch``); ``eval_rank1``, ``eval_rank5``, ``eval_rank10``, ``eval_mAP`` (and
+``eval_*_<dataset>`` of cross-domain evaluations) at step = the evaluated epoch. Every start of a run writes the history of its
 checkpoint again after TensorBoard's purge marker (``purge_step=0``), which hides what earlier
 lives wrote, the steps a killed life trained past its last checkpoint included: the view is
 always that of the ``.mat``.
@@ -22,9 +23,10 @@ import importlib.util
 from pathlib import Path
 
 from ..errors import ConfigError
-from .history import History
+from .history import VAL_SUMMARY_KEYS, History
 
 FOLDER = "tensorboard"
+SUMMARY_COLUMNS = tuple(f"val_{key}" for key in VAL_SUMMARY_KEYS)  # one entry per val phase
 
 
 def check_tensorboard_installed() -> None:
@@ -53,6 +55,8 @@ class BoardMirror:
             if key.startswith("eval_"):
                 suffix = key[len("eval_"):].partition("_")[2]  # the cross-domain dataset's name, or ""
                 steps = columns["eval_epoch" + (f"_{suffix}" if suffix else "")]
+            elif key in SUMMARY_COLUMNS:
+                steps = columns["val_summary_epoch"]
             else:
                 steps = range(1, len(values) + 1)
             for i in range(self.written.get(key, 0), len(values)):

@@ -1,8 +1,10 @@
 """The per-mini-batch record of a run, saved as ``mini_batch_data.mat``.
 
-Keys and shapes are a contract (DESIGN.md): ``train_loss``, ``train_acc``,
-``val_loss``, ``val_acc`` and their ``*_epoch``, ``*_batch_size`` (and ``train_lr``)
-are 1xN float64 rows, one entry per mini-batch in order; ``eval_*`` one entry per
+Keys and shapes are a contract (DESIGN.md): ``train_loss``, ``train_acc``, ``train_nll``,
+``val_loss``, ``val_acc``, ``val_nll`` and their ``*_epoch``, ``*_batch_size`` (and ``train_lr``)
+are 1xN float64 rows, one entry per mini-batch in order; ``val_summary_epoch``, ``val_ece``,
+``val_confidence``, ``val_feature_ratio`` one entry per epoch with a val phase (measured over
+the whole val split, see reid/evaluation/calibration.py); ``eval_*`` one entry per
 evaluation, and for each cross-domain dataset (``eval.datasets``) the same five keys
 suffixed by its name (``eval_epoch_dukemtmc``, ``eval_mAP_dukemtmc``, ...), one entry per
 evaluation on it; ``criterion`` and ``config`` are strings.
@@ -10,7 +12,7 @@ evaluation on it; ``criterion`` and ``config`` are strings.
 Example::
 
     h = History(criterion="soft_cross_entropy", config_text=to_yaml(cfg))
-    h.extend("train", epoch=1, loss=[2.3, 2.1], acc=[0.0, 0.25], batch_size=[32, 32], lr=[0.05, 0.05])
+    h.extend("train", epoch=1, loss=[2.3, 2.1], acc=[0.0, 0.25], nll=[2.3, 2.1], batch_size=[32, 32], lr=[0.05, 0.05])
     h.save_mat(run_dir / "mini_batch_data.mat")
     loadmat(run_dir / "mini_batch_data.mat")["train_acc"][0]   # array([0.  , 0.25])
 """
@@ -24,10 +26,15 @@ import numpy as np
 
 from ..io import atomic_savemat
 
+# The per-image quantities recorded at each step (reid/engine/records.py: step_sums), one row each per
+# phase: the criterion's loss, the accuracy and the plain cross entropy of the logits (criterion-free).
+RECORDED: tuple[str, ...] = ("loss", "acc", "nll")
 PHASE_KEYS = {
-    "train": ("loss", "acc", "epoch", "lr", "batch_size"),
-    "val": ("loss", "acc", "epoch", "batch_size"),
+    "train": (*RECORDED, "epoch", "lr", "batch_size"),
+    "val": (*RECORDED, "epoch", "batch_size"),
 }
+# Per epoch with a val phase, over the whole val split (``val_summary_epoch`` names the epoch).
+VAL_SUMMARY_KEYS = ("ece", "confidence", "feature_ratio")
 EVAL_KEYS = ("epoch", "rank1", "rank5", "rank10", "mAP")
 
 
@@ -58,16 +65,24 @@ class History:
         self.columns: dict[str, list[float]] = {
             f"{phase}_{key}": [] for phase, keys in PHASE_KEYS.items() for key in keys
         }
+        self.columns["val_summary_epoch"] = []
+        self.columns.update({f"val_{key}": [] for key in VAL_SUMMARY_KEYS})
         self.columns.update({f"eval_{key}": [] for key in EVAL_KEYS})
 
     def extend(self, phase: str, epoch: int, **values: Sequence[float]) -> None:
-        """Append one phase's mini-batches (``loss``, ``acc``, ``batch_size`` and, for train, ``lr``)."""
+        """Append one phase's mini-batches (each of ``RECORDED``, ``batch_size`` and, for train, ``lr``)."""
         n = len(values["loss"])
         for key in PHASE_KEYS[phase]:
             column = [epoch] * n if key == "epoch" else list(map(float, values[key]))
             if len(column) != n:
                 raise ValueError(f"{phase}_{key}: {len(column)} values for {n} mini-batches")
             self.columns[f"{phase}_{key}"].extend(column)
+
+    def add_val_summary(self, epoch: int, summary: dict[str, float]) -> None:
+        """Append one epoch's whole-split val measures: ``summary`` holds each of ``VAL_SUMMARY_KEYS``."""
+        self.columns["val_summary_epoch"].append(epoch)
+        for key in VAL_SUMMARY_KEYS:
+            self.columns[f"val_{key}"].append(float(summary[key]))
 
     def add_evaluation(self, epoch: int, results: dict) -> None:
         """Append one evaluation: ``eval_epoch``, ``eval_rank1``, ... from ``results`` and, for each
@@ -125,4 +140,15 @@ class History:
         history = cls(state["criterion"], state["config_text"])
         for key, values in state["columns"].items():
             history.columns[key] = list(values)
+        history.pad_missing_records()
         return history
+
+    def pad_missing_records(self) -> None:
+        """A history saved before a record existed (a checkpoint of an older version) has none of its
+        rows: nan for those mini-batches keeps every row of a phase one entry per mini-batch."""
+        for phase, keys in PHASE_KEYS.items():
+            n = len(self.columns[f"{phase}_epoch"])
+            for key in keys:
+                column = self.columns[f"{phase}_{key}"]
+                if not column and n:
+                    column.extend([float("nan")] * n)

@@ -1,11 +1,16 @@
-"""Per-mini-batch loss and accuracy kept on the training device, and the progress bar
-that shows them without stalling the GPU.
+"""Per-mini-batch records (the criterion's loss, the accuracy, the plain cross entropy) kept on the
+training device, and the progress bar that shows them without stalling the GPU.
+
+A record is a per-image quantity whose mean over each global batch becomes a row of
+``mini_batch_data.mat`` (``<phase>_<name>``); :func:`step_sums` computes every record of one step, so
+adding one is a line there and its name in :data:`RECORDED`.
 
 Example::
 
     records = StepRecords(batch_sizes=[32, 32, 8], device=device)
-    records.record(step, part, correct)    # this process's part of the batch's loss; no host synchronisation
-    losses, accuracies, sizes = records.take(upto=3)      # one copy to the host (and across ranks)
+    records.record(step, step_sums(batch, part))   # this process's sums; no host synchronisation
+    means, sizes = records.take(upto=3)           # one copy to the host (and across ranks)
+    means["nll"]                                   # the 3 batches' plain cross entropy
 """
 
 from __future__ import annotations
@@ -16,13 +21,38 @@ from typing import Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..losses import BatchShare
 from . import distributed
+from .history import RECORDED
+
+
+def step_sums(batch: BatchShare, part: torch.Tensor) -> dict[str, torch.Tensor]:
+    """This process's sums of each :data:`RECORDED` quantity over its images of the global batch, on the device.
+
+    ``part`` is this process's part of the global batch's mean loss (the parts of all processes sum to it,
+    see reid/losses/shares.py), so its sum is ``part x batch size``; ``acc`` sums ``[argmax == target]``,
+    ``nll`` sums ``-log softmax(logits)_target``, taken as its part of the batch mean in float32 exactly as
+    the ``cross_entropy`` criterion computes it, so that the two agree to the bit for that criterion.
+
+    Example::
+
+        sums = step_sums(BatchShare.whole(logits, targets, None), criterion(logits, targets))
+        sums["nll"] / len(targets)        # == F.cross_entropy(logits, targets)
+    """
+    logits, n = batch.logits.detach(), batch.batch_size
+    nll_part = F.cross_entropy(logits.float(), batch.targets, reduction="sum") / n
+    return {
+        "loss": part.detach().double() * n,
+        "acc": (logits.argmax(1) == batch.targets).sum().double(),
+        "nll": nll_part.double() * n,
+    }
 
 
 class StepRecords:
-    """Per-mini-batch loss and correct counts of one phase, kept on the training device.
+    """Per-mini-batch sums of the :data:`RECORDED` quantities of one phase, kept on the training device.
 
     Nothing here synchronises with the host per step; :meth:`take` copies the
     pending rows out (and sums them across torchrun ranks) at flush points.
@@ -30,26 +60,25 @@ class StepRecords:
 
     def __init__(self, batch_sizes: list[int], device: torch.device) -> None:
         self.batch_sizes = batch_sizes   # global sizes, known on the host
-        self.sums = torch.zeros(len(batch_sizes), 2, dtype=torch.float64, device=device)
+        self.sums = torch.zeros(len(batch_sizes), len(RECORDED), dtype=torch.float64, device=device)
         self.flushed = 0
 
-    def record(self, step: int, part: torch.Tensor, correct: torch.Tensor) -> None:
-        """``part``: this process's part of the global batch's mean loss (the parts of all processes sum
-        to it, see reid/losses/shares.py); ``correct``: the number correct among this process's images."""
-        self.sums[step, 0] = part.detach().double() * self.batch_sizes[step]
-        self.sums[step, 1] = correct.double()
+    def record(self, step: int, sums: dict[str, torch.Tensor]) -> None:
+        """``sums``: this process's :func:`step_sums` of global batch ``step`` (the processes' sums add up)."""
+        self.sums[step] = torch.stack([sums[name] for name in RECORDED])
 
-    def take(self, upto: int) -> tuple[list[float], list[float], list[int]]:
-        """Mean loss, accuracy and size of global batches ``flushed..upto-1``; marks them flushed."""
+    def take(self, upto: int) -> tuple[dict[str, list[float]], list[int]]:
+        """The mean of each record over global batches ``flushed..upto-1``, by name, and their sizes;
+        marks them flushed."""
         rows = distributed.all_reduce_sum(self.sums[self.flushed:upto].clone()).cpu().numpy()
         sizes = self.batch_sizes[self.flushed:upto]
         n = np.asarray(sizes, dtype=np.float64)
         self.flushed = upto
-        return (rows[:, 0] / n).tolist(), (rows[:, 1] / n).tolist(), sizes
+        return {name: (rows[:, column] / n).tolist() for column, name in enumerate(RECORDED)}, sizes
 
     def running(self, upto: int) -> torch.Tensor:
         """(loss sum, correct sum) over ``0..upto-1``, on the device, for the progress bar."""
-        return self.sums[:upto].sum(0)
+        return self.sums[:upto, :2].sum(0)
 
 
 class LiveView:

@@ -41,7 +41,8 @@ from ..machine import machine_kind, machine_record
 from .device import CompiledWithFallback, autocast_dtype, eval_autocast_dtype, precision_name
 from .history import History
 from .optim import EpochSchedule, build_optimizer
-from .records import PhaseBar, StepLines, StepRecords
+from .records import PhaseBar, StepLines, StepRecords, step_sums
+from .val_summary import ValSummary
 from .stopping import PhaseStopped, Position, Progress, StopSignals
 
 
@@ -201,8 +202,9 @@ class Trainer:
         except PhaseStopped:
             return False
         if val is not None:
-            loss, acc, sizes = val
-            self.history.extend("val", epoch, loss=loss, acc=acc, batch_size=sizes)
+            means, sizes, summary = val
+            self.history.extend("val", epoch, **means, batch_size=sizes)
+            self.history.add_val_summary(epoch, summary)
         if results is not None:
             self.history.add_evaluation(epoch, results)
         return True
@@ -219,8 +221,7 @@ class Trainer:
             for step in range(first_step, len(batches)):
                 images, labels = self.train_batch(batches[step], epoch, step)
                 torch.manual_seed(step_seed(self.cfg.seed, epoch, step))  # dropout
-                loss, correct = self.train_step(images, labels)
-                records.record(step, loss, correct)
+                records.record(step, self.train_step(images, labels))
                 self.position.stepped(epoch, step + 1)
                 bar.advance(len(batches[step]), records, step + 1)
                 stop = step + 1 < len(batches) and self.stops.agreed(step + 1)
@@ -232,10 +233,10 @@ class Trainer:
         self.flush_train(epoch, records, len(batches), lr)
         return len(batches)
 
-    def train_step(self, images: torch.Tensor, batch_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_step(self, images: torch.Tensor, batch_labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Forward, loss in float32, backward, optimiser step on this process's ``images`` of a global batch
-        whose labels are ``batch_labels``; returns (this process's part of the global batch's loss, number
-        correct among its images) on the device. With one process the part is the batch's loss.
+        whose labels are ``batch_labels``; returns this process's sums of the step's records on the device
+        (:func:`reid.engine.records.step_sums`: the loss, the number correct, the plain cross entropy).
         """
         share = self.share_of(len(batch_labels))
         with self.autocast(), distributed.dropout_share(self.share_dropouts, share):
@@ -250,7 +251,7 @@ class Trainer:
         for optimizer in self.optimizers():
             self.scaler.step(optimizer)
         self.scaler.update()
-        return part.detach(), (logits.argmax(1) == batch.targets).sum()
+        return step_sums(batch, part)
 
     def share_of(self, batch_size: int) -> Share:
         """This process's share of a global batch of ``batch_size`` (all of it with one process)."""
@@ -305,9 +306,9 @@ class Trainer:
         return on_images, on_images if self.image_device == self.device else async_to(on_images, self.device)
 
     def flush_train(self, epoch: int, records: StepRecords, upto: int, lr: float) -> None:
-        loss, acc, sizes = records.take(upto)
-        self.history.extend("train", epoch, loss=loss, acc=acc, batch_size=sizes, lr=[lr] * len(loss))
-        self.stop_if_diverged(epoch, loss, upto - len(loss))
+        means, sizes = records.take(upto)
+        self.history.extend("train", epoch, **means, batch_size=sizes, lr=[lr] * len(sizes))
+        self.stop_if_diverged(epoch, means["loss"], upto - len(sizes))
 
     def stop_if_diverged(self, epoch: int, losses: list[float], first_step: int) -> None:
         bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
@@ -323,14 +324,16 @@ class Trainer:
             "new run (set output.name)")
 
     @torch.no_grad()
-    def val_epoch(self, epoch: int) -> Optional[tuple[list[float], list[float], list[int]]]:
-        """The val phase's per-batch (loss, accuracy, size), None without val images; :class:`PhaseStopped`
-        when a stop signal arrives."""
+    def val_epoch(self, epoch: int) -> Optional[tuple[dict[str, list[float]], list[int], dict[str, float]]]:
+        """The val phase's per-batch records by name, the batches' sizes and the whole split's ECE, confidence
+        and feature ratio (:class:`ValSummary`); None without val images; :class:`PhaseStopped` when a stop
+        signal arrives."""
         if len(self.val_labels) == 0:
             return None
         batches = SequentialBatchSampler(len(self.val_labels), self.cfg.train.batch_size,
                                          min_batch=self.dist.world_size).batches(0)  # no process left empty
         records = StepRecords([len(b) for b in batches], self.device)
+        summary = ValSummary(self.val_labels, self.device)
         self.model.eval()
         with self.progress_bar(epoch, "val", batches, len(batches)) as bar:
             for step, global_idx in enumerate(batches):
@@ -341,12 +344,13 @@ class Trainer:
                 images = eval_transform(async_to(self.val_images[share.rows(on_images)], self.device),
                                         tuple(self.cfg.data.size), channels_last=self.channels_last)
                 with self.autocast():  # eval mode: the retrieval feature, then the classifier
-                    logits = self.model.classifier(self.model(images))
+                    features = self.model(images)
+                    logits = self.model.classifier(features)
                 batch = BatchShare.of(share, logits.float(), None, self.val_labels[on_device])
-                correct = (batch.logits.argmax(1) == batch.targets).sum()
-                records.record(step, self.val_criterion.batch_part(batch), correct)
+                records.record(step, step_sums(batch, self.val_criterion.batch_part(batch)))
+                summary.add(share.rows(on_device), batch.logits, batch.targets, features)
                 bar.advance(len(global_idx), records, step + 1)
-        return records.take(len(batches))
+        return (*records.take(len(batches)), summary.result())
 
     def evaluate(self, epoch: int, write_files: bool) -> Optional[dict]:
         """Rank-k / mAP on query vs gallery (rank 0; None on the others); :class:`PhaseStopped` when a stop

@@ -9,6 +9,7 @@ Example::
     >>> print(format_results(results))
 """
 
+from .calibration import calibration_bins, expected_calibration_error, feature_ratio, mean_confidence
 from .features import (
     compute_distance,
     evaluate_features,
@@ -24,13 +25,17 @@ from .rerank import re_ranking
 
 __all__ = [
     "AP_RULES",
+    "calibration_bins",
     "compute_distance",
     "eval_settings",
     "evaluate_datasets",
     "evaluate_features",
+    "expected_calibration_error",
     "evaluate_model",
     "extract_features",
+    "feature_ratio",
     "format_results",
+    "mean_confidence",
     "rank_metrics",
     "re_ranking",
     "read_features_mat",
