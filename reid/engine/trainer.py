@@ -18,7 +18,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from ..errors import TrainingDivergedError
 from ..evaluation import evaluate_datasets, evaluate_model, format_results
 from ..io import atomic_write_text
 from ..losses import BatchShare, CombinedCriterion
-from . import distributed
+from . import distributed, graphs
 from .board import FOLDER as BOARD_FOLDER, BoardMirror
 from .builder import RunData
 from .checkpoint import CheckpointStore
@@ -93,6 +93,7 @@ class Trainer:
         self.board = BoardMirror(run_dir / BOARD_FOLDER) if cfg.train.tensorboard and dist.is_main else None
         self.stops = StopSignals(dist, device)  # SIGTERM/SIGUSR1 while fit() runs in stops.listening()
         self.position = Progress(self.store.last)
+        self.run_step = self.step_runner()  # train_step, or its captured replay (train.cuda_graphs)
 
     def _wrap_for_training(self, model: nn.Module) -> nn.Module:
         net = model
@@ -116,7 +117,7 @@ class Trainer:
         return {
             "epoch": position.epoch, "step": position.step, "epoch_done": position.epoch_done, "finished": finished,
             "model": self.model.state_dict(), "criterion": self.criterion.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": graphs.plain_learning_rates(self.optimizer.state_dict()),
             "extra_optimizer": self.extra_optimizer.state_dict() if self.extra_optimizer else None,
             "scheduler": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
             "precision": precision_name(self.amp_dtype),
@@ -204,14 +205,14 @@ class Trainer:
         batches = self.sampler.batches(epoch)
         records = StepRecords([len(b) for b in batches], self.device)
         records.flushed = first_step
-        lr = self.optimizer.param_groups[-1]["lr"]  # the head's rate (optim.lr x schedule)
+        lr = self.optimizer.param_groups[-1]["base_lr"] * self.schedule.factor(epoch)  # the head's rate
         every = self.cfg.checkpoint.every_steps
         self.net.train()
         with self.progress_bar(epoch, "train", batches[first_step:]) as bar:
             for step in range(first_step, len(batches)):
                 images, labels = self.train_batch(batches[step], epoch, step)
                 torch.manual_seed(step_seed(self.cfg.seed, epoch, step))  # dropout
-                loss, correct = self.train_step(images, labels)
+                loss, correct = self.run_step(images, labels)
                 records.record(step, loss, correct)
                 self.position.stepped(epoch, step + 1)
                 bar.advance(len(batches[step]), records, step + 1)
@@ -244,6 +245,23 @@ class Trainer:
         self.scaler.update()
         return part.detach(), (logits.argmax(1) == batch.targets).sum()
 
+    def step_runner(self) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`train_step`, or its captured replay where ``train.cuda_graphs`` is true and the step can be
+        captured (else one log line says why it runs eagerly); ``auto`` is off until a GPU check shows the
+        captured step faster and equal (README)."""
+        if self.cfg.train.cuda_graphs is not True:
+            return self.train_step
+        reason = graphs.eager_reason(self.device, self.dist.enabled, self.scaler.is_enabled())
+        if reason:
+            self.log(f"train.cuda_graphs: the step runs eagerly: {reason}")
+            return self.train_step
+        return graphs.CapturedStep(self.train_step, before_capture=self.prepare_capture, log=self.log)
+
+    def prepare_capture(self) -> None:
+        """What changes between steps, in device tensors a captured step reads: the learning rates (the
+        schedule fills them in place). The criterion's own optimiser keeps its constant rate."""
+        graphs.learning_rates_on_device(self.optimizer, self.device)
+
     def share_of(self, batch_size: int) -> Share:
         """This process's share of a global batch of ``batch_size`` (all of it with one process)."""
         return Share(batch_size, self.dist.rank, self.dist.world_size)
@@ -254,7 +272,10 @@ class Trainer:
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
     def autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
+        # No cast cache: a captured step must not keep casts across replays (PyTorch's CUDA-graphs notes), and
+        # the model uses each weight once per forward, so the cache saved no cast.
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                              enabled=self.amp_dtype is not None, cache_enabled=False)
 
     def average_criterion_grads(self) -> None:
         """DDP averages the model's gradients across ranks; the criterion's own (center loss) are done here:
