@@ -18,7 +18,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 import numpy as np
 import torch
@@ -148,9 +148,10 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
 
     def save(self, position: Position, finished: bool = False) -> None:
-        """Checkpoint, then the .mat and log: all atomic, rank 0 only."""
+        """Checkpoint (written in the background while training goes on), then the .mat and log: all atomic,
+        rank 0 only."""
         if self.dist.is_main:
-            self.store.save(self.state_dict(position, finished))
+            self.store.save_in_background(self.state_dict(position, finished))
             self.write_history()
         self.position.checkpointed(position)
 
@@ -168,6 +169,12 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
     def fit(self, start: Position) -> None:
+        try:
+            self.fit_epochs(start)
+        finally:  # the end of the run, a stop or an error: the checkpoint being written reaches the disk
+            self.store.wait()
+
+    def fit_epochs(self, start: Position) -> None:
         for epoch in range(start.epoch, self.cfg.train.epochs + 1):
             started = time.perf_counter()
             self.schedule.apply(self.optimizer, epoch)
@@ -180,7 +187,12 @@ class Trainer:
             stop = self.stops.agreed()  # every process asks, so that they agree (rank 0 alone evaluates)
             self.save(Position(epoch, steps, epoch_done=done), finished=last and done)
             if stop and not (last and done):
-                self.stops.stop(epoch, steps)
+                self.stop(epoch, steps)
+
+    def stop(self, epoch: int, step: int) -> NoReturn:
+        """End the run after the checkpoint of (epoch, step) is on disk (before the processes part)."""
+        self.store.wait()
+        self.stops.stop(epoch, step)
 
     def end_epoch(self, epoch: int, last: bool) -> bool:
         """Validation, then the evaluation when one is due, recorded together; False when a stop signal cut
@@ -221,7 +233,7 @@ class Trainer:
                     self.flush_train(epoch, records, step + 1, lr)
                     self.save(Position(epoch, step + 1))
                 if stop:
-                    self.stops.stop(epoch, step + 1)
+                    self.stop(epoch, step + 1)
         self.flush_train(epoch, records, len(batches), lr)
         return len(batches)
 
@@ -328,6 +340,7 @@ class Trainer:
             return
         step = first_step + bad[0] + 1
         self.write_history()
+        self.store.wait()
         last = self.store.last if self.store.last.exists() else None
         where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
         raise TrainingDivergedError(
