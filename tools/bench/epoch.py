@@ -7,7 +7,8 @@ while the trainer waits (as before background checkpoints) and in the background
 Each part of an epoch is timed: the train steps, the val phase, the checkpoint (on the training
 thread: the state's copy, and the write when the trainer waits for it), the ``.mat``/log writes
 and TensorBoard's (``--tensorboard``). Printed per part: seconds per epoch and share of the epoch,
-over the epochs between the first (warm-up) and the last (the final evaluation); then the epoch's
+over the epochs between the first (warm-up) and the last (the final evaluation), median of
+``--rounds`` runs per mode (the modes in turns: a shared machine's load changes); then the epoch's
 seconds both ways, and what the background checkpoint saved against what the save cost.
 
 Example::
@@ -47,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=4, help="epochs per mode (at least 3; default 4)")
     p.add_argument("--model", default="resnet50")
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events (train.tensorboard)")
+    p.add_argument("--rounds", type=int, default=3, help="runs per mode, the modes in turns; medians (default 3)")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -61,14 +63,16 @@ def run(args: argparse.Namespace) -> dict:
                  f"train.tensorboard={str(args.tensorboard).lower()}"]
     if not args.market_root:
         overrides.append(f"data.synthetic={{ids: {args.ids}, images_per_id: 8, seed: 0}}")
-    modes = {}
-    for mode, wait in (("checkpoint waited for", True), ("background checkpoint", False)):
-        cfg = load_config(args.config, [*overrides, f"output.name={'waited' if wait else 'background'}"])
-        with timed_parts(wait_for_checkpoint=wait) as clock:
-            train(cfg, device=args.device, progress=False)
-        modes[mode] = clock.summary()
+    summaries: dict[str, list[dict]] = {"checkpoint waited for": [], "background checkpoint": []}
+    for round_ in range(args.rounds):  # the modes in turns, so that a machine's changing load hits both alike
+        for mode, wait in (("checkpoint waited for", True), ("background checkpoint", False)):
+            cfg = load_config(args.config, [*overrides, f"output.name={'waited' if wait else 'background'}{round_}"])
+            with timed_parts(wait_for_checkpoint=wait) as clock:
+                train(cfg, device=args.device, progress=False)
+            summaries[mode].append(clock.summary())
+    modes = {mode: median_summary(runs) for mode, runs in summaries.items()}
     result = {"config": args.config, "model": args.model, "size": args.size, "batch": args.batch,
-              "device": args.device, "modes": modes}
+              "device": args.device, "rounds": args.rounds, "modes": modes}
     print_table(result)
     return result
 
@@ -144,9 +148,17 @@ def timed_parts(wait_for_checkpoint: bool) -> Iterator[PartClock]:
             setattr(owner, name, old)
 
 
+def median_summary(runs: list[dict]) -> dict:
+    """Each figure's median over runs of one mode."""
+    return {"epoch_s": statistics.median(r["epoch_s"] for r in runs),
+            "parts_s": {p: statistics.median(r["parts_s"][p] for r in runs) for p in runs[0]["parts_s"]},
+            "epochs_measured": sum(r["epochs_measured"] for r in runs)}
+
+
 def print_table(r: dict) -> None:
     print(f"epoch benchmark: {Path(r['config']).name}, {r['model']}, {r['size']}, batch {r['batch']}, "
-          f"device {r['device']}; per epoch, mean over the epochs between the first and the last")
+          f"device {r['device']}; seconds per epoch (mean over the epochs between the first and the last of a run), "
+          f"median of {r['rounds']} runs per mode, the modes in turns")
     modes = list(r["modes"])
     print(f"| {'part':<14} | " + " | ".join(f"{m + ' s':>26} | {'share':>6}" for m in modes) + " |")
     print(f"|{'-' * 16}|" + "|".join(f"{'-' * 28}|{'-' * 8}" for _ in modes) + "|")
