@@ -44,7 +44,7 @@ SCALES = {
         matmul=8192, train=[],
         synthetic={"ids": 100, "images_per_id": 40, "cameras": 6, "distractors": 20, "junk": 10, "seed": 0},
         bot_epochs=3, pair_epochs=2, det_epochs=3, det_every_steps=30, note=None,
-        profile_steps=30, graph_steps=50, pack_runs="1,2,4", pack_seconds=8),
+        profile_steps=30, graph_steps=50, pack_runs="1,2,4", pack_seconds=6),
     "tiny": SimpleNamespace(  # 2 or 3 steps an epoch: a kill after step 1 is mid-epoch; 1 epoch per run
         bench=["--batch", "8", "--size", "32x16", "--model", "resnet18", "--steps", "1", "--warmup", "1"],
         compile=False, epoch_images=8, epoch_ids=2, matmul=256,
@@ -498,21 +498,23 @@ def graphs_run(cfg, device: torch.device, steps: int) -> tuple[float, dict]:
 # ----------------------------------------------------------------------------- 8. packing
 
 def packing(part: Part) -> None:
-    """Aggregate images/s of N = 1, 2, 4 runs packed on one GPU (scripts/bench.py pack), and the N that
-    ``study.sh --per-gpu auto`` picks from the GPU's free memory and one run's measured peak."""
+    """Aggregate images/s of N = 1, 2, 4 runs packed on one GPU (scripts/bench.py pack), and of the N that
+    ``study.sh --per-gpu auto`` picks from the GPU's free memory and one run's peak (measured here first)."""
     from reid.launch.runs import runs_per_gpu
 
-    with part.step("bench.py pack"):
-        from ..bench import pack
+    from ..bench import pack
 
-        parser = argparse.ArgumentParser()
-        pack.add_arguments(parser)
-        r = pack.run(parser.parse_args(["--device", part.device, *part.scale.bench, "--runs", part.scale.pack_runs,
-                                        "--seconds", str(part.scale.pack_seconds)]))
-        auto, why = None, "--per-gpu auto needs CUDA (it reads the GPU's free memory)"
-        if part.device == "cuda":
+    parser = argparse.ArgumentParser()
+    pack.add_arguments(parser)
+    bench_args = ["--device", part.device, *part.scale.bench, "--seconds", str(part.scale.pack_seconds)]
+    auto, why, counts = None, "--per-gpu auto needs CUDA (it reads the GPU's free memory)", part.scale.pack_runs
+    if part.device == "cuda":
+        with part.step("one run's peak memory"):
             free, _ = torch.cuda.mem_get_info(0)
-            auto, why = runs_per_gpu(free, int(r["rows"][0]["peak_memory_mib_per_run"] * 2**20))
+            auto, why = runs_per_gpu(free, one_run_peak_bytes(parser.parse_args(bench_args)))
+            counts = ",".join(map(str, sorted({*map(int, counts.split(",")), auto})))
+    with part.step("bench.py pack"):
+        r = pack.run(parser.parse_args([*bench_args, "--runs", counts]))
         part.table("runs packed on one GPU (scripts/bench.py pack)",
                    ["runs at once", "images/s per run", "images/s total", "total vs 1 run", "peak MiB per run",
                     "--per-gpu auto"],
@@ -520,3 +522,16 @@ def packing(part: Part) -> None:
                      f"{row['total_vs_one_run']:.2f}x", f"{row['peak_memory_mib_per_run']:.0f}",
                      "picked" if row["runs"] == auto else ""] for row in r["rows"]])
         part.note(f"--per-gpu auto: {auto if auto else 'n/a'}: {why}")
+
+
+def one_run_peak_bytes(args: argparse.Namespace) -> int:
+    """The peak memory of one packed run's trainer (bench.py pack's worker) after its warm-up, in this process;
+    its memory is handed back to the GPU after."""
+    s = bench.settings(args)
+    torch.cuda.reset_peak_memory_stats()
+    epoch, net = bench.trainer_loop(s.cfg, s.device, s.batch, s.steps, s.warmup, args.classes)
+    epoch()
+    peak = torch.cuda.max_memory_reserved(s.device)
+    del epoch, net
+    torch.cuda.empty_cache()
+    return peak
