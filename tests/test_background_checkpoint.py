@@ -44,15 +44,18 @@ def state(epoch: int, weights: torch.Tensor) -> dict:
     return {"model": {"w": weights}, "epoch": epoch}
 
 
-def test_a_background_save_returns_at_once_and_writes_the_state_of_its_call(tmp_path, monkeypatch):
+def test_a_background_save_returns_at_once_and_writes_the_state_of_its_call_then_what_follows_it(
+        tmp_path, monkeypatch):
+    """The files that follow a checkpoint (the trainer's .mat and log) are written after it, from its copy."""
     writes, store, weights = GatedWrites(monkeypatch), CheckpointStore(tmp_path), torch.zeros(3)
-    store.save_in_background(state(1, weights))
+    store.save_in_background(state(1, weights), then=lambda saved: writes.events.append(
+        ("then", saved["epoch"], store.last.exists(), saved["model"]["w"].tolist())))
     weights.add_(1.0)  # training goes on at once, in place
     assert not store.last.exists()
     writes.release.set()
     store.wait()
     assert torch.equal(load_checkpoint(store.last)["model"]["w"], torch.zeros(3))
-    assert writes.events == [("start", 1), ("end", 1)]
+    assert writes.events == [("start", 1), ("end", 1), ("then", 1, True, [0.0, 0.0, 0.0])]
 
 
 def test_a_second_checkpoint_starts_only_once_the_first_is_on_disk(tmp_path, monkeypatch):

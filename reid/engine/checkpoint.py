@@ -31,7 +31,7 @@ import socket
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -58,13 +58,14 @@ class CheckpointStore:
         self.wait()
         return self.last
 
-    def save_in_background(self, state: dict) -> Path:
+    def save_in_background(self, state: dict, then: Optional[Callable[[dict], None]] = None) -> Path:
         """Write ``state`` as ``last.pt`` from a thread, from a copy in host memory (training may change
-        the originals at once); waits first for the write before it."""
+        the originals at once), then call ``then(copy)`` in that thread (files that follow the checkpoint);
+        waits first for the write before it."""
         self.wait()
         state = host_copy({"format": FORMAT, **state})
         # not a daemon: a process that ends (an error, Ctrl-C) still finishes the write
-        self._writer = threading.Thread(target=self._write, args=(state,), name="checkpoint-writer")
+        self._writer = threading.Thread(target=self._write, args=(state, then), name="checkpoint-writer")
         self._writer.start()
         return self.last
 
@@ -77,11 +78,13 @@ class CheckpointStore:
         if error is not None:
             raise error
 
-    def _write(self, state: dict) -> None:
+    def _write(self, state: dict, then: Optional[Callable[[dict], None]] = None) -> None:
         try:
             if self.last.exists():
                 self._keep_as_previous()
             atomic_torch_save(state, self.last)
+            if then is not None:
+                then(state)
         except BaseException as e:  # noqa: BLE001 - handed to the training thread by wait()
             self._error = e
 

@@ -148,19 +148,25 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
 
     def save(self, position: Position, finished: bool = False) -> None:
-        """Checkpoint (written in the background while training goes on), then the .mat and log: all atomic,
-        rank 0 only."""
+        """Checkpoint, then the .mat and log of the same moment: written in the background while training goes
+        on, in that order (a .mat on disk has its checkpoint on disk), all atomic, rank 0 only."""
         if self.dist.is_main:
-            self.store.save_in_background(self.state_dict(position, finished))
-            self.write_history()
+            self.store.save_in_background(self.state_dict(position, finished), then=self.write_saved_history)
         self.position.checkpointed(position)
 
     def write_history(self) -> None:
+        self.write_run_files(self.history, self.log_lines)
+
+    def write_saved_history(self, state: dict) -> None:
+        """The .mat and log of a checkpoint's ``state`` (its copy, in the checkpoint's writer thread)."""
+        self.write_run_files(History.from_state_dict(state["history"]), state["log"])
+
+    def write_run_files(self, history: History, log_lines: list[str]) -> None:
         if self.dist.is_main:
-            self.history.save_mat(self.run_dir / "mini_batch_data.mat")
-            atomic_write_text(self.run_dir / "log.txt", "".join(line + "\n" for line in self.log_lines))
+            history.save_mat(self.run_dir / "mini_batch_data.mat")
+            atomic_write_text(self.run_dir / "log.txt", "".join(line + "\n" for line in log_lines))
             if self.board is not None:
-                self.board.write(self.history)
+                self.board.write(history)
 
     def log(self, line: str) -> None:
         self.log_lines.append(line)
@@ -339,8 +345,8 @@ class Trainer:
         if not bad:
             return
         step = first_step + bad[0] + 1
-        self.write_history()
         self.store.wait()
+        self.write_history()
         last = self.store.last if self.store.last.exists() else None
         where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
         raise TrainingDivergedError(

@@ -6,7 +6,8 @@ folder) trains ``--epochs`` epochs through ``Trainer.fit``, twice: with each che
 while the trainer waits (as before background checkpoints) and in the background (the default).
 Each part of an epoch is timed: the train steps, the val phase, the checkpoint (on the training
 thread: the state's copy, and the write when the trainer waits for it), the ``.mat``/log writes
-and TensorBoard's (``--tensorboard``). Printed per part: seconds per epoch and share of the epoch,
+and TensorBoard's (``--tensorboard``; these follow their checkpoint: in the background mode they
+run in the writer thread, beside training). Printed per part: seconds per epoch and share of the epoch,
 over the epochs between the first (warm-up) and the last (the final evaluation), median of
 ``--rounds`` runs per mode (the modes in turns: a shared machine's load changes); then the epoch's
 seconds both ways, and what the background checkpoint saved against what the save cost.
@@ -111,7 +112,7 @@ class PartClock:
         epoch_s = [self.epoch_starts[e] - self.epoch_starts[e - 1] for e in measured]
         parts = {p: statistics.mean(self.seconds[e][p] for e in measured)
                  for p in (*PARTS, ".mat, log, TensorBoard")}
-        parts[".mat and log"] = parts.pop(".mat, log, TensorBoard") - parts["TensorBoard"]  # write_history holds both
+        parts[".mat and log"] = parts.pop(".mat, log, TensorBoard") - parts["TensorBoard"]  # write_run_files holds both
         return {"epoch_s": statistics.mean(epoch_s), "parts_s": parts, "epochs_measured": len(epoch_s)}
 
 
@@ -136,7 +137,7 @@ def timed_parts(wait_for_checkpoint: bool) -> Iterator[PartClock]:
                (checkpoint.CheckpointStore, "save_in_background",
                 clock.wrap(checkpoint.CheckpointStore, "save_in_background", "checkpoint",
                            after=(lambda store: store.wait()) if wait_for_checkpoint else (lambda store: None))),
-               (T, "write_history", clock.wrap(T, "write_history", ".mat, log, TensorBoard")),
+               (T, "write_run_files", clock.wrap(T, "write_run_files", ".mat, log, TensorBoard")),
                (board.BoardMirror, "write", clock.wrap(board.BoardMirror, "write", "TensorBoard"))]
     saved = [(owner, name, owner.__dict__[name]) for owner, name, _ in patches]
     for owner, name, new in patches:
