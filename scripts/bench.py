@@ -5,6 +5,7 @@
     train  a bare forward/backward/step loop vs the full trainer step, images/s and their ratio
     eval   distance + ranking + CMC + mAP on a Market-1501-sized problem
     pack   images/s of 1 run alone vs N runs packed on one GPU (study.sh --per-gpu N)
+    epoch  what an epoch costs beyond its steps (checkpoint, .mat/TensorBoard, val), checkpoint waited vs background
     all    data, train and eval, and a JSON of the results beside the printed tables (--json FILE)
 """
 
@@ -20,7 +21,7 @@ from reid.cli import run_main  # noqa: E402
 from reid.io import atomic_write_text  # noqa: E402
 
 SUITES = ("data", "train", "eval")  # what `all` runs
-EXTRA = ("pack",)  # not in `all`: several processes for minutes, and only meaningful on a GPU
+EXTRA = ("pack", "epoch")  # not in `all`: they train for minutes (pack: several processes, meaningful on a GPU)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The prepared GPU check: five parts, each in its own process with its own time limit, one report.
+# The prepared GPU check: eight parts, each in its own process with its own time limit, one report.
 #
-#   scripts/gpu_check.sh --market-root data/market1501-mini      # one GPU, at most 7.5 minutes
+#   scripts/gpu_check.sh --market-root data/market1501-mini      # one GPU, at most 9.5 minutes
 #   scripts/gpu_check.sh --device cpu --tiny --out /tmp/check     # the CPU rehearsal (about 12 s of CPU; the suite runs it)
 #
 # Options:
@@ -10,7 +10,7 @@
 #   --tiny              synthetic data, tiny images and models
 #   --out DIR           default outputs/gpu_check: report.md, report.json, the PNGs, logs.tar.gz (nothing else)
 #   --work DIR          default /tmp/reid_gpu_check: runs, caches, checkpoints, logs
-#   --time-limit S      seconds for the whole check (default 450; 600 with --tiny)
+#   --time-limit S      seconds for the whole check (default 570; 780 with --tiny)
 # Environment: PYTHON (default python3): an interpreter with torch, torchvision, scipy, pillow,
 #   pyyaml, tqdm, matplotlib and pytest. Nothing is installed or downloaded: the project runs
 #   from this checkout (PYTHONPATH). The logic lives in tools/gpu_check/.

@@ -91,3 +91,14 @@ def test_the_timer_times_each_call_after_the_warm_up_and_returns_the_last_result
     calls = []
     seconds, out = timed(lambda: calls.append(len(calls)) or len(calls), repeats=3, warmup=2)
     assert calls == [0, 1, 2, 3, 4] and out == 5 and len(seconds) == 3 and min(seconds) >= 0
+
+
+def test_bench_epoch_times_each_part_of_an_epoch_with_the_checkpoint_waited_for_and_in_the_background(capsys):
+    out = bench(capsys, "epoch", "--device", "cpu", "--model", "resnet18", "--size", "32x16", "--batch", "8",
+                "--ids", "4", "--epochs", "3", "--rounds", "1")
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in out.splitlines()
+            if line.startswith("| ") and not line.startswith("| part")}
+    assert list(rows) == ["train steps", "val phase", "checkpoint", ".mat and log", "TensorBoard", "epoch"]
+    assert [c.strip() for c in rows["epoch"]][1::2] == ["100.0%", "100.0%"]
+    assert float(rows["checkpoint"][0]) > 0 and float(rows["val phase"][2]) > 0
+    assert "the background checkpoint made the epoch" in out

@@ -38,7 +38,7 @@ def test_tiny_check_on_the_cpu_reports_every_part_ok_and_out_holds_only_the_repo
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
     proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), "--device", "cpu", "--tiny",
                            "--out", str(out), "--work", str(work)], env=env, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=900)
     report_md = (out / "report.md").read_text()
     assert proc.returncode == 0, report_md + proc.stderr
     # --out: at most 8 files, none over 16 MiB; the runs, caches and checkpoints stay in --work
@@ -47,7 +47,7 @@ def test_tiny_check_on_the_cpu_reports_every_part_ok_and_out_holds_only_the_repo
     assert all((out / f).stat().st_size <= 16 * MiB for f in files)
     assert (work / "runs" / "det_killed" / "checkpoints" / "last.pt").is_file()
     # progress lines, one per part start and end, as the parts run
-    assert proc.stdout.count("part ") == 10 and "part 5/5 determinism: ok" in proc.stdout
+    assert proc.stdout.count("part ") == 16 and "part 8/8 packing: ok" in proc.stdout
 
     report = json.loads((out / "report.json").read_text())
     assert [p["name"] for p in report["parts"]] == [p[0] for p in gpu_check.PARTS]
@@ -84,6 +84,21 @@ def test_tiny_check_on_the_cpu_reports_every_part_ok_and_out_holds_only_the_repo
     assert off["checkpoint"]["every_steps"] == 0 and off["train"]["deterministic"] is False
     mode = tables["train.deterministic: epoch 1 (no step checkpoints in either run)"]["rows"]
     assert [row[0] for row in mode] == ["true", "false"] and all(float(row[1]) > 0 for row in mode)
+    # 6: per recipe, the wall time and the host time of each phase of a step; the GPU columns need CUDA
+    profile = tables["a training step, 3 steps after warm-up (ms per step)"]
+    assert profile["columns"][3:7] == ["wall", "GPU busy (kernels)", "kernels", "wall / busy"]
+    assert [c.removeprefix("host: ") for c in profile["columns"][7:]] == ["batch + augmentation", "forward",
+                                                                        "criterion", "backward", "optimiser", "records"]
+    assert [row[:2] for row in profile["rows"]] == [["BoT", "bot.yaml"], ["classic", "standard.yaml"]]
+    for row in profile["rows"]:
+        assert row[4:6] == ["n/a (CPU)", "n/a (CPU)"] and all(float(v) > 0 for v in [row[3], *row[7:]])
+    # 7: the captured step needs CUDA: one row per recipe says so
+    rows = tables["train.cuda_graphs: 50 steps eager vs captured, deterministic mode"]["rows"]
+    assert [row[:2] for row in rows] == [["BoT", "needs CUDA"], ["classic", "needs CUDA"]]
+    # 8: aggregate images/s of 1 and 2 runs at once; --per-gpu auto's pick needs the GPU's free memory
+    packed = tables["runs packed on one GPU (scripts/bench.py pack)"]["rows"]
+    assert [row[0] for row in packed] == ["1", "2"] and packed[0][3] == "1.00x" and all(float(r[2]) > 0 for r in packed)
+    assert "--per-gpu auto: n/a: --per-gpu auto needs CUDA" in report_md
 
 
 # ----------------------------------------------------------------------------- the runner, with stand-in parts
@@ -168,7 +183,7 @@ def test_a_part_that_would_outlast_the_check_is_not_started(tmp_path):
     plan = [(p["name"], lambda: 0) for p in report["parts"]]
     assert not gpu_check.run_check(report, plan, deadline=time.monotonic() + 2, say=lambda line: None)
     assert [p["status"] for p in report["parts"]] == ["not run", "not run"]
-    assert "no time left of the check's 600 s" in (tmp_path / "out" / "report.md").read_text()
+    assert "no time left of the check's 780 s" in (tmp_path / "out" / "report.md").read_text()
 
 
 KILLED_CHECK = """

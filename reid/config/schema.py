@@ -109,6 +109,7 @@ class TrainConfig:
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile: bool = False
+    cuda_graphs: Literal["auto", True, False] = "auto"
     sync_bn: Literal["auto", True, False] = "auto"
     deterministic: bool = False
     tf32: bool = True
@@ -160,7 +161,7 @@ class Config:
 # Keys a resumed run may change without changing the experiment it continues.
 # train.sync_bn decides, like the number of processes (which may change too), how BatchNorm sees the
 # processes' shares; a run saved with the former default false (or true) resumes under auto.
-RESUMABLE_CHANGES = ("train.epochs", "train.compile", "train.deterministic", "train.sync_bn", "train.tensorboard",
+RESUMABLE_CHANGES = ("train.epochs", "train.compile", "train.cuda_graphs", "train.deterministic", "train.sync_bn", "train.tensorboard",
                      "eval.", "output.",
                      "checkpoint.", "imports", "data.cache_dir", "data.device_cache")
 

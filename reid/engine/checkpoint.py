@@ -6,21 +6,32 @@ temporary name and renamed over it. Before that, the old one is kept as
 ``--resume auto`` falls back to when ``last.pt`` cannot be read (the damaged file is
 moved to ``last.pt.damaged``, so the next save does not rotate it into ``previous.pt``).
 
+The trainer writes its checkpoints in the background: :meth:`CheckpointStore.save_in_background`
+copies the state to host memory and returns while a thread writes it (a ResNet-50 with its
+optimiser state is about 300 MB), so training goes on meanwhile. Every save first waits for the
+write before it, so checkpoints reach the disk one at a time and in order; :meth:`CheckpointStore.wait`
+waits for the last one (stops and the end of a run call it); a write's error is raised by the next
+save or ``wait``.
+
 Example::
 
     store = CheckpointStore(run_dir)
     store.save(state)                   # last.pt <- state, previous.pt <- old last.pt
+    store.save_in_background(state)     # the same from a thread, on a host copy of state
+    store.wait()                        # ... now on disk
     state, path = store.load_latest()   # newest readable checkpoint, or (None, None)
 """
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import os
 import socket
+import threading
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -37,13 +48,45 @@ class CheckpointStore:
         self.folder = Path(run_dir) / "checkpoints"
         self.last = self.folder / "last.pt"
         self.previous = self.folder / "previous.pt"
+        self._writer: Optional[threading.Thread] = None
+        self._error: Optional[BaseException] = None
 
     def save(self, state: dict) -> Path:
-        state = {"format": FORMAT, **state}
-        if self.last.exists():
-            self._keep_as_previous()
-        atomic_torch_save(state, self.last)
+        """Write ``state`` as ``last.pt`` (after the write in progress, if any)."""
+        self.wait()
+        self._write({"format": FORMAT, **state})
+        self.wait()
         return self.last
+
+    def save_in_background(self, state: dict, then: Optional[Callable[[dict], None]] = None) -> Path:
+        """Write ``state`` as ``last.pt`` from a thread, from a copy in host memory (training may change
+        the originals at once), then call ``then(copy)`` in that thread (files that follow the checkpoint);
+        waits first for the write before it."""
+        self.wait()
+        state = host_copy({"format": FORMAT, **state})
+        # not a daemon: a process that ends (an error, Ctrl-C) still finishes the write
+        self._writer = threading.Thread(target=self._write, args=(state, then), name="checkpoint-writer")
+        self._writer.start()
+        return self.last
+
+    def wait(self) -> None:
+        """Wait until the checkpoint being written is on disk; raise its write's error."""
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _write(self, state: dict, then: Optional[Callable[[dict], None]] = None) -> None:
+        try:
+            if self.last.exists():
+                self._keep_as_previous()
+            atomic_torch_save(state, self.last)
+            if then is not None:
+                then(state)
+        except BaseException as e:  # noqa: BLE001 - handed to the training thread by wait()
+            self._error = e
 
     def _keep_as_previous(self) -> None:
         tmp = self.folder / ".previous.pt.link"
@@ -80,6 +123,17 @@ class CheckpointStore:
             warnings.warn(f"{self.last} cannot be read ({cause}); {kept}resuming from {self.previous} instead",
                           stacklevel=2)
             return state, self.previous
+
+
+def host_copy(state: Any) -> Any:
+    """``state`` with every tensor copied to host memory (nested dicts, lists and tuples copied too)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {k: host_copy(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(host_copy(v) for v in state)
+    return copy.deepcopy(state)
 
 
 def load_checkpoint(path: str | Path) -> dict:

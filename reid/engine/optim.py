@@ -84,8 +84,17 @@ class EpochSchedule:
         """Set every group's lr for ``epoch``; returns the factor."""
         f = self.factor(epoch)
         for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * f
+            set_learning_rate(group, group["base_lr"] * f)
         return f
 
     def state_dict(self) -> dict:
         return {"name": self.cfg.name, "total_epochs": self.total_epochs}
+
+
+def set_learning_rate(group: dict, lr: float) -> None:
+    """Set a param group's learning rate; a device tensor (which a captured step reads, see
+    reid/engine/graphs.py) is filled in place."""
+    if isinstance(group["lr"], torch.Tensor):
+        group["lr"].fill_(lr)
+    else:
+        group["lr"] = lr

@@ -24,7 +24,7 @@ from ..config import (Config, experiment_differences, import_plugins, run_dir as
 from ..errors import CheckpointError, ConfigError, Interrupted
 from ..io import atomic_write_text
 from ..machine import machine_line
-from . import distributed
+from . import distributed, graphs
 from .board import check_tensorboard_installed
 from .builder import build_criterion_from_config, build_data, build_model_from_config, build_split, check_names
 from .checkpoint import CheckpointStore, RunLock, is_finished, load_checkpoint
@@ -39,6 +39,9 @@ def check_device_options(cfg: Config, device: torch.device, world_size: int = 1)
     if cfg.train.sync_bn is True and device.type != "cuda":
         raise ConfigError("train.sync_bn = true needs CUDA devices (PyTorch's SyncBatchNorm has no CPU "
                           "implementation); set it to auto or false for a CPU run (BatchNorm then stays per process)")
+    if cfg.train.cuda_graphs is True and device.type not in graphs.CAPTURE.device_types:
+        raise ConfigError(f"train.cuda_graphs = true needs CUDA (a captured step replays CUDA kernels) and this run "
+                          f"trains on {device.type}; set it to auto or false, or train on a GPU")
     if cfg.train.batch_size < 2 * world_size:  # BatchNorm cannot train on one image
         if world_size == 1:
             raise ConfigError(f"train.batch_size = {cfg.train.batch_size}: BatchNorm needs at least 2 images per "

@@ -18,7 +18,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from ..errors import TrainingDivergedError
 from ..evaluation import evaluate_datasets, evaluate_model, format_results
 from ..io import atomic_write_text
 from ..losses import BatchShare, CombinedCriterion
-from . import distributed
+from . import distributed, graphs
 from .board import FOLDER as BOARD_FOLDER, BoardMirror
 from .builder import RunData
 from .checkpoint import CheckpointStore
@@ -98,6 +98,7 @@ class Trainer:
         self.stops = StopSignals(dist, device)  # SIGTERM/SIGUSR1 while fit() runs in stops.listening()
         self.position = Progress(self.store.last)
         self.step_lines = StepLines(self.progress)  # where no bar is shown: see reid/engine/records.py
+        self.run_step = self.step_runner()  # train_step, or its captured replay (train.cuda_graphs)
 
     def _wrap_for_training(self, model: nn.Module) -> nn.Module:
         net = model
@@ -121,7 +122,7 @@ class Trainer:
         return {
             "epoch": position.epoch, "step": position.step, "epoch_done": position.epoch_done, "finished": finished,
             "model": self.model.state_dict(), "criterion": self.criterion.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": graphs.plain_learning_rates(self.optimizer.state_dict()),
             "extra_optimizer": self.extra_optimizer.state_dict() if self.extra_optimizer else None,
             "scheduler": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
             "precision": precision_name(self.amp_dtype), "machine": self.machine,
@@ -156,18 +157,25 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
 
     def save(self, position: Position, finished: bool = False) -> None:
-        """Checkpoint, then the .mat and log: all atomic, rank 0 only."""
+        """Checkpoint, then the .mat and log of the same moment: written in the background while training goes
+        on, in that order (a .mat on disk has its checkpoint on disk), all atomic, rank 0 only."""
         if self.dist.is_main:
-            self.store.save(self.state_dict(position, finished))
-            self.write_history()
+            self.store.save_in_background(self.state_dict(position, finished), then=self.write_saved_history)
         self.position.checkpointed(position)
 
     def write_history(self) -> None:
+        self.write_run_files(self.history, self.log_lines)
+
+    def write_saved_history(self, state: dict) -> None:
+        """The .mat and log of a checkpoint's ``state`` (its copy, in the checkpoint's writer thread)."""
+        self.write_run_files(History.from_state_dict(state["history"]), state["log"])
+
+    def write_run_files(self, history: History, log_lines: list[str]) -> None:
         if self.dist.is_main:
-            self.history.save_mat(self.run_dir / "mini_batch_data.mat")
-            atomic_write_text(self.run_dir / "log.txt", "".join(line + "\n" for line in self.log_lines))
+            history.save_mat(self.run_dir / "mini_batch_data.mat")
+            atomic_write_text(self.run_dir / "log.txt", "".join(line + "\n" for line in log_lines))
             if self.board is not None:
-                self.board.write(self.history)
+                self.board.write(history)
 
     def log(self, line: str) -> None:
         self.log_lines.append(line)
@@ -176,6 +184,12 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
     def fit(self, start: Position) -> None:
+        try:
+            self.fit_epochs(start)
+        finally:  # the end of the run, a stop or an error: the checkpoint being written reaches the disk
+            self.store.wait()
+
+    def fit_epochs(self, start: Position) -> None:
         for epoch in range(start.epoch, self.cfg.train.epochs + 1):
             started = time.perf_counter()
             self.schedule.apply(self.optimizer, epoch)
@@ -188,7 +202,12 @@ class Trainer:
             stop = self.stops.agreed()  # every process asks, so that they agree (rank 0 alone evaluates)
             self.save(Position(epoch, steps, epoch_done=done), finished=last and done)
             if stop and not (last and done):
-                self.stops.stop(epoch, steps)
+                self.stop(epoch, steps)
+
+    def stop(self, epoch: int, step: int) -> NoReturn:
+        """End the run after the checkpoint of (epoch, step) is on disk (before the processes part)."""
+        self.store.wait()
+        self.stops.stop(epoch, step)
 
     def end_epoch(self, epoch: int, last: bool) -> bool:
         """Validation, then the evaluation when one is due, recorded together; False when a stop signal cut
@@ -214,14 +233,14 @@ class Trainer:
         batches = self.sampler.batches(epoch)
         records = StepRecords([len(b) for b in batches], self.device)
         records.flushed = first_step
-        lr = self.optimizer.param_groups[-1]["lr"]  # the head's rate (optim.lr x schedule)
+        lr = self.optimizer.param_groups[-1]["base_lr"] * self.schedule.factor(epoch)  # the head's rate
         every = self.cfg.checkpoint.every_steps
         self.net.train()
         with self.progress_bar(epoch, "train", batches[first_step:], len(batches)) as bar:
             for step in range(first_step, len(batches)):
                 images, labels = self.train_batch(batches[step], epoch, step)
                 torch.manual_seed(step_seed(self.cfg.seed, epoch, step))  # dropout
-                records.record(step, self.train_step(images, labels))
+                records.record(step, self.run_step(images, labels))
                 self.position.stepped(epoch, step + 1)
                 bar.advance(len(batches[step]), records, step + 1)
                 stop = step + 1 < len(batches) and self.stops.agreed(step + 1)
@@ -229,7 +248,7 @@ class Trainer:
                     self.flush_train(epoch, records, step + 1, lr)
                     self.save(Position(epoch, step + 1))
                 if stop:
-                    self.stops.stop(epoch, step + 1)
+                    self.stop(epoch, step + 1)
         self.flush_train(epoch, records, len(batches), lr)
         return len(batches)
 
@@ -253,6 +272,23 @@ class Trainer:
         self.scaler.update()
         return step_sums(batch, part)
 
+    def step_runner(self) -> Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]:
+        """:meth:`train_step`, or its captured replay where ``train.cuda_graphs`` is true and the step can be
+        captured (else one log line says why it runs eagerly); ``auto`` is off until a GPU check shows the
+        captured step faster and equal (README)."""
+        if self.cfg.train.cuda_graphs is not True:
+            return self.train_step
+        reason = graphs.eager_reason(self.device, self.dist.enabled, self.scaler.is_enabled())
+        if reason:
+            self.log(f"train.cuda_graphs: the step runs eagerly: {reason}")
+            return self.train_step
+        return graphs.CapturedStep(self.train_step, before_capture=self.prepare_capture, log=self.log)
+
+    def prepare_capture(self) -> None:
+        """What changes between steps, in device tensors a captured step reads: the learning rates (the
+        schedule fills them in place). The criterion's own optimiser keeps its constant rate."""
+        graphs.learning_rates_on_device(self.optimizer, self.device)
+
     def share_of(self, batch_size: int) -> Share:
         """This process's share of a global batch of ``batch_size`` (all of it with one process)."""
         return Share(batch_size, self.dist.rank, self.dist.world_size)
@@ -263,7 +299,10 @@ class Trainer:
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
     def autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
+        # No cast cache: a captured step must not keep casts across replays (PyTorch's CUDA-graphs notes), and
+        # the model uses each weight once per forward, so the cache saved no cast.
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                              enabled=self.amp_dtype is not None, cache_enabled=False)
 
     def average_criterion_grads(self) -> None:
         """DDP averages the model's gradients across ranks; the criterion's own (center loss) are done here:
@@ -315,6 +354,7 @@ class Trainer:
         if not bad:
             return
         step = first_step + bad[0] + 1
+        self.store.wait()
         self.write_history()
         last = self.store.last if self.store.last.exists() else None
         where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"

@@ -130,6 +130,32 @@ def device_slots(gpus: Sequence[str], per_gpu: int = 1, jobs: int = 1) -> list[s
     return [None] * jobs
 
 
+MAX_PER_GPU = 8          # runs packed on one GPU at most: beyond, their host threads compete more than they gain
+MEMORY_HEADROOM = 0.9    # share of the GPU's free memory the packed runs may take (the rest: fragmentation, others)
+CONTEXT_BYTES = 2**29    # a process's CUDA context and its kernels, beyond what PyTorch's allocator reserves
+
+
+def runs_per_gpu(free_bytes: int, run_peak_bytes: int) -> tuple[int, str]:
+    """How many runs share one GPU (``--per-gpu auto``) and why: as many as fit in ``MEMORY_HEADROOM`` of the
+    GPU's free memory at one run's measured peak (plus its CUDA context), at least 1, at most ``MAX_PER_GPU``.
+
+    Example::
+
+        runs_per_gpu(free_bytes=80 * 2**30, run_peak_bytes=9 * 2**30)   # -> (7, "...")
+    """
+    per_run = run_peak_bytes + CONTEXT_BYTES
+    fit = int(MEMORY_HEADROOM * free_bytes // per_run)
+    n = max(1, min(MAX_PER_GPU, fit))
+    gib = 2**30
+    why = (f"{free_bytes / gib:.1f} GiB free, one run's peak {run_peak_bytes / gib:.1f} GiB + "
+           f"{CONTEXT_BYTES / gib:.1f} GiB CUDA context: {fit} fit in {MEMORY_HEADROOM:.0%} of the free memory")
+    if fit > MAX_PER_GPU:
+        why += f", capped at {MAX_PER_GPU} (more runs compete for the host more than they gain)"
+    elif fit < 1:
+        why += "; one run at a time"
+    return n, why
+
+
 def check_distinct_run_dirs(jobs: Sequence[Job]) -> None:
     """Raise :class:`LaunchError` when two jobs would train into the same run directory."""
     seen: dict[Path, Job] = {}

@@ -59,8 +59,9 @@ def build_parser() -> Parser:
                "stem>_s<seed> (resumable), then write the comparison over seeds (study_*.png/.md).")
     add_run_arguments(p, "the configs to compare")
     p.add_argument("--seeds", default=None, help="seeds, comma-separated, e.g. 0,1,2,3,4 (required)")
-    p.add_argument("--per-gpu", type=int, default=1, metavar="N",
-                   help="with --gpus: runs trained at once on each GPU (default 1)")
+    p.add_argument("--per-gpu", default="1", metavar="N|auto",
+                   help="with --gpus: runs trained at once on each GPU (default 1); auto: as many as fit in the GPU's "
+                   "free memory at one run's peak, measured by a short probe run of the first run")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="without --gpus: runs trained at once (default 1; each CPU run uses every core)")
     where = p.add_mutually_exclusive_group()
@@ -192,6 +193,16 @@ def grid_variants(config: Path, axes: Sequence[tuple[str, list[str]]]) -> list[V
 def run_name(variant: Variant, seed: int) -> str:
     """The run directory name of ``variant`` with ``seed``: ``<name>_s<seed>``."""
     return f"{variant.name}_s{seed}"
+
+
+def parse_per_gpu(text: str) -> int | str:
+    """``--per-gpu``: a positive number of runs, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise LaunchError(f"--per-gpu {text}: give a number of runs per GPU (e.g. 2) or auto") from None
 
 
 def plan(variants: Sequence[Variant], seeds: list[int], sets: list[str]) -> list[Job]:
@@ -329,6 +340,7 @@ def study(args: argparse.Namespace, where: str = "here") -> int:
     seed_list = parse_int_list(args.seeds, "--seeds") if args.seeds else []
     check_sets(args.sets, RESERVED)
     gpu_ids = parse_gpus(args.gpus)
+    args.per_gpu = parse_per_gpu(args.per_gpu)
     if args.per_gpu != 1 and not gpu_ids:
         raise LaunchError("--per-gpu needs --gpus; without GPUs use --jobs N")
     if args.jobs != 1 and gpu_ids:
@@ -343,7 +355,6 @@ def study(args: argparse.Namespace, where: str = "here") -> int:
     if args.nproc_per_node < 1 or args.max_requeues < 0:
         raise LaunchError(f"--nproc-per-node {args.nproc_per_node} / --max-requeues {args.max_requeues}: give at "
                           "least 1 process per node and 0 or more requeues")
-    slots = device_slots(gpu_ids, args.per_gpu, args.jobs)
     trainer = TrainerCommand.of(args.trainer, args.device)
     config_paths = check_configs(args.configs)
     if len({c.stem for c in config_paths}) != len(config_paths):
@@ -353,6 +364,13 @@ def study(args: argparse.Namespace, where: str = "here") -> int:
     variants = [Variant.of(c) for c in config_paths[:-1]]
     variants += grid_variants(config_paths[-1], axes) if axes else [Variant.of(config_paths[-1])]
     check_configs_before_training(config_paths, axes, variants, args.sets)
+    if args.per_gpu == "auto":
+        from . import packing
+
+        first = plan(variants[:1], (seed_list or [0])[:1], list(args.sets))[0]
+        args.per_gpu, why = packing.choose_per_gpu(gpu_ids, first, trainer)
+        print(f"study: --per-gpu auto: {args.per_gpu} run(s) per GPU ({why})", flush=True)
+    slots = device_slots(gpu_ids, args.per_gpu, args.jobs)
 
     if args.until_decided:
         from . import rounds

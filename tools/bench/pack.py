@@ -101,7 +101,8 @@ def worker(options: dict) -> None:
     args = argparse.Namespace(**options)
     s = train_bench.settings(args)
     n = s.batch * max(s.steps, s.warmup)
-    trainer = train_bench.bench_trainer(s.cfg, s.device, train_bench.random_labels(n, args.classes))
+    trainer = train_bench.bench_trainer(s.cfg, s.device, train_bench.random_labels(n, args.classes),
+                                        num_classes=args.classes)
     trainer.sampler = train_bench.FixedBatches(n, s.batch, s.warmup)
     trainer.train_epoch(epoch=1, first_step=0)
     sync(s.device)

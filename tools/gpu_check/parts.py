@@ -1,4 +1,4 @@
-"""The five parts of the GPU check (README "The GPU check" says what each reports), each run in a
+"""The eight parts of the GPU check (README "The GPU check" says what each reports), each run in a
 process of its own by __main__.py. A step of a part that raises is recorded with its error line and
 the part goes on; the part's result (``WORK/parts/<name>.json``) is rewritten after every step and
 table, so a part killed at its limit keeps what finished."""
@@ -43,13 +43,15 @@ SCALES = {
         epoch_images=12936, epoch_ids=751,  # Market-1501's train split
         matmul=8192, train=[],
         synthetic={"ids": 100, "images_per_id": 40, "cameras": 6, "distractors": 20, "junk": 10, "seed": 0},
-        bot_epochs=3, pair_epochs=2, det_epochs=3, det_every_steps=30, note=None),
+        bot_epochs=3, pair_epochs=2, det_epochs=3, det_every_steps=30, note=None,
+        profile_steps=30, graph_steps=50, pack_runs="1,2,4", pack_seconds=6),
     "tiny": SimpleNamespace(  # 2 or 3 steps an epoch: a kill after step 1 is mid-epoch; 1 epoch per run
         bench=["--batch", "8", "--size", "32x16", "--model", "resnet18", "--steps", "1", "--warmup", "1"],
         compile=False, epoch_images=8, epoch_ids=2, matmul=256,
         train=["data.size=[32,16]", "model.name=resnet18", "train.batch_size=8", "eval.batch_size=64"],
         synthetic={"ids": 4, "images_per_id": 6, "cameras": 6, "distractors": 2, "junk": 1, "seed": 0},
         bot_epochs=1, pair_epochs=1, det_epochs=1, det_every_steps=1,
+        profile_steps=3, graph_steps=50, pack_runs="1,2", pack_seconds=0.5,
         note="--tiny: synthetic data, ResNet-18 at 32x16, 1 epoch per run; the figures test the check, "
              "not the hardware"),
 }
@@ -352,3 +354,189 @@ def kill_after_first_checkpoint(part: Part, sets: list[str]) -> str:
     if state["epoch_done"]:
         raise StepError(f"the kill came after epoch {state['epoch']} ended, not mid-epoch; checkpoint more often")
     return f"epoch {state['epoch']}, step {state['step']}"
+
+
+# ----------------------------------------------------------------------------- 6. profile
+
+RECIPES = (("BoT", "bot.yaml"), ("classic", "standard.yaml"))
+PHASES = ("batch + augmentation", "forward", "criterion", "backward", "optimiser", "records")
+
+
+def profile(part: Part) -> None:
+    """Per recipe, over a few dozen steps after warm-up: wall time per step (unprofiled), then under
+    torch.profiler the GPU-busy time (sum of kernel times) and kernels per step, and the host time of each
+    phase of the step. Wall time near GPU-busy time: the GPU is kept busy; far above: the run waits on the host."""
+    device, s = torch.device(part.device), part.scale
+    rows = []
+    for recipe, file in RECIPES:
+        with part.step(f"profile {recipe}"):
+            cfg = part.config(file, "data.val_per_id=0")
+            configure_backends(cfg.train.deterministic, cfg.train.tf32)
+            r = profile_recipe(cfg, device, s.profile_steps)
+            cuda = device.type == "cuda"
+            rows.append([recipe, file, cfg.train.batch_size, f"{r['wall_ms']:.2f}",
+                         f"{r['busy_ms']:.2f}" if cuda else "n/a (CPU)", f"{r['kernels']:.0f}" if cuda else "n/a (CPU)",
+                         f"{r['wall_ms'] / r['busy_ms']:.2f}" if cuda and r["busy_ms"] else "n/a",
+                         *(f"{r['host_ms'][p]:.2f}" for p in PHASES)])
+            part.table(f"a training step, {s.profile_steps} steps after warm-up (ms per step)",
+                       ["recipe", "config", "batch", "wall", "GPU busy (kernels)", "kernels", "wall / busy",
+                        *(f"host: {p}" for p in PHASES)], rows)
+    part.note("wall / busy near 1: the GPU is kept busy; well above 1 (target: at most 1.3): the step waits on the "
+              "host, which train.cuda_graphs (one launch per step) and packed runs (--per-gpu) address")
+
+
+def profile_recipe(cfg, device: torch.device, steps: int) -> dict:
+    """Wall ms per step of ``steps`` steps (unprofiled), then the same steps profiled: kernel ms and count per
+    step (CUDA) and host ms per phase per step."""
+    n = cfg.train.batch_size * steps
+    labels = torch.as_tensor(np.sort(np.arange(n) % max(2, n // cfg.sampler.num_instances)))
+    trainer = bench.bench_trainer(cfg, device, labels)
+    trainer.sampler = bench.FixedBatches(n, cfg.train.batch_size, steps)
+    trainer.train_epoch(epoch=1, first_step=0)  # warm-up (cuDNN autotuning, the optimiser's state)
+    (seconds,), _ = timed(lambda: trainer.train_epoch(epoch=2, first_step=0), device=device)
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA]
+                                                          if device.type == "cuda" else [])
+    with phases_marked(trainer), torch.profiler.profile(activities=activities) as prof:
+        trainer.train_epoch(epoch=3, first_step=0)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    host = {p: 0.0 for p in PHASES}
+    for e in prof.events():
+        if e.name.startswith("phase: ") and e.device_type == torch.autograd.DeviceType.CPU:
+            host[e.name[len("phase: "):]] += e.time_range.elapsed_us() / 1000
+    return {"wall_ms": 1000 * seconds / steps, "busy_ms": sum(e.time_range.elapsed_us() for e in kernels) / 1000 / steps,
+            "kernels": len(kernels) / steps, "host_ms": {p: v / steps for p, v in host.items()}}
+
+
+@contextmanager
+def phases_marked(trainer) -> Iterator[None]:
+    """The phases of ``trainer``'s step as profiler ranges named ``phase: <name>``, marked from outside the
+    trainer: its batch method, the network's forward (module hooks), the criterion, ``Tensor.backward``, the
+    optimiser's step (its hooks) and the records."""
+    from reid.engine.records import StepRecords
+
+    open_ranges: dict[str, Any] = {}
+
+    def begin(name: str) -> None:
+        open_ranges[name] = torch.profiler.record_function(f"phase: {name}")
+        open_ranges[name].__enter__()
+
+    def end(name: str) -> None:
+        open_ranges.pop(name).__exit__(None, None, None)
+
+    def around(owner: Any, attr: str, name: str):
+        real = getattr(owner, attr)
+
+        def call(*args, **kwargs):
+            begin(name)
+            try:
+                return real(*args, **kwargs)
+            finally:
+                end(name)
+        return real, call
+
+    patched = [(trainer, "train_batch", "batch + augmentation"), (trainer.criterion, "batch_part", "criterion"),
+               (torch.Tensor, "backward", "backward"), (StepRecords, "record", "records")]
+    originals = []
+    for owner, attr, name in patched:
+        real, call = around(owner, attr, name)
+        originals.append((owner, attr, real))
+        setattr(owner, attr, call)
+    hooks = [trainer.net.register_forward_pre_hook(lambda *a: begin("forward")),
+             trainer.net.register_forward_hook(lambda *a: end("forward")),
+             trainer.optimizer.register_step_pre_hook(lambda *a: begin("optimiser")),
+             trainer.optimizer.register_step_post_hook(lambda *a: end("optimiser"))]
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
+        for owner, attr, real in originals:
+            if isinstance(owner, type):
+                setattr(owner, attr, real)
+            else:  # the instance's own patch: its class's method shows again
+                delattr(owner, attr)
+
+
+# ----------------------------------------------------------------------------- 7. graphs
+
+def graphs(part: Part) -> None:
+    """train.cuda_graphs from the same state: 50 steps eager and 50 captured (deterministic mode), the weights'
+    largest difference and the speed-up, per recipe."""
+    columns = ["recipe", "eager s", "captured s", "speed-up", "weights' largest |difference|", "tensors differing"]
+    if part.device != "cuda":
+        part.table("train.cuda_graphs: 50 steps eager vs captured, deterministic mode", columns,
+                   [[recipe, "needs CUDA", "", "", "", ""] for recipe, _ in RECIPES])
+        return
+    rows = []
+    for recipe, file in RECIPES:
+        with part.step(f"graphs {recipe}"):
+            runs = {}
+            for mode in ("false", "true"):
+                cfg = part.config(file, "data.val_per_id=0", "train.deterministic=true", f"train.cuda_graphs={mode}")
+                configure_backends(cfg.train.deterministic, cfg.train.tf32)
+                runs[mode] = graphs_run(cfg, torch.device("cuda"), part.scale.graph_steps)
+            (eager_s, eager_w), (captured_s, captured_w) = runs["false"], runs["true"]
+            largest = max(float((eager_w[k].double() - captured_w[k].double()).abs().max()) for k in eager_w
+                          if eager_w[k].is_floating_point())
+            rows.append([recipe, f"{eager_s:.3f}", f"{captured_s:.3f}", f"{eager_s / captured_s:.2f}x",
+                         f"{largest:.3g}", len(different_tensors(eager_w, captured_w))])
+            part.table("train.cuda_graphs: 50 steps eager vs captured, deterministic mode", columns, rows)
+    part.note("train.cuda_graphs: auto may turn on where every recipe is faster captured and its weights equal")
+
+
+def graphs_run(cfg, device: torch.device, steps: int) -> tuple[float, dict]:
+    """Seconds of ``steps`` training steps after a warm-up epoch of 5 (where a captured run captures), and the
+    weights after them."""
+    n = cfg.train.batch_size * steps
+    labels = torch.as_tensor(np.sort(np.arange(n) % max(2, n // cfg.sampler.num_instances)))
+    trainer = bench.bench_trainer(cfg, device, labels)
+    trainer.sampler = bench.FixedBatches(n, cfg.train.batch_size, 5)
+    torch.manual_seed(0)
+    trainer.train_epoch(epoch=1, first_step=0)
+    trainer.sampler = bench.FixedBatches(n, cfg.train.batch_size, steps)
+    (seconds,), _ = timed(lambda: trainer.train_epoch(epoch=2, first_step=0), device=device)
+    return seconds, {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
+
+
+# ----------------------------------------------------------------------------- 8. packing
+
+def packing(part: Part) -> None:
+    """Aggregate images/s of N = 1, 2, 4 runs packed on one GPU (scripts/bench.py pack), and of the N that
+    ``study.sh --per-gpu auto`` picks from the GPU's free memory and one run's peak (measured here first)."""
+    from reid.launch.runs import runs_per_gpu
+
+    from ..bench import pack
+
+    parser = argparse.ArgumentParser()
+    pack.add_arguments(parser)
+    bench_args = ["--device", part.device, *part.scale.bench, "--seconds", str(part.scale.pack_seconds)]
+    auto, why, counts = None, "--per-gpu auto needs CUDA (it reads the GPU's free memory)", part.scale.pack_runs
+    if part.device == "cuda":
+        with part.step("one run's peak memory"):
+            free, _ = torch.cuda.mem_get_info(0)
+            auto, why = runs_per_gpu(free, one_run_peak_bytes(parser.parse_args(bench_args)))
+            counts = ",".join(map(str, sorted({*map(int, counts.split(",")), auto})))
+    with part.step("bench.py pack"):
+        r = pack.run(parser.parse_args([*bench_args, "--runs", counts]))
+        part.table("runs packed on one GPU (scripts/bench.py pack)",
+                   ["runs at once", "images/s per run", "images/s total", "total vs 1 run", "peak MiB per run",
+                    "--per-gpu auto"],
+                   [[row["runs"], f"{row['images_per_s_per_run']:.1f}", f"{row['total_images_per_s']:.1f}",
+                     f"{row['total_vs_one_run']:.2f}x", f"{row['peak_memory_mib_per_run']:.0f}",
+                     "picked" if row["runs"] == auto else ""] for row in r["rows"]])
+        part.note(f"--per-gpu auto: {auto if auto else 'n/a'}: {why}")
+
+
+def one_run_peak_bytes(args: argparse.Namespace) -> int:
+    """The peak memory of one packed run's trainer (bench.py pack's worker) after its warm-up, in this process;
+    its memory is handed back to the GPU after."""
+    s = bench.settings(args)
+    torch.cuda.reset_peak_memory_stats()
+    epoch, net = bench.trainer_loop(s.cfg, s.device, s.batch, s.steps, s.warmup, args.classes)
+    epoch()
+    peak = torch.cuda.max_memory_reserved(s.device)
+    del epoch, net
+    torch.cuda.empty_cache()
+    return peak
