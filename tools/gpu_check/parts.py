@@ -30,6 +30,7 @@ from reid.engine.device import configure_backends
 from reid.engine.run import train
 from reid.errors import ReidError
 from reid.io import atomic_write_bytes, atomic_write_text
+from reid.machine import cpu_model_and_flags, machine_kind, machine_record
 
 from ..bench import train as bench
 from ..bench.timing import timed
@@ -125,7 +126,7 @@ def environment(part: Part) -> None:
         if part.device == "cuda" and not torch.cuda.is_available():
             raise StepError(f"--device cuda: no CUDA device is visible to torch {torch.__version__} "
                             f"(built for CUDA {torch.version.cuda})")
-        facts = {"card": f"CPU: {platform.processor() or platform.machine()}", "driver": "none (CPU)"}
+        facts = {"card": f"CPU: {cpu_model_and_flags()[0]}", "driver": "none (CPU)"}
         if part.device == "cuda":
             props = torch.cuda.get_device_properties(0)
             smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
@@ -135,7 +136,8 @@ def environment(part: Part) -> None:
                      "memory": f"{props.total_memory / 2**30:.1f} GiB", "multiprocessors": props.multi_processor_count}
         cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
         facts.update(torch=torch.__version__, cuda_build=str(torch.version.cuda), cudnn=str(cudnn),
-                     python=platform.python_version(), cpu_threads=torch.get_num_threads())
+                     python=platform.python_version(), cpu_threads=torch.get_num_threads(),
+                     machine=machine_kind(machine_record(torch.device(part.device))))  # what runs record
         part.result["facts"] = facts  # the report's header
         part.table("machine", ["what", "value"], [[k.replace("_", " "), v] for k, v in facts.items()])
 
