@@ -215,9 +215,8 @@ def baseline_differences(groups: Sequence[Group]) -> list[tuple[Group, PairedDif
 def paired_groups(a: Group, b: Group, key: str) -> PairedDifference:
     """:func:`paired_difference` of ``key`` between the groups' runs, seed by seed, leaving out a seed whose
     two runs were trained on different kinds of machine (their difference would include the machines')."""
-    apart = {s for s in set(a.runs) & set(b.runs)
-             if None not in (run_machine(a.runs[s]), run_machine(b.runs[s]))
-             and run_machine(a.runs[s]) != run_machine(b.runs[s])}
+    kinds = {s: (run_machine(a.runs[s]), run_machine(b.runs[s])) for s in set(a.runs) & set(b.runs)}
+    apart = {s for s, (ka, kb) in kinds.items() if None not in (ka, kb) and ka != kb}  # unrecorded: kept
     va, vb = seed_values(a, key), seed_values(b, key)
     return paired_difference({s: v for s, v in va.items() if s not in apart}, vb)
 

@@ -61,16 +61,18 @@ def expected_calibration_error(bins: torch.Tensor) -> float:
 
         expected_calibration_error(calibration_bins(logits, targets))   # 0.4: says 0.9, right half the time
     """
-    bins = bins.double().cpu()
-    total = float(bins[:, 0].sum())
-    return float((bins[:, 2] - bins[:, 1]).abs().sum()) / total if total else math.nan
+    return _per_image(bins, (bins[:, 2] - bins[:, 1]).abs().sum())
 
 
 def mean_confidence(bins: torch.Tensor) -> float:
     """The mean top probability over the images of :func:`calibration_bins`' sums; nan for no image."""
-    bins = bins.double().cpu()
-    total = float(bins[:, 0].sum())
-    return float(bins[:, 1].sum()) / total if total else math.nan
+    return _per_image(bins, bins[:, 1].sum())
+
+
+def _per_image(bins: torch.Tensor, total: torch.Tensor) -> float:
+    """``total`` over the number of images of ``bins``; nan for no image (one host read)."""
+    count, total = bins[:, 0].sum().item(), total.item()
+    return total / count if count else math.nan
 
 
 def feature_ratio(features: torch.Tensor, labels: torch.Tensor) -> float:
@@ -82,11 +84,11 @@ def feature_ratio(features: torch.Tensor, labels: torch.Tensor) -> float:
         feature_ratio(torch.tensor([[1., 0.], [1., .1], [0., 1.]]), torch.tensor([3, 3, 7]))   # 0.005 / 0.95
     """
     f = F.normalize(features.detach().double(), dim=1)
-    distance = 1.0 - f @ f.T
+    distance = 1.0 - f @ f.T  # float64: near-duplicate images' distances are differences of numbers near 1
     labels = labels.to(f.device)
     upper = torch.ones_like(distance, dtype=torch.bool).triu(diagonal=1)  # each pair once, no self-pair
     same = (labels[:, None] == labels[None, :]) & upper
     different = (labels[:, None] != labels[None, :]) & upper
     if not same.any() or not different.any():
         return math.nan
-    return float(distance[same].mean() / distance[different].mean())
+    return (distance[same].mean() / distance[different].mean()).item()
